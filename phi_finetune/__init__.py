@@ -1,0 +1,63 @@
+"""phi_finetune: fine-tune, register, deploy, score and delete chat models on Azure ML.
+
+The same workflow runs offline on one machine with the local backend. Names are loaded on first
+use, so ``import phi_finetune`` stays cheap (no azure.ai.ml, mlflow, datasets or torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from phi_finetune._version import __version__
+
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "WorkspaceConfig": "phi_finetune.config",
+    "RunConfig": "phi_finetune.config",
+    "load_run_config": "phi_finetune.config",
+    "Workspace": "phi_finetune.workspace",
+    "UltraChatDataset": "phi_finetune.data",
+    "FoundationModel": "phi_finetune.foundation_model",
+    "ComputeSelector": "phi_finetune.compute",
+    "FineTuneParameters": "phi_finetune.parameters",
+    "FineTuneJob": "phi_finetune.job",
+    "ModelRegistrar": "phi_finetune.registrar",
+    "EndpointDeployer": "phi_finetune.deployer",
+    "Endpoint": "phi_finetune.endpoint",
+    "FineTuneSession": "phi_finetune.session",
+    "build_request": "phi_finetune.scoring",
+    "parse_response": "phi_finetune.scoring",
+    "ScoreResult": "phi_finetune.scoring",
+    "PhiFinetuneError": "phi_finetune.errors",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from phi_finetune.compute import ComputeSelector
+    from phi_finetune.config import RunConfig, WorkspaceConfig, load_run_config
+    from phi_finetune.data import UltraChatDataset
+    from phi_finetune.deployer import EndpointDeployer
+    from phi_finetune.endpoint import Endpoint
+    from phi_finetune.errors import PhiFinetuneError
+    from phi_finetune.foundation_model import FoundationModel
+    from phi_finetune.job import FineTuneJob
+    from phi_finetune.parameters import FineTuneParameters
+    from phi_finetune.registrar import ModelRegistrar
+    from phi_finetune.scoring import ScoreResult, build_request, parse_response
+    from phi_finetune.session import FineTuneSession
+    from phi_finetune.workspace import Workspace
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'phi_finetune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

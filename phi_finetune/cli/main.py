@@ -1,0 +1,103 @@
+"""``phi-finetune``: the command line entry point.
+
+Each command group lives in its own module (``phi_finetune/cli/<group>.py``) exposing
+``register(subparsers)``; handlers are attached with ``set_defaults(handler=fn)`` and return
+the exit code. Exit codes: 0 success, 1 a library error (one clear message; the traceback only
+with ``-v``), 2 a usage error. Only argparse is imported here so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from phi_finetune._version import __version__
+
+#: Command-group modules, in the order their commands appear in ``--help``.
+COMMAND_MODULES = (
+    "data",
+    "plan",
+    "run",
+    "job",
+    "status",
+    "resume",
+    "teardown",
+    "invoke",
+    "endpoints",
+    "demo",
+    "serve",
+    "report",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every command group registered)."""
+    parser = argparse.ArgumentParser(
+        prog="phi-finetune",
+        description=(
+            "Fine-tune a chat model with Azure ML registry components (or locally, offline), "
+            "register it, deploy it, score it and delete it."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"phi-finetune {__version__}")
+    _add_global_options(parser)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"phi_finetune.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"phi_finetune.cli.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    for sub in subparsers.choices.values():
+        _add_global_options(sub, suppress=True)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    # Global options are accepted before or after the command; on subcommands their defaults
+    # are suppressed so a value given before the command is not overwritten.
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", metavar="FILE", default=default, help="run configuration (phi-finetune.toml)")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable output")
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if suppress else 0, help="more logging; tracebacks on errors")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr if args.command else sys.stdout)
+        return 2 if args.command else 0
+    from phi_finetune.errors import PhiFinetuneError
+
+    try:
+        code: int = handler(args)
+    except PhiFinetuneError as exc:
+        if args.verbose:
+            raise
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    return code
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbosity < 2:
+        for noisy in ("azure", "urllib3", "mlflow", "httpx", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

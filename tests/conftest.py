@@ -1,0 +1,65 @@
+"""Test-suite wide fixtures: no network, isolated state folders, deterministic CLI output."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach the network."""
+
+
+def _is_loopback(address: Any) -> bool:
+    if isinstance(address, tuple) and address:
+        host = str(address[0])
+        return host in _LOOPBACK_HOSTS or host.startswith("127.")
+    return isinstance(address, str | bytes)  # unix sockets are local
+
+
+@pytest.fixture(autouse=True)
+def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail any test that tries to connect or resolve a name outside the loopback interface."""
+    attempts: list[str] = []
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def guarded_connect(self: socket.socket, address: Any) -> Any:
+        if not _is_loopback(address):
+            attempts.append(f"connect {address!r}")
+            raise NetworkBlocked(f"test tried to connect to {address!r}")
+        return real_connect(self, address)
+
+    def guarded_connect_ex(self: socket.socket, address: Any) -> Any:
+        if not _is_loopback(address):
+            attempts.append(f"connect {address!r}")
+            raise NetworkBlocked(f"test tried to connect to {address!r}")
+        return real_connect_ex(self, address)
+
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and str(name) not in _LOOPBACK_HOSTS and not str(name).startswith("127."):
+            attempts.append(f"resolve {name!r}")
+            raise NetworkBlocked(f"test tried to resolve {name!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    for name in ("AZUREML_CURRENT_CLOUD", "ARM_CLOUD_METADATA_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("PHI_FINETUNE_NO_PROGRESS", "1")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    yield attempts
+    if attempts:
+        pytest.fail(f"the test tried to use the network: {attempts}")
