@@ -8,7 +8,9 @@ from typing import Any
 
 REDACTED = "***"
 
-_SECRET_HEADER_NAMES = frozenset({"authorization", "api-key", "x-ms-authorization-auxiliary", "cookie"})
+_SECRET_HEADER_NAMES = frozenset(
+    {"authorization", "api-key", "x-ms-authorization-auxiliary", "cookie"}
+)
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 _KEY_FIELDS = re.compile(

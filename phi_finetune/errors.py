@@ -137,7 +137,9 @@ class DataProblem:
 class DataValidationError(PhiFinetuneError, ValueError):
     """Training or scoring data has problems; ``problems`` lists them (first ones shown)."""
 
-    def __init__(self, message: str, *, problems: Iterable[DataProblem] = (), total: int | None = None):
+    def __init__(
+        self, message: str, *, problems: Iterable[DataProblem] = (), total: int | None = None
+    ):
         self.problems = list(problems)
         self.total = len(self.problems) if total is None else total
         shown = "\n".join(f"  - {p}" for p in self.problems[:20])

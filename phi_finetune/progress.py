@@ -34,7 +34,14 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def progress(iterable: Iterable[T], *, desc: str = "", total: int | None = None, unit: str = "it", **kwargs: Any) -> Iterator[T]:
+def progress(
+    iterable: Iterable[T],
+    *,
+    desc: str = "",
+    total: int | None = None,
+    unit: str = "it",
+    **kwargs: Any,
+) -> Iterator[T]:
     """Wrap ``iterable`` in a tqdm bar when progress is enabled, else yield it unchanged."""
     if not progress_enabled():
         yield from iterable
@@ -44,7 +51,9 @@ def progress(iterable: Iterable[T], *, desc: str = "", total: int | None = None,
     yield from tqdm(iterable, desc=desc, total=total, unit=unit, **kwargs)
 
 
-def progress_bar(*, desc: str = "", total: int | None = None, unit: str = "it", **kwargs: Any) -> Any:
+def progress_bar(
+    *, desc: str = "", total: int | None = None, unit: str = "it", **kwargs: Any
+) -> Any:
     """A tqdm bar (``disable=True`` when progress is off) for manual ``update()`` calls."""
     from tqdm.auto import tqdm
 

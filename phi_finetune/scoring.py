@@ -78,7 +78,9 @@ def validate_conversation(conversation: Any, *, where: str = "conversation") -> 
     return problems
 
 
-def validate_parameters(parameters: Mapping[str, Any], *, max_new_tokens_limit: int | None = None) -> list[str]:
+def validate_parameters(
+    parameters: Mapping[str, Any], *, max_new_tokens_limit: int | None = None
+) -> list[str]:
     """Problems with generation ``parameters`` (known names are type- and range-checked)."""
     problems: list[str] = []
     for name, value in parameters.items():
@@ -100,7 +102,9 @@ def validate_parameters(parameters: Mapping[str, Any], *, max_new_tokens_limit: 
             if value < 1:
                 problems.append("parameters.max_new_tokens must be >= 1")
             elif max_new_tokens_limit is not None and value > max_new_tokens_limit:
-                problems.append(f"parameters.max_new_tokens must be <= {max_new_tokens_limit}, got {value}")
+                problems.append(
+                    f"parameters.max_new_tokens must be <= {max_new_tokens_limit}, got {value}"
+                )
     return problems
 
 

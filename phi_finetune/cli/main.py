@@ -62,9 +62,22 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool = Fal
     # Global options are accepted before or after the command; on subcommands their defaults
     # are suppressed so a value given before the command is not overwritten.
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--config", metavar="FILE", default=default, help="run configuration (phi-finetune.toml)")
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable output")
-    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if suppress else 0, help="more logging; tracebacks on errors")
+    parser.add_argument(
+        "--config", metavar="FILE", default=default, help="run configuration (phi-finetune.toml)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="machine-readable output",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if suppress else 0,
+        help="more logging; tracebacks on errors",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

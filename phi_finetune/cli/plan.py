@@ -1,0 +1,121 @@
+"""``phi-finetune plan``: check a fine-tuning run without submitting anything.
+
+``plan --config FILE`` resolves the model and the live component in the registry, checks the
+compute (cluster state, allow list, GPUs per node, quota; nothing is created) and every
+parameter, and prints the plan (model, compute, parameters with their source, display name,
+warnings). ``--offline`` needs no Azure at all: it uses the pinned component interface (or
+``finetune.interface_file``), the pinned facts of the reference model when ``model.name`` is
+``Phi-3-mini-4k-instruct`` (else a model with no allow list and no defaults), and GPUs per node
+from the pinned VM size table; cluster state and quota are not checked. Exit 0 with the plan,
+1 with every problem found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register", "run_plan"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="check model, compute and parameters and show the pipeline (submits nothing)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="no Azure: pinned interface, pinned model facts, pinned VM sizes",
+    )
+    parser.set_defaults(handler=run_plan)
+
+
+def _make_workspace(config: Any) -> Any:
+    """The workspace for a live plan (tests replace this)."""
+    from phi_finetune.workspace import Workspace
+
+    return Workspace.resolve(getattr(config, "workspace", None))
+
+
+def build_job(config: Any, *, offline: bool) -> Any:
+    """A :class:`~phi_finetune.job.FineTuneJob` from a ``RunConfig``."""
+    from phi_finetune.compute import ComputeSelector
+    from phi_finetune.foundation_model import DEFAULT_MODEL_NAME, FoundationModel, reference_model
+    from phi_finetune.interface import interface_from_yaml, load_pinned_interface
+    from phi_finetune.job import FineTuneJob
+
+    model_cfg, compute_cfg, ft = config.model, config.compute, config.finetune
+    component: Any = ft.interface_file
+    model: Any = model_cfg.name
+    ml_client = registry_client = None
+    if offline:
+        if component is None:
+            component = load_pinned_interface()
+        elif str(component).endswith(".json"):
+            component = interface_from_yaml(component)
+        if model_cfg.name == DEFAULT_MODEL_NAME:
+            model = reference_model()
+        else:
+            model = FoundationModel.from_metadata(
+                model_cfg.name, model_cfg.version or "1", registry=model_cfg.registry
+            )
+    else:
+        workspace = _make_workspace(config)
+        ml_client, registry_client = workspace.ml_client, workspace.registry_client
+    output_dir = getattr(getattr(config, "data", None), "output_dir", None)
+    data: dict[str, Any] = {}
+    if output_dir is not None:
+        data = {
+            "train_data": str(output_dir / "train_sft.jsonl"),
+            "test_data": str(output_dir / "test_sft.jsonl"),
+        }
+    return FineTuneJob(
+        ml_client=ml_client,
+        registry_client=registry_client,
+        model=model,
+        model_version=model_cfg.version,
+        model_label=model_cfg.label,
+        allow_retired=model_cfg.allow_retired,
+        compute=ComputeSelector.from_config(ml_client, compute_cfg),
+        parameters=dict(ft.parameters),
+        component=component,
+        component_name=ft.component,
+        component_version=ft.component_version,
+        component_label=ft.component_label,
+        registry=model_cfg.registry,
+        experiment_name=config.experiment_name,
+        offline=offline,
+        **data,
+    )
+
+
+def run_plan(args: Any) -> int:
+    from phi_finetune.cli._common import emit
+    from phi_finetune.config import load_run_config
+    from phi_finetune.errors import ConfigurationError, ParameterError, PhiFinetuneError
+
+    if not getattr(args, "config", None):
+        raise ConfigurationError("plan needs --config FILE (a phi-finetune.toml)")
+    config = load_run_config(args.config)
+    try:
+        plan = build_job(config, offline=bool(args.offline)).plan()
+    except PhiFinetuneError as exc:
+        problems: list[str] = []
+        if isinstance(exc, ParameterError):
+            problems += [str(p) for p in exc.problems]
+        else:
+            problems.append(str(exc))
+        problems += list(getattr(exc, "__notes__", []))
+        if getattr(args, "json", False):
+            emit(args, {"ok": False, "error": type(exc).__name__, "problems": problems})
+        else:
+            sys.stderr.write(f"error: {exc}\n")
+            for note in getattr(exc, "__notes__", []):
+                sys.stderr.write(f"{note}\n")
+        return 1
+    emit(args, {"ok": True, **plan.to_dict()}, plan.to_table())
+    return 0

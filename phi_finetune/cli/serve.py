@@ -1,0 +1,74 @@
+"""``phi-finetune serve MODEL_URI [--port N]``: serve a registered model on 127.0.0.1.
+
+Runs the local endpoint in the foreground until Ctrl-C. The key comes from the
+``PHI_FINETUNE_SERVER_KEY`` environment variable; when it is not set a random key is made and
+printed once (to stdout, never to a log) so you can call the endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a registered model (or a model folder) locally with the Azure scoring contract",
+        description=(
+            "Serve MODEL_URI (models:/NAME@ALIAS, models:/NAME/VERSION or a model folder) on "
+            "http://127.0.0.1:PORT/score until Ctrl-C. Send the key as "
+            "'Authorization: Bearer <key>'."
+        ),
+    )
+    parser.add_argument("model_uri", metavar="MODEL_URI")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store holding the registered model (e.g. sqlite:///.phi_finetune/mlflow.db); "
+        "default: $MLFLOW_TRACKING_URI",
+    )
+    parser.add_argument("--max-new-tokens-limit", type=int, default=None, metavar="N")
+    parser.add_argument("--max-body-bytes", type=int, default=None, metavar="N")
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Handler of ``phi-finetune serve``."""
+    from phi_finetune.errors import ConfigurationError
+    from phi_finetune.local import server
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigurationError(f"--port must be in 0..65535, got {args.port}", key="port")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    key = os.environ.pop(server.KEY_ENV, "")
+    generated = not key
+    if generated:
+        key = secrets.token_urlsafe(32)
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+
+    def announce(port: int) -> None:
+        sys.stdout.write(f"scoring URI: http://{server.HOST}:{port}/score\n")
+        if generated:
+            sys.stdout.write(f"key: {key}\n")
+        else:
+            sys.stdout.write(f"key: from ${server.KEY_ENV}\n")
+        sys.stdout.write("press Ctrl-C to stop\n")
+        sys.stdout.flush()
+
+    server.run_server(
+        args.model_uri,
+        key=key,
+        port=args.port,
+        tracking_uri=tracking_uri,
+        max_body_bytes=args.max_body_bytes or server.DEFAULT_MAX_BODY_BYTES,
+        max_new_tokens_limit=args.max_new_tokens_limit or server.DEFAULT_MAX_NEW_TOKENS,
+        on_ready=announce,
+    )
+    return 0

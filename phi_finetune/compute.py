@@ -1,0 +1,469 @@
+"""Step 6: choose (and if needed create) the fine-tuning compute, with every check before submit.
+
+:class:`ComputeSelector` uses an existing AmlCompute cluster, creates one idempotently, or
+selects serverless compute. Before anything is created or submitted it checks: the cluster's
+provisioning state, the model's fine-tune allow list (case-insensitive; without a list the
+reference's unsupported sizes are refused), the GPUs per node of the size (``list_sizes``, read
+around the SDK's camelCase quirk) and the vCPU quota of the size's family (``list_usage``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from phi_finetune.errors import (
+    ComputeError,
+    ComputeFailedStateError,
+    ComputeNotAllowedError,
+    ComputeNotFoundError,
+    QuotaExceededError,
+    ServiceError,
+)
+
+__all__ = [
+    "KNOWN_VM_SIZES",
+    "SERVERLESS",
+    "UNSUPPORTED_WITHOUT_ALLOW_LIST",
+    "ComputeSelection",
+    "ComputeSelector",
+    "VmSizeInfo",
+]
+
+logger = logging.getLogger(__name__)
+
+SERVERLESS = "serverless"
+#: Sizes the reference refuses when the model has no allow list.
+UNSUPPORTED_WITHOUT_ALLOW_LIST = (
+    "standard_nc6",
+    "standard_nc12",
+    "standard_nc24",
+    "standard_nc24r",
+)
+#: The component's default fine-tune instance type (used for serverless without a size).
+DEFAULT_SERVERLESS_SIZE = "Standard_NC24ads_A100_v4"
+
+
+@attrs.frozen
+class VmSizeInfo:
+    """A VM size: vCPUs, GPUs, family and memory per node."""
+
+    name: str
+    vcpus: int
+    gpus: int
+    family: str
+    memory_gb: float = 0.0
+
+
+#: Pinned facts of common GPU sizes, used only by offline plans (live plans use list_sizes).
+KNOWN_VM_SIZES: Mapping[str, VmSizeInfo] = {
+    s.name.lower(): s
+    for s in (
+        VmSizeInfo("Standard_NC6s_v3", 6, 1, "standardNCSv3Family", 112),
+        VmSizeInfo("Standard_NC12s_v3", 12, 2, "standardNCSv3Family", 224),
+        VmSizeInfo("Standard_NC24s_v3", 24, 4, "standardNCSv3Family", 448),
+        VmSizeInfo("Standard_NC24rs_v3", 24, 4, "standardNCSv3Family", 448),
+        VmSizeInfo("Standard_ND40rs_v2", 40, 8, "standardNDSv2Family", 672),
+        VmSizeInfo("Standard_NC24ads_A100_v4", 24, 1, "standardNCADSA100v4Family", 220),
+        VmSizeInfo("Standard_NC48ads_A100_v4", 48, 2, "standardNCADSA100v4Family", 440),
+        VmSizeInfo("Standard_NC96ads_A100_v4", 96, 4, "standardNCADSA100v4Family", 880),
+        VmSizeInfo("Standard_ND96asr_v4", 96, 8, "standardNDASv4_A100Family", 900),
+        VmSizeInfo("Standard_ND96amsr_A100_v4", 96, 8, "standardNDAMSv4_A100Family", 1924),
+    )
+}
+
+
+@attrs.frozen
+class ComputeSelection:
+    """The compute a job runs on."""
+
+    name: str
+    """Cluster name, or ``"serverless"``."""
+    vm_size: str
+    gpus_per_node: int
+    nodes: int = 1
+    vcpus_per_node: int | None = None
+    family: str | None = None
+    created: bool = False
+    """Whether this selection created the cluster."""
+    cpu_vm_size: str | None = None
+    """Serverless only: instance type of the model-import and preprocess steps."""
+    will_create: bool = False
+    """Set by a plan: the cluster does not exist yet and submit will create it."""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def serverless(self) -> bool:
+        return self.name == SERVERLESS
+
+    def component_inputs(self) -> dict[str, Any]:
+        """The pipeline inputs that place each step (compute, instance types, GPUs, nodes)."""
+        inputs: dict[str, Any] = {
+            "compute_model_import": self.name,
+            "compute_preprocess": self.name,
+            "compute_finetune": self.name,
+            "compute_model_evaluation": self.name,
+            "number_of_gpu_to_use_finetuning": self.gpus_per_node,
+        }
+        if self.nodes != 1:
+            inputs["num_nodes_finetune"] = self.nodes
+        if self.serverless:
+            inputs["instance_type_finetune"] = self.vm_size
+            inputs["instance_type_model_evaluation"] = self.vm_size
+            if self.cpu_vm_size:
+                inputs["instance_type_model_import"] = self.cpu_vm_size
+                inputs["instance_type_preprocess"] = self.cpu_vm_size
+        return inputs
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _read(obj: Any, *names: str) -> Any:
+    """An attribute of an SDK entity, looking past its camelCase ``__dict__`` keys."""
+    raw = obj if isinstance(obj, Mapping) else getattr(obj, "__dict__", {})
+    for name in names:
+        value = raw.get(name) if isinstance(raw, Mapping) else None
+        if value is None and not isinstance(obj, Mapping):
+            value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _usage_name(usage: Any) -> str:
+    name = _read(usage, "name")
+    if isinstance(name, Mapping):
+        return str(name.get("value") or name.get("localizedValue") or "")
+    return str(getattr(name, "value", None) or name or "")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+class ComputeSelector:
+    """Choose the compute for fine-tuning: an existing or new cluster, or serverless.
+
+    ``ml_client`` is a workspace ``MLClient`` (``None`` only for :meth:`plan_offline`).
+    """
+
+    def __init__(
+        self,
+        ml_client: Any,
+        *,
+        cluster: str | None = None,
+        serverless: bool = False,
+        vm_size: str | None = None,
+        nodes: int = 1,
+        min_instances: int = 0,
+        max_instances: int | None = None,
+        idle_time_before_scale_down: int = 120,
+        tier: str = "dedicated",
+        create_if_missing: bool = True,
+        check_quota: bool = True,
+        location: str | None = None,
+        instance_type_preprocess: str | None = None,
+    ) -> None:
+        if not serverless and not cluster:
+            raise ComputeError(
+                "no compute given: set a cluster name (compute.cluster) or serverless = true"
+            )
+        if nodes < 1:
+            raise ComputeError(f"nodes must be >= 1 (got {nodes})")
+        self.ml_client = ml_client
+        self.cluster = cluster
+        self.serverless = serverless
+        self.vm_size = vm_size
+        self.nodes = nodes
+        self.min_instances = min_instances
+        self.max_instances = max(max_instances or nodes, nodes)
+        self.idle_time_before_scale_down = idle_time_before_scale_down
+        self.tier = tier
+        self.create_if_missing = create_if_missing
+        self.check_quota = check_quota
+        self.location = location
+        self.instance_type_preprocess = instance_type_preprocess
+
+    @classmethod
+    def from_config(cls, ml_client: Any, section: Any) -> ComputeSelector:
+        """From a ``[compute]`` config section (attributes named like the keyword arguments)."""
+
+        def get(name: str, default: Any) -> Any:
+            value = getattr(section, name, None)
+            return default if value is None else value
+
+        return cls(
+            ml_client,
+            cluster=get("cluster", None),
+            serverless=bool(get("serverless", False)),
+            vm_size=get("vm_size", None),
+            nodes=int(get("nodes", 1)),
+            min_instances=int(get("min_instances", 0)),
+            max_instances=get("max_instances", None),
+            idle_time_before_scale_down=int(get("idle_time_before_scale_down", 120)),
+            tier=str(get("tier", "dedicated")),
+            create_if_missing=bool(get("create_if_missing", True)),
+            check_quota=bool(get("check_quota", True)),
+            instance_type_preprocess=get("instance_type_preprocess", None),
+        )
+
+    # ------------------------------------------------------------------ public
+    def plan(self, *, allow_list: Sequence[str] | None = None) -> ComputeSelection:
+        """Every check, nothing created (``will_create`` tells whether submit would create)."""
+        return self._select(allow_list, create=False)
+
+    def select(self, *, allow_list: Sequence[str] | None = None) -> ComputeSelection:
+        """Every check, then create the cluster if it is missing (idempotent)."""
+        return self._select(allow_list, create=True)
+
+    def plan_offline(self, *, allow_list: Sequence[str] | None = None) -> ComputeSelection:
+        """Checks that need no Azure: allow list and GPUs per node from :data:`KNOWN_VM_SIZES`."""
+        name = SERVERLESS if self.serverless else str(self.cluster)
+        size = self.vm_size or (DEFAULT_SERVERLESS_SIZE if self.serverless else None)
+        if size is None:
+            raise ComputeError(
+                f"offline plan for cluster {name!r} needs compute.vm_size (the cluster's size "
+                "cannot be read without Azure)"
+            )
+        self._check_allowed(size, allow_list)
+        info = KNOWN_VM_SIZES.get(size.lower())
+        if info is None:
+            known = ", ".join(s.name for s in KNOWN_VM_SIZES.values())
+            raise ComputeNotAllowedError(
+                f"GPUs per node of {size!r} are unknown offline; known sizes: {known}. "
+                "Run the plan without --offline to read them from the workspace."
+            )
+        warning = (
+            f"offline: cluster existence, provisioning state and quota of {info.family} "
+            "were not checked"
+        )
+        return ComputeSelection(
+            name=name,
+            vm_size=info.name,
+            gpus_per_node=info.gpus,
+            nodes=self.nodes,
+            vcpus_per_node=info.vcpus,
+            family=info.family,
+            cpu_vm_size=self.instance_type_preprocess if self.serverless else None,
+            warnings=(warning,),
+        )
+
+    def list_sizes(self) -> list[VmSizeInfo]:
+        """The workspace region's VM sizes (values read around the camelCase quirk)."""
+        try:
+            raw = list(self.ml_client.compute.list_sizes(location=self.location))
+        except Exception as exc:
+            raise _service_error("list the VM sizes of the workspace region", exc) from exc
+        sizes = []
+        for item in raw:
+            name = _read(item, "name")
+            if not name:
+                continue
+            sizes.append(
+                VmSizeInfo(
+                    name=str(name),
+                    vcpus=_int(_read(item, "vCPUs", "v_cp_us", "vcpus")) or 0,
+                    gpus=_int(_read(item, "gpus", "GPUs")) or 0,
+                    family=str(_read(item, "family") or ""),
+                    memory_gb=float(_read(item, "memoryGB", "memory_gb") or 0.0),
+                )
+            )
+        return sizes
+
+    def available_vcpus(self, family: str) -> tuple[int, int, int] | None:
+        """``(limit, current, limit - current)`` for a VM family from ``list_usage``."""
+        try:
+            usages = list(self.ml_client.compute.list_usage(location=self.location))
+        except Exception as exc:
+            raise _service_error("read the vCPU quota (list_usage)", exc) from exc
+        usages.sort(key=lambda u: _usage_name(u) != family)  # an exact match first
+        for usage in usages:
+            if _usage_name(usage).lower() == family.lower():
+                limit = _int(_read(usage, "limit")) or 0
+                current = _int(_read(usage, "currentValue", "current_value")) or 0
+                return limit, current, limit - current
+        return None
+
+    # ------------------------------------------------------------------ internals
+    def _select(self, allow_list: Sequence[str] | None, *, create: bool) -> ComputeSelection:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        warnings: list[str] = []
+        existing = None
+        if self.serverless:
+            name = SERVERLESS
+            size = self.vm_size or DEFAULT_SERVERLESS_SIZE
+        else:
+            name = str(self.cluster)
+            try:
+                existing = self.ml_client.compute.get(name)
+            except ResourceNotFoundError:
+                existing = None
+            except Exception as exc:
+                raise _service_error(f"get compute {name!r}", exc) from exc
+            if existing is not None:
+                self._check_existing(existing)
+                size = str(getattr(existing, "size", None) or self.vm_size or "")
+                if self.vm_size and self.vm_size.lower() != size.lower():
+                    warnings.append(
+                        f"cluster {name!r} exists with size {size}; compute.vm_size "
+                        f"{self.vm_size} is ignored"
+                    )
+                max_nodes = _int(getattr(existing, "max_instances", None))
+                if max_nodes is not None and max_nodes < self.nodes:
+                    raise ComputeError(
+                        f"cluster {name!r} scales to {max_nodes} node(s) but the job needs "
+                        f"{self.nodes}; raise its max_instances or lower compute.nodes"
+                    )
+            elif not self.create_if_missing:
+                raise ComputeNotFoundError(
+                    f"compute cluster {name!r} does not exist in the workspace; create it, "
+                    "set compute.create_if_missing = true with compute.vm_size, or use serverless"
+                )
+            elif not self.vm_size:
+                raise ComputeNotFoundError(
+                    f"compute cluster {name!r} does not exist and compute.vm_size is not set, so "
+                    "it cannot be created; set compute.vm_size (e.g. Standard_NC24ads_A100_v4)"
+                )
+            else:
+                size = self.vm_size
+
+        self._check_allowed(size, allow_list)
+        sizes = self.list_sizes()
+        info = next((s for s in sizes if s.name.lower() == size.lower()), None)
+        if info is None or info.gpus < 1:
+            gpu_sizes = sorted(s.name for s in sizes if s.gpus > 0)
+            if allow_list:
+                allowed = {a.lower() for a in allow_list}
+                gpu_sizes = [s for s in gpu_sizes if s.lower() in allowed] or gpu_sizes
+            what = "is not offered" if info is None else "has no GPU"
+            raise ComputeNotAllowedError(
+                f"VM size {size!r} {what} in the workspace region, so its GPUs per node are "
+                f"unknown; available GPU sizes: {', '.join(gpu_sizes) or 'none'}"
+            )
+
+        if self.check_quota and not (existing is not None and self._nodes_running(existing)):
+            if self.tier.lower().replace("_", "") == "lowpriority":
+                warnings.append("low-priority tier: the dedicated vCPU quota was not checked")
+            else:
+                self._check_quota(info)
+
+        created = False
+        will_create = not self.serverless and existing is None
+        if will_create and create:
+            self._create(name, info.name)
+            created, will_create = True, False
+        logger.info(
+            "compute: %s (%s, %d GPU(s)/node x %d node(s))", name, info.name, info.gpus, self.nodes
+        )
+        return ComputeSelection(
+            name=name,
+            vm_size=info.name,
+            gpus_per_node=info.gpus,
+            nodes=self.nodes,
+            vcpus_per_node=info.vcpus,
+            family=info.family or None,
+            created=created,
+            cpu_vm_size=self.instance_type_preprocess if self.serverless else None,
+            will_create=will_create,
+            warnings=tuple(warnings),
+        )
+
+    def _nodes_running(self, existing: Any) -> bool:
+        # A cluster that already runs enough nodes for the job needs no further quota.
+        current = _int(_read(existing, "current_node_count", "currentNodeCount"))
+        return current is not None and current >= self.nodes
+
+    @staticmethod
+    def _check_existing(existing: Any) -> None:
+        state = _text(getattr(existing, "provisioning_state", None))
+        if state.lower() == "failed":
+            errors = getattr(existing, "provisioning_errors", None) or []
+            detail = f": {errors}" if errors else ""
+            raise ComputeFailedStateError(
+                f"compute cluster {existing.name!r} is in provisioning state 'failed'{detail}; "
+                "delete and recreate it, or choose another cluster"
+            )
+        ctype = str(getattr(existing, "type", "") or "").lower()
+        if ctype and ctype not in ("amlcompute", "aml_compute"):
+            raise ComputeError(
+                f"compute {existing.name!r} is a {ctype}, not an AmlCompute cluster; fine-tuning "
+                "needs a GPU cluster or serverless compute"
+            )
+
+    @staticmethod
+    def _check_allowed(size: str, allow_list: Sequence[str] | None) -> None:
+        if allow_list:
+            if size.lower() not in {a.lower() for a in allow_list}:
+                raise ComputeNotAllowedError(
+                    f"VM size {size!r} is not in the model's fine-tune allow list: "
+                    f"{', '.join(allow_list)}; choose one of them (compute.vm_size)"
+                )
+            return
+        if size.lower() in UNSUPPORTED_WITHOUT_ALLOW_LIST:
+            raise ComputeNotAllowedError(
+                f"VM size {size!r} is not supported for fine-tuning (its GPUs are too old); "
+                f"refused sizes: {', '.join(UNSUPPORTED_WITHOUT_ALLOW_LIST)}. Choose e.g. "
+                "Standard_NC24ads_A100_v4"
+            )
+
+    def _check_quota(self, info: VmSizeInfo) -> None:
+        needed = self.nodes * info.vcpus
+        quota = self.available_vcpus(info.family) if info.family else None
+        if quota is None:
+            logger.warning("no quota entry for VM family %r; quota not checked", info.family)
+            return
+        limit, current, available = quota
+        if needed > available:
+            raise QuotaExceededError(
+                f"the job needs {needed} vCPUs of {info.family} ({self.nodes} node(s) x "
+                f"{info.vcpus} vCPUs of {info.name}) but only {max(available, 0)} are available "
+                f"(limit {limit}, in use {current}); request more quota in the Azure portal, "
+                "free capacity, lower compute.nodes or choose another size",
+                family=info.family,
+                needed=needed,
+                available=max(available, 0),
+            )
+
+    def _create(self, name: str, size: str) -> None:
+        from azure.ai.ml.entities import AmlCompute
+
+        cluster = AmlCompute(
+            name=name,
+            size=size,
+            min_instances=self.min_instances,
+            max_instances=self.max_instances,
+            idle_time_before_scale_down=self.idle_time_before_scale_down,
+            tier=self.tier,
+        )
+        logger.info("creating compute cluster %s (%s, max %d)", name, size, self.max_instances)
+        try:
+            poller = self.ml_client.compute.begin_create_or_update(cluster)
+            result = poller.result()
+        except Exception as exc:
+            raise _service_error(f"create compute cluster {name!r}", exc) from exc
+        state = _text(getattr(result, "provisioning_state", None))
+        if state.lower() == "failed":
+            raise ComputeFailedStateError(
+                f"compute cluster {name!r} was created in state 'failed'; check quota and the "
+                "size's availability in the region"
+            )
+
+
+def _service_error(what: str, exc: BaseException) -> ServiceError:
+    status = getattr(exc, "status_code", None)
+    text = str(exc)
+    reason = getattr(exc, "reason", None) or (text.splitlines()[0] if text else repr(exc))
+    return ServiceError(f"could not {what}: {reason}", status=status)
+
+
+def _text(value: Any) -> str:
+    """An SDK enum or string as its plain value (``ProvisioningState.FAILED`` -> ``Failed``)."""
+    return "" if value is None else str(getattr(value, "value", value))

@@ -1,0 +1,565 @@
+"""The endpoint handle: score a deployed model, read its logs, delete it.
+
+:class:`Endpoint` works the same for an Azure ML managed online endpoint and for the local
+backend's HTTP server: it needs a scoring URI, a key and (for Azure) the deployment name. It
+posts the request itself with :mod:`requests` rather than through
+``ml_client.online_endpoints.invoke``, which stores the key in a module-level header dict that
+leaks into later calls. The key never appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from phi_finetune._redact import redact
+from phi_finetune.errors import (
+    DataProblem,
+    DataValidationError,
+    EndpointError,
+    InvocationError,
+    ServiceError,
+)
+from phi_finetune.scoring import Message, ScoreResult, build_request, parse_response
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = ["RETRY_STATUSES", "Endpoint", "delete_online_endpoint", "request_from_file"]
+
+logger = logging.getLogger(__name__)
+
+#: Statuses retried by :meth:`Endpoint.invoke` (throttled, or the deployment is busy/starting).
+RETRY_STATUSES = frozenset({429, 503})
+_EXCERPT = 500
+
+
+class _Secret:
+    """Holds a key; its repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value or ""
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "<secret>" if self._value else "<none>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # never pickled along with the handle
+        raise TypeError("endpoint keys cannot be pickled")
+
+
+class _Retry(Exception):
+    """A retryable scoring answer (carries what the final error needs)."""
+
+    def __init__(self, status: int | None, body: str, retry_after: float | None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+@contextlib.contextmanager
+def sdk_output_to_stderr() -> Iterator[None]:
+    """Send what azure-ai-ml prints (progress dots, "Check: endpoint ... exists") to stderr,
+    so a command's ``--json`` output on stdout stays parseable."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def delete_online_endpoint(ml_client: Any, name: str) -> bool:
+    """Delete Azure ML online endpoint ``name`` and wait; ``False`` when it was already gone."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    try:
+        ml_client.online_endpoints.get(name=name)  # Azure answers a delete of nothing with 204
+        with sdk_output_to_stderr():
+            ml_client.online_endpoints.begin_delete(name=name).result()
+    except ResourceNotFoundError:
+        logger.info("endpoint %s was already deleted", name)
+        return False
+    except HttpResponseError as exc:
+        if getattr(exc, "status_code", None) == 404:
+            return False
+        raise ServiceError(
+            f"could not delete endpoint {name!r}: {redact(str(exc.message or exc))[:300]}; "
+            f"retry with `phi-finetune teardown` or delete it in the Azure ML studio, since it "
+            "bills while it exists",
+            status=getattr(exc, "status_code", None),
+        ) from exc
+    logger.info("endpoint %s deleted", name)
+    return True
+
+
+class Endpoint:
+    """A deployed model you can score.
+
+    Build one with :meth:`EndpointDeployer.deploy <phi_finetune.deployer.EndpointDeployer.deploy>`
+    or :meth:`~phi_finetune.deployer.EndpointDeployer.attach` (Azure), from the local backend,
+    or directly from a scoring URI and key. ``ml_client`` (or the ``fetch_logs``/``deleter``
+    callbacks) enables :meth:`logs` and :meth:`delete`; ``on_deleted(kind, name)`` is called
+    after a deletion, e.g. to record it in a run journal.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        scoring_uri: str,
+        key: str | None,
+        *,
+        deployment_name: str | None = None,
+        ml_client: Any = None,
+        fetch_logs: Callable[[int], str] | None = None,
+        deleter: Callable[[], object] | None = None,
+        on_deleted: Callable[[str, str], object] | None = None,
+        timeout_s: float = 120.0,
+        max_attempts: int = 5,
+        max_backoff_s: float = 30.0,
+        max_retry_after_s: float = 120.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        kind: str = "endpoint",
+    ) -> None:
+        if not scoring_uri.startswith(("http://", "https://")):
+            raise EndpointError(
+                f"endpoint {name!r}: scoring URI {scoring_uri!r} is not an http(s) URL; the "
+                "endpoint may still be provisioning (check `phi-finetune endpoints list`)"
+            )
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self._name = name
+        self._scoring_uri = scoring_uri
+        self._key = _Secret(key)
+        self._deployment_name = deployment_name
+        self._ml_client = ml_client
+        self._fetch_logs = fetch_logs
+        self._deleter = deleter
+        self._on_deleted = on_deleted
+        self._timeout_s = timeout_s
+        self._max_attempts = max_attempts
+        self._max_backoff_s = max_backoff_s
+        self._max_retry_after_s = max_retry_after_s
+        self._session = session
+        self._sleep = sleep
+        self._kind = kind
+        self._deleted = False
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_azure(
+        cls,
+        ml_client: Any,
+        name: str,
+        *,
+        deployment_name: str | None = None,
+        on_deleted: Callable[[str, str], object] | None = None,
+        **options: Any,
+    ) -> Endpoint:
+        """Attach to an existing Azure ML online endpoint (gets its scoring URI and key)."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        try:
+            remote = ml_client.online_endpoints.get(name=name)
+        except ResourceNotFoundError as exc:
+            raise EndpointError(
+                f"online endpoint {name!r} does not exist in this workspace; list the existing "
+                "ones with `phi-finetune endpoints list`"
+            ) from exc
+        except HttpResponseError as exc:
+            raise ServiceError(
+                f"could not read endpoint {name!r}: {redact(str(exc.message or exc))[:300]}",
+                status=getattr(exc, "status_code", None),
+            ) from exc
+        scoring_uri = getattr(remote, "scoring_uri", None)
+        if not scoring_uri:
+            state = getattr(remote, "provisioning_state", None)
+            raise EndpointError(
+                f"endpoint {name!r} has no scoring URI yet (provisioning state {state}); "
+                "wait for it to finish provisioning and try again"
+            )
+        if deployment_name is None:
+            traffic = dict(getattr(remote, "traffic", None) or {})
+            live = {dep: share for dep, share in traffic.items() if share}
+            deployment_name = max(live, key=lambda dep: live[dep]) if live else None
+        auth_mode = str(getattr(remote, "auth_mode", "key") or "key").lower()
+        if auth_mode != "key":
+            raise EndpointError(
+                f"endpoint {name!r} uses auth_mode={auth_mode!r}; phi_finetune scores "
+                "key-authenticated endpoints only (deploy with auth_mode='key')"
+            )
+        try:
+            keys = ml_client.online_endpoints.get_keys(name=name)
+        except HttpResponseError as exc:
+            raise ServiceError(
+                f"could not read the keys of endpoint {name!r}; you need the "
+                "'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/listKeys/action' "
+                "permission",
+                status=getattr(exc, "status_code", None),
+            ) from exc
+        key = getattr(keys, "primary_key", None) or getattr(keys, "secondary_key", None)
+        if not key:
+            raise EndpointError(f"endpoint {name!r} returned no key; regenerate its keys")
+        return cls(
+            name,
+            str(scoring_uri),
+            str(key),
+            deployment_name=deployment_name,
+            ml_client=ml_client,
+            on_deleted=on_deleted,
+            **options,
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def scoring_uri(self) -> str:
+        return self._scoring_uri
+
+    @property
+    def deployment_name(self) -> str | None:
+        return self._deployment_name
+
+    @property
+    def deleted(self) -> bool:
+        """Whether :meth:`delete` has run on this handle."""
+        return self._deleted
+
+    def __repr__(self) -> str:
+        return (
+            f"Endpoint(name={self._name!r}, deployment={self._deployment_name!r}, "
+            f"scoring_uri={self._scoring_uri!r})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Name, deployment and scoring URI (never the key)."""
+        return {
+            "name": self._name,
+            "deployment": self._deployment_name,
+            "scoring_uri": self._scoring_uri,
+            "deleted": self._deleted,
+        }
+
+    # ------------------------------------------------------------------ scoring
+    def invoke(
+        self,
+        messages: Sequence[Message] | Sequence[Sequence[Message]],
+        **parameters: Any,
+    ) -> ScoreResult:
+        """Score one conversation (a list of ``{"role", "content"}`` ending with a user turn)
+        or a list of them. ``parameters`` override the reference's generation defaults
+        (temperature 0.6, top_p 0.9, do_sample, max_new_tokens 200)."""
+        try:
+            body = build_request(messages, parameters)
+        except ValueError as exc:
+            raise DataValidationError(
+                "the scoring request is not valid",
+                problems=[
+                    DataProblem(
+                        source="<messages>",
+                        line=None,
+                        field=None,
+                        message=str(exc),
+                        fix="pass [{'role': 'user', 'content': '...'}] (ending with a user turn) "
+                        "and known generation parameters",
+                    )
+                ],
+            ) from exc
+        return self.invoke_request(body)
+
+    def invoke_file(self, path: str | os.PathLike[str], **parameters: Any) -> ScoreResult:
+        """Score a request file: a full scoring body (``sample_score.json``), a list of
+        messages, or an UltraChat record (``{"messages": [...]}``; trailing assistant turns are
+        dropped so the model answers the last user turn)."""
+        return self.invoke_request(request_from_file(path, **parameters))
+
+    def invoke_request(self, body: Mapping[str, Any]) -> ScoreResult:
+        """POST an already built scoring body, retrying 429/503 answers."""
+        if self._deleted:
+            raise EndpointError(f"endpoint {self._name!r} was deleted by this handle")
+        import requests
+        from tenacity import (
+            RetryCallState,
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+        )
+
+        payload = json.dumps(body).encode("utf-8")
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Retry) and exc.retry_after is not None:
+                return min(exc.retry_after, self._max_retry_after_s)
+            backoff: float = min(self._max_backoff_s, 0.5 * 2.0 ** (state.attempt_number - 1))
+            return backoff * (0.5 + random.random() / 2)
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            status = exc.status if isinstance(exc, _Retry) else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            logger.info(
+                "endpoint %s answered %s; retrying in %.1f s (attempt %d of %d)",
+                self._name,
+                status if status is not None else "a connection error",
+                delay,
+                state.attempt_number + 1,
+                self._max_attempts,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Retry),
+            stop=stop_after_attempt(self._max_attempts),
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            response = retrying(self._post_once, payload, requests)
+        except _Retry as exc:
+            what = f"HTTP {exc.status}" if exc.status is not None else "a connection error"
+            raise InvocationError(
+                f"endpoint {self._name!r} kept answering {what} after {self._max_attempts} "
+                "attempts; the deployment is overloaded or still starting: wait and retry, "
+                "or scale it out (instance_count)",
+                status=exc.status,
+                body_excerpt=self._excerpt(exc.body),
+            ) from None
+        return self._parse(response)
+
+    def _post_once(self, payload: bytes, requests: Any) -> Any:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key.get()}"
+        if self._deployment_name:
+            headers["azureml-model-deployment"] = self._deployment_name
+        logger.debug(
+            "POST %s (endpoint %s, deployment %s, %d bytes)",
+            self._scoring_uri,
+            self._name,
+            self._deployment_name,
+            len(payload),
+        )
+        poster = self._session if self._session is not None else requests
+        try:
+            response = poster.post(
+                self._scoring_uri, data=payload, headers=headers, timeout=self._timeout_s
+            )
+        except requests.ConnectionError as exc:
+            raise _Retry(None, type(exc).__name__, None) from None
+        except requests.Timeout as exc:
+            raise InvocationError(
+                f"endpoint {self._name!r} did not answer within {self._timeout_s:g} s; raise the "
+                "deployment's request_timeout_ms or ask for fewer max_new_tokens",
+                body_excerpt=type(exc).__name__,
+            ) from None
+        except requests.RequestException as exc:
+            raise InvocationError(
+                f"could not reach endpoint {self._name!r} at {self._scoring_uri}: "
+                f"{type(exc).__name__}",
+                body_excerpt=self._excerpt(str(exc)),
+            ) from None
+        if response.status_code in RETRY_STATUSES:
+            raise _Retry(
+                response.status_code,
+                response.text,
+                _parse_retry_after(response.headers.get("Retry-After")),
+            )
+        return response
+
+    def _parse(self, response: Any) -> ScoreResult:
+        status = int(response.status_code)
+        text = response.text
+        if status >= 400:
+            raise InvocationError(
+                f"endpoint {self._name!r} answered HTTP {status}: {_hint(status)}",
+                status=status,
+                body_excerpt=self._excerpt(text),
+            )
+        try:
+            return parse_response(response.content)
+        except InvocationError as exc:
+            raise InvocationError(
+                f"endpoint {self._name!r}: {exc}",
+                status=status,
+                body_excerpt=self._excerpt(exc.body_excerpt),
+            ) from None
+
+    def _excerpt(self, text: str) -> str:
+        cleaned = redact(text or "", [self._key.get()])
+        return cleaned if len(cleaned) <= _EXCERPT else cleaned[:_EXCERPT] + "..."
+
+    # ------------------------------------------------------------------ logs and deletion
+    def logs(self, lines: int = 100, *, container_type: str | None = None) -> str:
+        """The last ``lines`` lines of the deployment's logs (secrets scrubbed)."""
+        if self._fetch_logs is not None:
+            return redact(self._fetch_logs(lines), [self._key.get()])
+        if self._ml_client is None or not self._deployment_name:
+            raise EndpointError(
+                f"endpoint {self._name!r}: no log source; build the handle with "
+                "EndpointDeployer.attach(name) to read Azure deployment logs"
+            )
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            text = self._ml_client.online_deployments.get_logs(
+                name=self._deployment_name,
+                endpoint_name=self._name,
+                lines=lines,
+                container_type=container_type,
+            )
+        except HttpResponseError as exc:
+            raise ServiceError(
+                f"could not read the logs of deployment {self._deployment_name!r} on endpoint "
+                f"{self._name!r}",
+                status=getattr(exc, "status_code", None),
+            ) from exc
+        return redact(str(text or ""), [self._key.get()])
+
+    def delete(self) -> Endpoint:
+        """Delete the endpoint (and its deployments) and wait. Succeeds when already gone."""
+        if self._deleted:
+            return self
+        if self._deleter is not None:
+            self._deleter()
+        elif self._ml_client is not None:
+            delete_online_endpoint(self._ml_client, self._name)
+        else:
+            raise EndpointError(
+                f"endpoint {self._name!r}: this handle cannot delete it (no ml_client or "
+                "deleter); delete it with `phi-finetune teardown RUN_ID`"
+            )
+        self._deleted = True
+        if self._on_deleted is not None:
+            self._on_deleted(self._kind, self._name)
+        return self
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.delete()
+            return
+        try:
+            self.delete()
+        except Exception:
+            logger.error(
+                "endpoint %s could not be deleted while handling another error; it may still "
+                "bill: delete it with `phi-finetune teardown`",
+                self._name,
+                exc_info=True,
+            )
+
+
+def _hint(status: int) -> str:
+    if status in (401, 403):
+        return (
+            "the key was refused; it may have been regenerated: attach again "
+            "(`phi-finetune invoke --endpoint NAME`) to fetch the current key"
+        )
+    if status == 404:
+        return "no such endpoint or deployment; check the names with `phi-finetune endpoints list`"
+    if status == 408:
+        return "the model took longer than the deployment's request_timeout_ms"
+    if status == 413:
+        return "the request is too large; send fewer or shorter conversations"
+    if status == 424:
+        return "the model container failed on this input; read `Endpoint.logs()`"
+    if status >= 500:
+        return "the deployment failed on this request; read `Endpoint.logs()`"
+    return "the request was refused; see the body excerpt"
+
+
+def request_from_file(path: str | os.PathLike[str], **parameters: Any) -> dict[str, Any]:
+    """Read a scoring request file (see :meth:`Endpoint.invoke_file`) into a request body."""
+    source = os.fspath(path)
+
+    def problem(message: str, fix: str) -> DataValidationError:
+        return DataValidationError(
+            f"{source} is not a usable scoring request",
+            problems=[DataProblem(source=source, line=None, field=None, message=message, fix=fix)],
+        )
+
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise problem(f"cannot read it: {exc.strerror or exc}", "check the path") from exc
+    try:
+        data = json.loads(text)
+    except ValueError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) >= 1:
+            try:
+                data = json.loads(lines[0])
+            except ValueError as exc:
+                raise problem(
+                    f"not JSON ({exc})", "write a JSON scoring body or a JSON list of messages"
+                ) from exc
+        else:
+            raise problem("the file is empty", "write a JSON scoring body") from None
+    if isinstance(data, Mapping) and "messages" in data and "input_data" not in data:
+        messages = list(data["messages"]) if isinstance(data["messages"], list) else []
+        while messages and isinstance(messages[-1], Mapping) and messages[-1].get("role") != "user":
+            messages.pop()
+        data = messages
+    try:
+        if isinstance(data, Mapping) and "input_data" in data:
+            input_data = data["input_data"]
+            if not isinstance(input_data, Mapping):
+                raise ValueError("input_data must be an object")
+            conversations = input_data.get("input_string")
+            merged = {**dict(input_data.get("parameters") or {}), **parameters}
+            body = build_request(conversations or [], merged)
+            body["params"] = dict(data.get("params") or {})
+            return body
+        if isinstance(data, list):
+            return build_request(data, parameters)
+        raise ValueError("expected a scoring body, a list of messages or {'messages': [...]}")
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise problem(
+            str(exc),
+            'use {"input_data": {"input_string": [[{"role": "user", "content": "..."}]], '
+            '"parameters": {}}, "params": {}}',
+        ) from exc

@@ -1,0 +1,483 @@
+"""Step 5: resolve the foundation model to fine-tune from an Azure ML registry.
+
+:func:`resolve_foundation_model` gets a model by name and version or label (default ``latest``),
+turns both not-found shapes of the SDK into :class:`~phi_finetune.errors.ModelNotFoundError`,
+refuses archived or retired models for fine-tuning (unless ``allow_retired``), and reads the
+compute allow lists and ``model_specific_defaults`` from wherever the registry keeps them: the
+old tag layout (strings holding Python literals) or ``system_metadata`` (since mid-2026).
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from phi_finetune.errors import ModelNotFoundError, ModelRetiredError, ServiceError
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_REGISTRY",
+    "FoundationModel",
+    "check_lifecycle",
+    "parse_literal_list",
+    "parse_model_defaults",
+    "reference_model",
+    "resolve_foundation_model",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "Phi-3-mini-4k-instruct"
+DEFAULT_REGISTRY = "azureml"
+
+_DATE_KEYS = {
+    # attribute: (system_metadata.deprecation key, tag key of the old layout)
+    "finetune_deprecation_date": ("finetuneDeprecationDate", "FinetuneDeprecationDate"),
+    "finetune_retirement_date": ("finetuneRetirementDate", "FinetuneRetirementDate"),
+    "inference_deprecation_date": ("inferenceDeprecationDate", "InferenceDeprecationDate"),
+    "inference_retirement_date": ("inferenceRetirementDate", "InferenceRetirementDate"),
+}
+
+
+def parse_literal_list(value: Any) -> tuple[str, ...] | None:
+    """An allow list from a tag value: a list, or a string holding a Python/JSON literal list.
+
+    Bare names (``[Standard_NC6s_v3, Standard_NC12s_v3]``, as YAML writes them) and comma
+    separated strings are accepted too. Parsing never evaluates code (``ast.literal_eval``).
+    ``None`` means "no allow list".
+    """
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        parsed = None
+    if isinstance(parsed, list | tuple | set):
+        return tuple(str(v).strip() for v in parsed if str(v).strip())
+    if isinstance(parsed, str):
+        text = parsed
+    inner = text.strip().strip("[]()")
+    names = [part.strip().strip("'\"") for part in inner.replace("\n", ",").split(",")]
+    return tuple(n for n in names if n)
+
+
+def parse_model_defaults(value: Any) -> dict[str, Any]:
+    """``model_specific_defaults`` as a dict, whether a mapping or a string (Python or JSON)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    text = str(value).strip()
+    for parse in (ast.literal_eval, json.loads):
+        try:
+            parsed = parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(parsed, Mapping):
+            return {str(k): v for k, v in parsed.items()}
+    logger.warning("model_specific_defaults could not be read (%.60s...); ignored", text)
+    return {}
+
+
+def _parse_date(value: Any) -> dt.datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    text = str(value).strip().replace("Z", "+00:00")
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            parsed = dt.datetime.fromisoformat(text[:10])
+        except ValueError:
+            logger.debug("unreadable date %r ignored", value)
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _lower_get(mapping: Mapping[str, Any], *names: str) -> Any:
+    lowered = {str(k).lower(): v for k, v in mapping.items()}
+    for name in names:
+        if name.lower() in lowered:
+            return lowered[name.lower()]
+    return None
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes"}
+    return bool(value)
+
+
+def _as_tuple(value: tuple[str, ...] | list[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+@attrs.frozen
+class FoundationModel:
+    """A registry model: identity, allow lists, ``model_specific_defaults`` and lifecycle."""
+
+    name: str
+    version: str
+    id: str
+    """The asset id passed as ``mlflow_model_path`` (``azureml://registries/.../versions/N``)."""
+    registry: str | None = None
+    tags: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    system_metadata: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    archived: bool = False
+    finetune_allow_list: tuple[str, ...] | None = attrs.field(default=None, converter=_as_tuple)
+    """Sizes allowed for fine-tuning; ``None`` when the model has no list."""
+    inference_allow_list: tuple[str, ...] | None = attrs.field(default=None, converter=_as_tuple)
+    model_specific_defaults: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    finetune_deprecation_date: dt.datetime | None = None
+    finetune_retirement_date: dt.datetime | None = None
+    inference_deprecation_date: dt.datetime | None = None
+    inference_retirement_date: dt.datetime | None = None
+    lifecycle_warnings: tuple[str, ...] = ()
+    """Warnings found when the model was resolved (deprecated, retiring soon, ...)."""
+
+    @property
+    def asset_id(self) -> str:
+        return self.id
+
+    @classmethod
+    def from_metadata(
+        cls,
+        name: str,
+        version: str,
+        *,
+        id: str | None = None,
+        registry: str | None = DEFAULT_REGISTRY,
+        tags: Mapping[str, Any] | None = None,
+        system_metadata: Mapping[str, Any] | None = None,
+        properties: Mapping[str, Any] | None = None,
+        archived: bool = False,
+    ) -> FoundationModel:
+        """Build from tags / system_metadata in either layout (the reading rules live here)."""
+        tags = dict(tags or {})
+        meta = dict(system_metadata or {})
+        props = dict(properties or {})
+        computes = meta.get("supportedComputes") or {}
+        if not isinstance(computes, Mapping):
+            computes = {}
+        ft_meta = parse_literal_list(computes.get("finetuneComputes"))
+        inf_meta = parse_literal_list(computes.get("inferenceComputes"))
+        ft_tags = parse_literal_list(_lower_get(tags, "finetune_compute_allow_list"))
+        inf_tags = parse_literal_list(_lower_get(tags, "inference_compute_allow_list"))
+        deprecation = meta.get("deprecation") or {}
+        if not isinstance(deprecation, Mapping):
+            deprecation = {}
+        dates: dict[str, dt.datetime | None] = {}
+        for attr, (meta_key, tag_key) in _DATE_KEYS.items():
+            dates[attr] = _parse_date(deprecation.get(meta_key)) or _parse_date(
+                _lower_get(tags, tag_key)
+            )
+        defaults = _lower_get(tags, "model_specific_defaults")
+        if defaults is None:
+            defaults = meta.get("modelSpecificDefaults") or meta.get("model_specific_defaults")
+        archived = (
+            archived
+            or _truthy(meta.get("isArchived"))
+            or _truthy(_lower_get(props, "isArchived", "is_archived"))
+            or _truthy(_lower_get(tags, "isArchived"))
+        )
+        if id is None:
+            id = (
+                f"azureml://registries/{registry}/models/{name}/versions/{version}"
+                if registry
+                else f"azureml:{name}:{version}"
+            )
+        return cls(
+            name=name,
+            version=str(version),
+            id=id,
+            registry=registry,
+            tags=tags,
+            system_metadata=meta,
+            archived=archived,
+            finetune_allow_list=_merge_lists(ft_meta, ft_tags),
+            inference_allow_list=_merge_lists(inf_meta, inf_tags),
+            model_specific_defaults=parse_model_defaults(defaults),
+            finetune_deprecation_date=dates["finetune_deprecation_date"],
+            finetune_retirement_date=dates["finetune_retirement_date"],
+            inference_deprecation_date=dates["inference_deprecation_date"],
+            inference_retirement_date=dates["inference_retirement_date"],
+        )
+
+    @classmethod
+    def from_azure(cls, model: Any, *, registry: str | None = None) -> FoundationModel:
+        """From an ``azure.ai.ml.entities.Model`` returned by ``models.get``."""
+        meta = getattr(model, "system_metadata", None)
+        if meta is None:
+            meta = getattr(model, "_system_metadata", None)
+        stage = str(getattr(model, "stage", "") or "")
+        return cls.from_metadata(
+            str(model.name),
+            str(model.version),
+            id=str(getattr(model, "id", "") or "") or None,
+            registry=registry,
+            tags=dict(getattr(model, "tags", None) or {}),
+            system_metadata=dict(meta) if isinstance(meta, Mapping) else {},
+            properties=dict(getattr(model, "properties", None) or {}),
+            archived=stage.lower() == "archived" or _truthy(getattr(model, "is_archived", False)),
+        )
+
+    def finetune_retired(self, now: dt.datetime | None = None) -> bool:
+        """Whether the fine-tune retirement date has passed."""
+        now = now or dt.datetime.now(dt.UTC)
+        return self.finetune_retirement_date is not None and now >= self.finetune_retirement_date
+
+    def inference_retired(self, now: dt.datetime | None = None) -> bool:
+        """Whether the inference retirement date has passed."""
+        now = now or dt.datetime.now(dt.UTC)
+        return self.inference_retirement_date is not None and now >= self.inference_retirement_date
+
+    def allows_finetune_on(self, vm_size: str) -> bool | None:
+        """Case-insensitive allow-list check; ``None`` when the model has no allow list."""
+        if self.finetune_allow_list is None:
+            return None
+        return vm_size.lower() in {s.lower() for s in self.finetune_allow_list}
+
+    def allows_inference_on(self, vm_size: str) -> bool | None:
+        if self.inference_allow_list is None:
+            return None
+        return vm_size.lower() in {s.lower() for s in self.inference_allow_list}
+
+    def to_dict(self) -> dict[str, Any]:
+        def date(value: dt.datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "name": self.name,
+            "version": self.version,
+            "id": self.id,
+            "registry": self.registry,
+            "archived": self.archived,
+            "finetune_allow_list": list(self.finetune_allow_list or []) or None,
+            "inference_allow_list": list(self.inference_allow_list or []) or None,
+            "model_specific_defaults": dict(self.model_specific_defaults),
+            "finetune_retirement_date": date(self.finetune_retirement_date),
+            "inference_retirement_date": date(self.inference_retirement_date),
+        }
+
+
+def _merge_lists(*lists: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    present = [lst for lst in lists if lst is not None]
+    if not present:
+        return None
+    seen: dict[str, str] = {}
+    for lst in present:
+        for size in lst:
+            seen.setdefault(size.lower(), size)
+    return tuple(seen.values())
+
+
+_REFERENCE_FINETUNE = (
+    "Standard_NC24ads_A100_v4",
+    "Standard_NC48ads_A100_v4",
+    "Standard_NC96ads_A100_v4",
+    "Standard_ND96asr_v4",
+    "Standard_ND96amsr_A100_v4",
+)
+_REFERENCE_INFERENCE = (
+    "Standard_NC6s_v3",
+    "Standard_NC12s_v3",
+    "Standard_NC24s_v3",
+    "Standard_ND40rs_v2",
+    "Standard_NC24ads_A100_v4",
+    "Standard_NC48ads_A100_v4",
+    "Standard_ND96asr_v4",
+    "Standard_ND96amsr_A100_v4",
+    "Standard_NC96ads_A100_v4",
+)
+
+
+def reference_model() -> FoundationModel:
+    """Pinned facts of ``Phi-3-mini-4k-instruct`` version 15 in ``azureml`` (for offline plans).
+
+    Archived, fine-tune retirement 2025-08-30: an offline plan with it needs ``allow_retired``.
+    """
+    return FoundationModel.from_metadata(
+        DEFAULT_MODEL_NAME,
+        "15",
+        registry=DEFAULT_REGISTRY,
+        archived=True,
+        system_metadata={
+            "supportedComputes": {
+                "finetuneComputes": list(_REFERENCE_FINETUNE),
+                "inferenceComputes": list(_REFERENCE_INFERENCE),
+            },
+            "deprecation": {
+                "finetuneDeprecationDate": "2025-06-30T00:00:00.000000Z",
+                "finetuneRetirementDate": "2025-08-30T00:00:00.000000Z",
+                "inferenceDeprecationDate": "2025-06-30T00:00:00.000000Z",
+                "inferenceRetirementDate": "2025-08-30T00:00:00.000000Z",
+            },
+        },
+        tags={
+            "model_specific_defaults": {
+                "apply_deepspeed": "true",
+                "deepspeed_stage": 2,
+                "apply_lora": "true",
+                "apply_ort": "false",
+                "precision": 16,
+                "ignore_mismatched_sizes": "false",
+                "num_train_epochs": 1,
+                "per_device_train_batch_size": 1,
+                "per_device_eval_batch_size": 1,
+                "gradient_accumulation_steps": 1,
+                "learning_rate": 5e-6,
+                "learning_rate_min": 5e-7,
+                "learning_rate_max": 5e-5,
+                "lr_scheduler_type": "cosine",
+                "logging_strategy": "steps",
+                "logging_steps": 10,
+                "save_total_limit": 1,
+            }
+        },
+    )
+
+
+def _how_to_fix(name: str, registry: str) -> str:
+    return (
+        f"List its versions with `ml_client.models.list(name={name!r})` on a client for registry "
+        f"{registry!r} (or browse the model catalog), then pin one with version=..., or choose "
+        "another model name."
+    )
+
+
+def check_lifecycle(
+    model: FoundationModel, *, allow_retired: bool = False, now: dt.datetime | None = None
+) -> list[str]:
+    """Raise :class:`ModelRetiredError` for an archived/retired model; return warnings."""
+    now = now or dt.datetime.now(dt.UTC)
+    warnings: list[str] = []
+    reasons: list[str] = []
+    if model.archived:
+        reasons.append("it is archived in the registry")
+    if model.finetune_retired(now):
+        assert model.finetune_retirement_date is not None
+        reasons.append(
+            f"its fine-tune retirement date {model.finetune_retirement_date:%Y-%m-%d} passed"
+        )
+    if reasons:
+        text = f"model {model.name} version {model.version}: " + " and ".join(reasons)
+        if not allow_retired:
+            raise ModelRetiredError(
+                f"{text}; fine-tuning it may be refused by the service. Choose a newer model, or "
+                "set allow_retired=True (config: [model] allow_retired = true) to try anyway."
+            )
+        warnings.append(f"{text}; continuing because allow_retired is set")
+    elif model.finetune_retirement_date is not None:
+        dep = model.finetune_deprecation_date
+        if dep is not None and now >= dep:
+            warnings.append(
+                f"model {model.name} version {model.version} is deprecated for fine-tuning; it "
+                f"retires on {model.finetune_retirement_date:%Y-%m-%d}"
+            )
+        elif model.finetune_retirement_date - now < dt.timedelta(days=90):
+            warnings.append(
+                f"model {model.name} version {model.version} retires for fine-tuning on "
+                f"{model.finetune_retirement_date:%Y-%m-%d}"
+            )
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
+
+
+def resolve_foundation_model(
+    registry_client: Any,
+    name: str = DEFAULT_MODEL_NAME,
+    *,
+    version: str | int | None = None,
+    label: str | None = "latest",
+    allow_retired: bool = False,
+    now: dt.datetime | None = None,
+    registry: str | None = None,
+) -> FoundationModel:
+    """Get ``name`` (by ``version``, else by ``label``) from the registry ``registry_client``.
+
+    Raises :class:`ModelNotFoundError` for both SDK not-found shapes and
+    :class:`ModelRetiredError` for an archived model or one past its fine-tune retirement date
+    (a warning instead when ``allow_retired``; a warning before that date).
+    """
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    registry = registry or getattr(registry_client, "_registry_name", None) or DEFAULT_REGISTRY
+    what = f"version {version}" if version is not None else f"label {label or 'latest'!r}"
+    try:
+        if version is not None:
+            raw = registry_client.models.get(name, version=str(version))
+        else:
+            raw = registry_client.models.get(name, label=label or "latest")
+    except ResourceNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"model {name!r} {what} not found in registry {registry!r}. "
+            + _how_to_fix(name, registry)
+        ) from exc
+    except HttpResponseError as exc:
+        raise ServiceError(
+            f"registry {registry!r} failed to return model {name!r} {what}: {exc.reason or exc}",
+            status=exc.status_code,
+        ) from exc
+    except Exception as exc:
+        if type(exc).__name__ != "ValidationException":
+            raise
+        raise ModelNotFoundError(
+            f"model {name!r} has no version with {what} in registry {registry!r} (it may not "
+            f"exist, or every version is archived). {_how_to_fix(name, registry)}"
+        ) from exc
+    model = FoundationModel.from_azure(raw, registry=registry)
+    archived, rest_meta = _rest_details(registry_client, model.name, model.version)
+    if rest_meta and not model.system_metadata:
+        model = FoundationModel.from_metadata(
+            model.name,
+            model.version,
+            id=model.id,
+            registry=registry,
+            tags=model.tags,
+            system_metadata=rest_meta,
+            archived=model.archived,
+        )
+    if archived and not model.archived:
+        model = attrs.evolve(model, archived=True)
+    logger.info("foundation model: %s version %s (%s)", model.name, model.version, model.id)
+    warnings = check_lifecycle(model, allow_retired=allow_retired, now=now)
+    return attrs.evolve(model, lifecycle_warnings=tuple(warnings))
+
+
+def _rest_details(
+    registry_client: Any, name: str, version: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """``(isArchived, systemMetadata)`` of a model version, read from the REST object.
+
+    azure-ai-ml 1.35's ``Model`` entity drops both for registry models (and ignores
+    ``list_view_type`` for registries), so this reads the REST model version through
+    ``models._get`` (best effort: any failure means "unknown").
+    """
+    try:
+        rest = registry_client.models._get(name, version)
+    except Exception as exc:  # private SDK surface: never let it block resolving
+        logger.debug("could not read the REST model version %s %s: %s", name, version, exc)
+        return False, None
+    props = getattr(rest, "properties", None)
+    flag = getattr(props, "is_archived", None)
+    meta = getattr(props, "system_metadata", None)
+    if isinstance(props, Mapping):
+        flag = props.get("isArchived", flag)
+        meta = props.get("systemMetadata", meta)
+    return _truthy(flag), (dict(meta) if isinstance(meta, Mapping) else None)

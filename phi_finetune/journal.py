@@ -1,0 +1,701 @@
+"""A crash-safe run journal: what a run did, and every resource it created.
+
+One JSON file per run, ``<state_dir>/runs/<run_id>/journal.json``, rewritten atomically (temp
+file + rename, mode 0600) after every mutation, so a crash or a kill at any point leaves either
+the previous state or the new one on disk, never half of one. Callers write *before* a remote
+call (``begin_step``, ``record_resource(..., state="creating")``) and *after* it
+(``complete_step``, ``record_resource(..., state="created")``), so a resumed run knows what may
+exist even when the process died while the call was in flight.
+
+No secrets are stored: every string that goes in is scrubbed with :mod:`phi_finetune._redact`
+and values under secret-looking keys (``key``, ``token``, ``password``, ...) are masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from phi_finetune._atomic import atomic_write_json
+from phi_finetune._redact import REDACTED, redact
+from phi_finetune.errors import RunStateError
+
+__all__ = [
+    "BILLABLE_KINDS",
+    "DEFAULT_STATE_DIR",
+    "FORMAT_VERSION",
+    "RESOURCE_KINDS",
+    "STATE_DIR_ENV",
+    "Journal",
+    "ResourceKind",
+    "ResourceRecord",
+    "ResourceState",
+    "RunSummary",
+    "StepRecord",
+    "StepStatus",
+    "default_state_dir",
+    "list_runs",
+    "new_run_id",
+    "scrub",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+JOURNAL_FILE = "journal.json"
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+#: Environment variable naming the state folder (default: ``.phi_finetune``).
+STATE_DIR_ENV = "PHI_FINETUNE_STATE_DIR"
+DEFAULT_STATE_DIR = ".phi_finetune"
+
+StepStatus = Literal["pending", "running", "completed", "failed"]
+ResourceKind = Literal[
+    "data_asset",
+    "compute",
+    "job",
+    "model",
+    "endpoint",
+    "deployment",
+    "local_server",
+    "local_model",
+]
+ResourceState = Literal["creating", "created", "deleted"]
+
+RESOURCE_KINDS: tuple[str, ...] = (
+    "data_asset",
+    "compute",
+    "job",
+    "model",
+    "endpoint",
+    "deployment",
+    "local_server",
+    "local_model",
+)
+#: Kinds that cost money while they exist (the default of ``record_resource(billable=...)``).
+BILLABLE_KINDS = frozenset({"compute", "endpoint", "deployment"})
+_STEP_STATUSES = ("pending", "running", "completed", "failed")
+_RESOURCE_STATES = ("creating", "created", "deleted")
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SECRET_KEY = re.compile(
+    r"(?i)(^|[_.-])(key|keys|primary_key|secondary_key|api_key|token|access_token|secret|"
+    r"password|passwd|credential|credentials|connection_string|sas|authorization)$"
+)
+
+
+def default_state_dir() -> Path:
+    """``$PHI_FINETUNE_STATE_DIR``, else ``.phi_finetune`` (the run configuration's default)."""
+    configured = os.environ.get(STATE_DIR_ENV)
+    return Path(configured).expanduser() if configured else Path(DEFAULT_STATE_DIR)
+
+
+def new_run_id(*, now: _dt.datetime | None = None) -> str:
+    """A unique run id that sorts by creation time: ``20260130T142501123Z-3f9a1c``."""
+    moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
+    stamp = moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z"
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
+
+
+def scrub(value: Any, secrets: Sequence[str] = ()) -> Any:
+    """A JSON-safe copy of ``value`` with secrets masked (used for everything stored):
+    values under secret-looking keys, bearer tokens, JWTs, key fields and ``secrets``."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = str(key)
+            if _SECRET_KEY.search(name) and item not in (None, "", [], {}):
+                out[name] = REDACTED
+            else:
+                out[name] = scrub(item, secrets)
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub(item, secrets) for item in value]
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, os.PathLike):
+        return redact(os.fspath(value), secrets)
+    if attrs.has(type(value)):
+        return scrub(attrs.asdict(value), secrets)
+    return redact(str(value), secrets)
+
+
+@attrs.frozen
+class StepRecord:
+    """One workflow step as the journal last saw it."""
+
+    name: str
+    status: StepStatus
+    inputs: Mapping[str, Any] = attrs.field(factory=dict)
+    outputs: Mapping[str, Any] = attrs.field(factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    attempts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "inputs": dict(self.inputs),
+            "outputs": dict(self.outputs),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+            "attempts": self.attempts,
+        }
+
+
+@attrs.frozen
+class ResourceRecord:
+    """A resource a run created or reused."""
+
+    kind: str
+    name: str
+    version: str | None = None
+    created_by_run: bool = True
+    billable: bool = False
+    state: ResourceState = "created"
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+    """Non-secret facts such as ``scoring_uri``, ``deployment`` or a local server's ``pid``."""
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the resource may still exist (not recorded as deleted)."""
+        return self.state != "deleted"
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        return (self.kind, self.name, self.version)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "created_by_run": self.created_by_run,
+            "billable": self.billable,
+            "state": self.state,
+            "details": dict(self.details),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@attrs.frozen
+class RunSummary:
+    """One line of :func:`list_runs`: a run and what it still holds."""
+
+    run_id: str
+    backend: str
+    status: str
+    created_at: str
+    updated_at: str
+    last_completed_step: str | None
+    alive_resources: tuple[ResourceRecord, ...]
+    path: Path
+    error: str | None = None
+    """Why the journal could not be read (the other fields are then placeholders)."""
+
+    @property
+    def billable_alive(self) -> tuple[ResourceRecord, ...]:
+        """Billable resources the run created and has not recorded as deleted."""
+        return tuple(r for r in self.alive_resources if r.billable and r.created_by_run)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "backend": self.backend,
+            "status": self.status,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_completed_step": self.last_completed_step,
+            "alive_resources": [r.to_dict() for r in self.alive_resources],
+            "billable_alive": len(self.billable_alive),
+            "path": str(self.path),
+            "error": self.error,
+        }
+
+
+def _run_dir(state_dir: str | os.PathLike[str], run_id: str) -> Path:
+    return Path(state_dir).expanduser() / "runs" / run_id
+
+
+def _check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or ".." in run_id:
+        raise RunStateError(
+            f"run id {run_id!r} is not valid: use letters, digits, '.', '_' and '-' "
+            "(see `phi-finetune status` for the ids of existing runs)"
+        )
+    return run_id
+
+
+class Journal:
+    """The journal of one run. Build with :meth:`create` or :meth:`load`; every mutating
+    method persists the whole journal before it returns."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self._path = path
+        self._data = data
+        self._secrets: list[str] = []
+
+    def add_secret(self, secret: str | None) -> None:
+        """Mask ``secret`` (e.g. an endpoint key this process holds) in everything written
+        from now on. Kept in memory only."""
+        if secret and secret not in self._secrets:
+            self._secrets.append(secret)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        state_dir: str | os.PathLike[str],
+        run_id: str | None = None,
+        *,
+        backend: str,
+        config: Mapping[str, Any] | None = None,
+    ) -> Journal:
+        """Start the journal of a new run (``run_id`` generated when omitted)."""
+        run_id = _check_run_id(run_id) if run_id is not None else new_run_id()
+        run_dir = _run_dir(state_dir, run_id)
+        path = run_dir / JOURNAL_FILE
+        if path.exists():
+            raise RunStateError(
+                f"run {run_id} already has a journal at {path}; resume it with "
+                f"`phi-finetune resume {run_id}` or pick another run id"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        with contextlib.suppress(OSError):
+            run_dir.chmod(DIR_MODE)
+        now = _now()
+        data: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "run_id": run_id,
+            "backend": backend,
+            "config": scrub(dict(config or {})),
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+            "seq": 0,
+            "steps": {},
+            "resources": [],
+        }
+        journal = cls(path, data)
+        journal._save()
+        logger.info("run %s: journal created at %s", run_id, path)
+        return journal
+
+    @classmethod
+    def load(cls, state_dir: str | os.PathLike[str], run_id: str) -> Journal:
+        """Open an existing run's journal; :class:`RunStateError` when unknown or unreadable."""
+        _check_run_id(run_id)
+        path = _run_dir(state_dir, run_id) / JOURNAL_FILE
+        if not path.is_file():
+            raise RunStateError(
+                f"no run {run_id!r} under {Path(state_dir).expanduser()}: "
+                "list the known runs with `phi-finetune status`, or point --state-dir "
+                f"(or ${STATE_DIR_ENV}) at the folder the run was started with"
+            )
+        return cls(path, _read(path))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def path(self) -> Path:
+        """The journal file."""
+        return self._path
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's folder (holds the journal and files such as ``sample_score.json``)."""
+        return self._path.parent
+
+    @property
+    def run_id(self) -> str:
+        return str(self._data["run_id"])
+
+    @property
+    def backend(self) -> str:
+        return str(self._data["backend"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The (scrubbed) run configuration snapshot taken at :meth:`create`."""
+        return json.loads(json.dumps(self._data["config"]))  # type: ignore[no-any-return]
+
+    @property
+    def created_at(self) -> str:
+        return str(self._data["created_at"])
+
+    @property
+    def updated_at(self) -> str:
+        return str(self._data["updated_at"])
+
+    @property
+    def finished_at(self) -> str | None:
+        value = self._data.get("finished_at")
+        return None if value is None else str(value)
+
+    @property
+    def steps(self) -> dict[str, StepRecord]:
+        """Every step seen so far, in the order they were first begun."""
+        return {name: _step_from(raw) for name, raw in self._data["steps"].items()}
+
+    def get_step(self, name: str) -> StepRecord | None:
+        raw = self._data["steps"].get(name)
+        return None if raw is None else _step_from(raw)
+
+    def is_completed(self, name: str) -> bool:
+        step = self.get_step(name)
+        return step is not None and step.status == "completed"
+
+    @property
+    def last_completed_step(self) -> str | None:
+        """The step completed most recently (``None`` before any completes)."""
+        done = [
+            (raw.get("completed_seq", 0), name)
+            for name, raw in self._data["steps"].items()
+            if raw["status"] == "completed"
+        ]
+        return max(done)[1] if done else None
+
+    @property
+    def status(self) -> str:
+        """``failed`` / ``running`` when a step is; ``completed`` after :meth:`finish`; else
+        ``incomplete`` (stopped between steps, e.g. killed) or ``new``."""
+        statuses = [raw["status"] for raw in self._data["steps"].values()]
+        if "failed" in statuses:
+            return "failed"
+        if "running" in statuses:
+            return "running"
+        if self._data.get("finished_at"):
+            return "completed"
+        return "incomplete" if statuses else "new"
+
+    def outputs_of(self, step: str) -> dict[str, Any]:
+        """The outputs recorded when ``step`` completed; :class:`RunStateError` if it has not."""
+        raw = self._data["steps"].get(step)
+        if raw is None or raw["status"] != "completed":
+            state = "never ran" if raw is None else f"is {raw['status']}"
+            raise RunStateError(
+                f"run {self.run_id}: step {step!r} {state}, so it has no outputs; "
+                f"resume the run with `phi-finetune resume {self.run_id}`"
+            )
+        return json.loads(json.dumps(raw.get("outputs", {})))  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ steps
+    def begin_step(self, name: str, inputs: Mapping[str, Any] | None = None) -> StepRecord:
+        """Record that ``name`` starts now (persisted before the caller's remote call).
+
+        Beginning a step again (after a failure, a kill, or to redo a completed one) counts
+        another attempt and clears its previous outputs and error.
+        """
+        raw = self._data["steps"].get(name)
+        if raw is not None and raw["status"] == "completed":
+            logger.info("run %s: step %s completed before; running it again", self.run_id, name)
+        attempts = int(raw.get("attempts", 0)) if raw else 0
+        self._data["steps"][name] = {
+            "name": name,
+            "status": "running",
+            "inputs": self._scrub(dict(inputs or {})),
+            "outputs": {},
+            "started_at": _now(),
+            "finished_at": None,
+            "error": None,
+            "attempts": attempts + 1,
+        }
+        self._save()
+        return _step_from(self._data["steps"][name])
+
+    def complete_step(self, name: str, outputs: Mapping[str, Any] | None = None) -> StepRecord:
+        """Record that ``name`` finished with ``outputs``."""
+        raw = self._data["steps"].get(name)
+        if raw is None or raw["status"] != "running":
+            state = "was never begun" if raw is None else f"is {raw['status']}, not running"
+            raise RunStateError(
+                f"run {self.run_id}: cannot complete step {name!r}: it {state}; "
+                "call begin_step first"
+            )
+        self._data["seq"] = int(self._data.get("seq", 0)) + 1
+        raw.update(
+            status="completed",
+            outputs=self._scrub(dict(outputs or {})),
+            finished_at=_now(),
+            error=None,
+            completed_seq=self._data["seq"],
+        )
+        self._save()
+        return _step_from(raw)
+
+    def fail_step(self, name: str, error: BaseException | str) -> StepRecord:
+        """Record that ``name`` failed (the message is scrubbed of secrets)."""
+        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        raw = self._data["steps"].get(name)
+        if raw is None:
+            raw = self._data["steps"][name] = {
+                "name": name,
+                "status": "failed",
+                "inputs": {},
+                "outputs": {},
+                "started_at": None,
+                "attempts": 1,
+            }
+        raw.update(status="failed", finished_at=_now(), error=redact(message, self._secrets)[:4000])
+        self._save()
+        return _step_from(raw)
+
+    @contextlib.contextmanager
+    def step(self, name: str, inputs: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Run a block as step ``name``: begun on entry, completed with the dict the block
+        fills in as outputs, failed (and re-raised) when the block raises."""
+        self.begin_step(name, inputs)
+        outputs: dict[str, Any] = {}
+        try:
+            yield outputs
+        except BaseException as exc:
+            self.fail_step(name, exc if str(exc) else f"{type(exc).__name__}")
+            raise
+        self.complete_step(name, outputs)
+
+    def finish(self) -> None:
+        """Mark the whole run as finished (its status becomes ``completed``)."""
+        self._data["finished_at"] = _now()
+        self._save()
+
+    # ------------------------------------------------------------------ resources
+    def record_resource(
+        self,
+        kind: str,
+        name: str,
+        *,
+        version: str | int | None = None,
+        created_by_run: bool = True,
+        billable: bool | None = None,
+        state: ResourceState = "created",
+        details: Mapping[str, Any] | None = None,
+    ) -> ResourceRecord:
+        """Add or update a resource (identified by kind, name and version).
+
+        ``billable`` defaults to whether the kind costs money while it exists (compute,
+        endpoint, deployment). ``details`` are merged into what was recorded before.
+        """
+        if kind not in RESOURCE_KINDS:
+            raise RunStateError(
+                f"unknown resource kind {kind!r}; use one of {', '.join(RESOURCE_KINDS)}"
+            )
+        if state not in _RESOURCE_STATES:
+            raise RunStateError(
+                f"unknown resource state {state!r}; use one of {', '.join(_RESOURCE_STATES)}"
+            )
+        ver = None if version is None else str(version)
+        now = _now()
+        existing = self._find(kind, name, ver)
+        if existing is None:
+            existing = {
+                "kind": kind,
+                "name": name,
+                "version": ver,
+                "created_by_run": created_by_run,
+                "billable": kind in BILLABLE_KINDS if billable is None else billable,
+                "state": state,
+                "details": {},
+                "created_at": now,
+            }
+            self._data["resources"].append(existing)
+        else:
+            existing["created_by_run"] = bool(existing["created_by_run"] or created_by_run)
+            if billable is not None:
+                existing["billable"] = billable
+            existing["state"] = state
+        existing["details"] = {**existing.get("details", {}), **self._scrub(dict(details or {}))}
+        existing["updated_at"] = now
+        self._save()
+        return _resource_from(existing)
+
+    def mark_deleted(
+        self, kind: str, name: str, *, version: str | int | None = None
+    ) -> ResourceRecord | None:
+        """Record that a resource is gone (``None`` when the journal never knew it)."""
+        found = self._find(kind, name, None if version is None else str(version))
+        if found is None:
+            return None
+        found["state"] = "deleted"
+        found["updated_at"] = _now()
+        self._save()
+        return _resource_from(found)
+
+    def resources(
+        self, *, billable_only: bool = False, alive_only: bool = False, kind: str | None = None
+    ) -> list[ResourceRecord]:
+        """Recorded resources, in the order they were first recorded."""
+        out = [_resource_from(raw) for raw in self._data["resources"]]
+        if billable_only:
+            out = [r for r in out if r.billable]
+        if alive_only:
+            out = [r for r in out if r.alive]
+        if kind is not None:
+            out = [r for r in out if r.kind == kind]
+        return out
+
+    def resource(
+        self, kind: str, name: str | None = None, *, version: str | int | None = None
+    ) -> ResourceRecord | None:
+        """The resource of ``kind`` (and ``name``/``version`` when given) recorded last."""
+        for raw in reversed(self._data["resources"]):
+            if raw["kind"] != kind or (name is not None and raw["name"] != name):
+                continue
+            if version is not None and raw.get("version") != str(version):
+                continue
+            return _resource_from(raw)
+        return None
+
+    def summary(self) -> RunSummary:
+        """This run as one :class:`RunSummary`."""
+        return RunSummary(
+            run_id=self.run_id,
+            backend=self.backend,
+            status=self.status,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            last_completed_step=self.last_completed_step,
+            alive_resources=tuple(self.resources(alive_only=True)),
+            path=self._path,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A copy of the journal's JSON document."""
+        return json.loads(json.dumps(self._data))  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return (
+            f"Journal(run_id={self.run_id!r}, backend={self.backend!r}, status={self.status!r}, "
+            f"last_completed_step={self.last_completed_step!r})"
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _find(self, kind: str, name: str, version: str | None) -> dict[str, Any] | None:
+        for raw in self._data["resources"]:
+            if raw["kind"] == kind and raw["name"] == name and raw.get("version") == version:
+                return raw  # type: ignore[no-any-return]
+        return None
+
+    def _scrub(self, value: Any) -> Any:
+        return scrub(value, self._secrets)
+
+    def _save(self) -> None:
+        self._data["updated_at"] = _now()
+        atomic_write_json(self._path, self._data, mode=FILE_MODE)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    fix = (
+        f"the journal {path} cannot be used: restore it from a backup, or delete its folder "
+        "after checking in the Azure ML studio that the run left nothing running"
+    )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunStateError(f"{fix} ({type(exc).__name__}: {exc})") from exc
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        problems.append("it is not a JSON object")
+    else:
+        if data.get("format") != FORMAT_VERSION:
+            problems.append(f"format {data.get('format')!r} is not {FORMAT_VERSION}")
+        for key, kind in (
+            ("run_id", str),
+            ("backend", str),
+            ("steps", dict),
+            ("resources", list),
+            ("config", dict),
+        ):
+            if not isinstance(data.get(key), kind):
+                problems.append(f"'{key}' is missing or not a {kind.__name__}")
+        if not problems:
+            for name, raw in data["steps"].items():
+                if not isinstance(raw, dict) or raw.get("status") not in _STEP_STATUSES:
+                    problems.append(f"step {name!r} is malformed")
+            for index, raw in enumerate(data["resources"]):
+                if not isinstance(raw, dict) or not {"kind", "name", "state"} <= raw.keys():
+                    problems.append(f"resource #{index} is malformed")
+    if problems:
+        raise RunStateError(f"{fix} ({'; '.join(problems)})")
+    return data  # type: ignore[no-any-return]
+
+
+def _step_from(raw: Mapping[str, Any]) -> StepRecord:
+    return StepRecord(
+        name=str(raw["name"]),
+        status=raw["status"],
+        inputs=dict(raw.get("inputs") or {}),
+        outputs=dict(raw.get("outputs") or {}),
+        started_at=raw.get("started_at"),
+        finished_at=raw.get("finished_at"),
+        error=raw.get("error"),
+        attempts=int(raw.get("attempts", 0)),
+    )
+
+
+def _resource_from(raw: Mapping[str, Any]) -> ResourceRecord:
+    return ResourceRecord(
+        kind=str(raw["kind"]),
+        name=str(raw["name"]),
+        version=raw.get("version"),
+        created_by_run=bool(raw.get("created_by_run", True)),
+        billable=bool(raw.get("billable", False)),
+        state=raw["state"],
+        details=dict(raw.get("details") or {}),
+        created_at=raw.get("created_at"),
+        updated_at=raw.get("updated_at"),
+    )
+
+
+def list_runs(state_dir: str | os.PathLike[str] | None = None) -> list[RunSummary]:
+    """Every run under ``state_dir`` (oldest first) with what it still holds.
+
+    A journal that cannot be read is listed with ``status="unreadable"`` and ``error`` set
+    rather than hiding the run.
+    """
+    root = Path(state_dir).expanduser() if state_dir is not None else default_state_dir()
+    runs_dir = root / "runs"
+    if not runs_dir.is_dir():
+        return []
+    out: list[RunSummary] = []
+    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        path = run_dir / JOURNAL_FILE
+        if not path.is_file():
+            continue
+        try:
+            out.append(Journal(path, _read(path)).summary())
+        except RunStateError as exc:
+            out.append(
+                RunSummary(
+                    run_id=run_dir.name,
+                    backend="?",
+                    status="unreadable",
+                    created_at="",
+                    updated_at="",
+                    last_completed_step=None,
+                    alive_resources=(),
+                    path=path,
+                    error=str(exc),
+                )
+            )
+    return out

@@ -1,0 +1,68 @@
+"""The local backend: the same workflow on one machine, no cloud.
+
+Submodules (each imports torch / transformers / mlflow / fastapi only when called):
+
+- :mod:`~phi_finetune.local.tiny_model`: a tiny Phi-3-architecture **test** model built offline.
+- :mod:`~phi_finetune.local.training`: LoRA fine-tuning of any causal LM (:class:`LocalTrainer`).
+- :mod:`~phi_finetune.local.registry`: MLflow sqlite registry, pyfunc model and :func:`generate`.
+- :mod:`~phi_finetune.local.server`: the HTTP endpoint speaking the Azure scoring contract
+  (:class:`LocalServer` starts it as a subprocess).
+
+This package is cheap to import: names below are resolved lazily on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from phi_finetune.local.registry import LocalRegistry, RegisteredModel, generate
+    from phi_finetune.local.server import LocalServer
+    from phi_finetune.local.tiny_model import build_tiny_model
+    from phi_finetune.local.training import (
+        IgnoredParameter,
+        LocalTrainer,
+        StepMetrics,
+        TrainingResult,
+        train_lora,
+    )
+
+__all__ = [
+    "IgnoredParameter",
+    "LocalRegistry",
+    "LocalServer",
+    "LocalTrainer",
+    "RegisteredModel",
+    "StepMetrics",
+    "TrainingResult",
+    "build_tiny_model",
+    "generate",
+    "train_lora",
+]
+
+_WHERE = {
+    "build_tiny_model": "tiny_model",
+    "IgnoredParameter": "training",
+    "LocalTrainer": "training",
+    "StepMetrics": "training",
+    "TrainingResult": "training",
+    "train_lora": "training",
+    "LocalRegistry": "registry",
+    "RegisteredModel": "registry",
+    "generate": "registry",
+    "LocalServer": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'phi_finetune.local' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"phi_finetune.local.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,507 @@
+"""The local scoring endpoint: the Azure ML chat scoring contract over HTTP on 127.0.0.1.
+
+Why FastAPI + uvicorn (measured on a 2-core machine, see ``local-backend-facts.md``):
+
+=======================================  ==========  ==================  ==========  =======
+server                                   ready       Azure request body  p50 greedy  memory
+=======================================  ==========  ==================  ==========  =======
+``mlflow models serve``                  8-11 s      rejected (400)      11 ms       741 MB
+azureml-inference-server-http + score.py 6.4-6.8 s   200                 8 ms        551 MB
+FastAPI + uvicorn (this module)          6.3-9 s     200, bad input 4xx  7 ms        555 MB
+=======================================  ==========  ==================  ==========  =======
+
+``mlflow models serve`` only takes ``inputs`` / ``dataframe_*`` bodies, so it cannot speak the
+Azure contract. The Azure ML inference server is what Azure runs in its containers, but its
+``azmlinfsrv`` binds 0.0.0.0 with no host option (a local endpoint must bind 127.0.0.1 only)
+and installing it downgrades opentelemetry / pydantic. FastAPI + uvicorn is as fast, the
+smallest, binds where we say, and lets us control every response (no tracebacks).
+
+The contract (same as an Azure managed online endpoint):
+
+- ``POST /score`` with ``{"input_data": {"input_string": [<conversation>, ...], "parameters":
+  {...}}, "params": {}}``; answers ``{"output": "<text>"}`` for one conversation and
+  ``{"output": ["<text>", ...]}`` for several (both parse with
+  :func:`phi_finetune.scoring.parse_response`).
+- Auth: ``Authorization: Bearer <key>`` (what Azure documents). The bare key
+  (``Authorization: <key>``) is accepted too, like Azure's key-auth endpoints do, so clients
+  written either way work. No or a wrong key: ``401`` with ``WWW-Authenticate: Bearer``.
+- Bad bodies: ``400`` (not JSON), ``413`` (body over ``max_body_bytes``), ``422`` (valid JSON
+  that breaks the contract: the message names each problem, e.g. ``max_new_tokens`` over the
+  limit, a conversation not ending with a user turn). ``500`` says only "internal error"; the
+  traceback goes to the server log, never into a response.
+- ``GET /`` and ``GET /health``: liveness, no key needed.
+
+Started by :class:`LocalServer` as ``python -m phi_finetune.local.server``; the key travels in
+the ``PHI_FINETUNE_SERVER_KEY`` environment variable (never on the command line, never logged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import http.client
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from phi_finetune._atomic import atomic_write_json
+from phi_finetune._redact import redact
+from phi_finetune.errors import LocalBackendError, PhiFinetuneError, WaitTimeoutError
+from phi_finetune.scoring import ScoreResult, parse_response
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_NEW_TOKENS",
+    "KEY_ENV",
+    "LocalServer",
+    "create_app",
+    "main",
+]
+
+#: Environment variable that carries the endpoint key to the server process.
+KEY_ENV = "PHI_FINETUNE_SERVER_KEY"
+DEFAULT_MAX_BODY_BYTES = 1_000_000
+DEFAULT_MAX_NEW_TOKENS = 512
+DEFAULT_MAX_BATCH = 32
+HOST = "127.0.0.1"
+_OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(
+    model: Any,
+    tokenizer: Any,
+    *,
+    key: str,
+    model_name: str = "model",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> Any:
+    """The FastAPI app serving ``model`` (see the module docstring for the contract)."""
+    from phi_finetune.local._app import build_app
+
+    return build_app(
+        model,
+        tokenizer,
+        key=key,
+        model_name=model_name,
+        max_body_bytes=max_body_bytes,
+        max_new_tokens_limit=max_new_tokens_limit,
+        max_batch=max_batch,
+    )
+
+
+# --------------------------------------------------------------------------- the process
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit when the launching process is gone (safety net when it was killed hard)."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                logger.warning("launching process %d is gone; stopping", parent_pid)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            except PermissionError:  # pragma: no cover - a pid reused by another user
+                return
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
+def run_server(
+    model_uri: str,
+    *,
+    key: str,
+    port: int = 0,
+    tracking_uri: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    ready_file: str | None = None,
+    on_ready: Callable[[int], None] | None = None,
+    threads: int | None = None,
+) -> None:
+    """Load ``model_uri`` and serve it on 127.0.0.1 until SIGTERM/SIGINT (blocking).
+
+    ``threads`` sets torch's intra-op threads (1 is fastest for tiny models on a busy CPU).
+    """
+    import uvicorn
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    from phi_finetune.local.registry import load_chat_model
+
+    model, tokenizer = load_chat_model(model_uri, tracking_uri=tracking_uri)
+    app = create_app(
+        model,
+        tokenizer,
+        key=key,
+        model_name=model_uri,
+        max_body_bytes=max_body_bytes,
+        max_new_tokens_limit=max_new_tokens_limit,
+        max_batch=max_batch,
+    )
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when
+    # the socket says TCP; without it every response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise LocalBackendError(f"cannot listen on {HOST}:{port}: {exc.strerror}") from exc
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=3,
+        limit_concurrency=128,
+    )
+    server = uvicorn.Server(config)
+    if ready_file:
+        atomic_write_json(ready_file, {"port": bound_port, "pid": os.getpid()})
+    if on_ready is not None:
+        on_ready(bound_port)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m phi_finetune.local.server``: the process :class:`LocalServer` starts."""
+    parser = argparse.ArgumentParser(prog="python -m phi_finetune.local.server")
+    parser.add_argument(
+        "--model", required=True, help="models:/name@alias, models:/name/N or a folder"
+    )
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--max-new-tokens-limit", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
+    parser.add_argument("--ready-file", default=None)
+    parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    key = os.environ.pop(KEY_ENV, "")
+    if not key:
+        sys.stderr.write(f"error: set the endpoint key in the {KEY_ENV} environment variable\n")
+        return 2
+    if args.parent_pid:
+        _watch_parent(args.parent_pid)
+    try:
+        run_server(
+            args.model,
+            key=key,
+            port=args.port,
+            tracking_uri=args.tracking_uri,
+            max_body_bytes=args.max_body_bytes,
+            max_new_tokens_limit=args.max_new_tokens_limit,
+            max_batch=args.max_batch,
+            ready_file=args.ready_file,
+            threads=args.threads,
+        )
+    except PhiFinetuneError as exc:
+        sys.stderr.write(f"error: {redact(str(exc), [key])}\n")
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- the launcher
+
+_LIVE: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
+
+
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+class LocalServer:
+    """Start, probe and stop the local endpoint process.
+
+    ``model_uri`` is a registry URI (``models:/name@alias``; give ``tracking_uri``) or a model
+    folder. A random key is made unless ``key`` is given. :meth:`start` returns once ``GET
+    /health`` answers (or raises :class:`~phi_finetune.errors.WaitTimeoutError` after
+    ``startup_timeout`` s, :class:`~phi_finetune.errors.LocalBackendError` if the process dies),
+    and never leaves a process behind when it fails. :meth:`stop` terminates and reaps it; an
+    ``atexit`` hook and a parent-pid watchdog in the server are the safety nets. Use it as a
+    context manager to be sure. ``threads`` sets the server's torch intra-op threads.
+    """
+
+    def __init__(
+        self,
+        model_uri: str | os.PathLike[str],
+        *,
+        key: str | None = None,
+        tracking_uri: str | None = None,
+        port: int = 0,
+        startup_timeout: float = 120.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        log_path: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.threads = threads
+        self.model_uri = os.fspath(model_uri)
+        self._key = key or secrets.token_urlsafe(32)
+        self.tracking_uri = tracking_uri
+        self.requested_port = port
+        self.startup_timeout = startup_timeout
+        self.max_body_bytes = max_body_bytes
+        self.max_new_tokens_limit = max_new_tokens_limit
+        self.max_batch = max_batch
+        self.log_path = Path(log_path) if log_path else None
+        self.extra_env = dict(env or {})
+        self.port: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}, scoring_uri={self.scoring_uri!r}" if self.running else "stopped"
+        return f"LocalServer(model_uri={self.model_uri!r}, {state})"
+
+    @property
+    def key(self) -> str:
+        """The endpoint key (send as ``Authorization: Bearer <key>``)."""
+        return self._key
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def base_uri(self) -> str:
+        return f"http://{HOST}:{self.port}" if self.port else ""
+
+    @property
+    def scoring_uri(self) -> str:
+        return f"{self.base_uri}/score" if self.port else ""
+
+    @property
+    def health_uri(self) -> str:
+        return f"{self.base_uri}/health" if self.port else ""
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalServer:
+        """Start the process and wait until it is healthy."""
+        global _ATEXIT_REGISTERED
+        if self.running:
+            return self
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="phi-finetune-server-")
+        ready = Path(self._tmpdir.name) / "ready.json"
+        if self.log_path is None:
+            self.log_path = Path(self._tmpdir.name).with_name(Path(self._tmpdir.name).name + ".log")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, **_OFFLINE_ENV, **self.extra_env, KEY_ENV: self._key}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH", "")) if p
+        )
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        command = [
+            sys.executable,
+            "-m",
+            "phi_finetune.local.server",
+            "--model",
+            self.model_uri,
+            "--port",
+            str(self.requested_port),
+            "--max-body-bytes",
+            str(self.max_body_bytes),
+            "--max-new-tokens-limit",
+            str(self.max_new_tokens_limit),
+            "--max-batch",
+            str(self.max_batch),
+            "--ready-file",
+            str(ready),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        if self.tracking_uri:
+            command += ["--tracking-uri", self.tracking_uri]
+        if self.threads:
+            command += ["--threads", str(self.threads)]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _LIVE.add(self)
+        if not _ATEXIT_REGISTERED:
+            atexit.register(_stop_all)
+            _ATEXIT_REGISTERED = True
+        try:
+            self._wait_ready(ready)
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("local endpoint %s ready (pid %s)", self.scoring_uri, self.pid)
+        return self
+
+    def _wait_ready(self, ready: Path) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            process = self._process
+            assert process is not None
+            code = process.poll()
+            if code is not None:
+                raise LocalBackendError(
+                    f"the local endpoint process exited with code {code} while starting "
+                    f"(model {self.model_uri!r}); last log lines:\n{self.log_tail()}\n"
+                    f"full log: {self.log_path}"
+                )
+            if self.port is None and ready.is_file():
+                with contextlib.suppress(ValueError, OSError, KeyError):
+                    self.port = int(json.loads(ready.read_text(encoding="utf-8"))["port"])
+            if self.port is not None and self._healthy():
+                return
+            if time.monotonic() > deadline:
+                raise WaitTimeoutError(
+                    f"the local endpoint for {self.model_uri!r} was not healthy within "
+                    f"{self.startup_timeout:.0f} s; raise startup_timeout or read the log "
+                    f"{self.log_path}"
+                )
+            time.sleep(0.05)
+
+    def _healthy(self) -> bool:
+        try:
+            status, _ = self.request("GET", "/health", timeout=2.0)
+        except OSError:
+            return False
+        return status == 200
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server log, with the key scrubbed."""
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return redact("\n".join(text.splitlines()[-lines:]), [self._key])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the process (SIGTERM, then SIGKILL after ``timeout`` s) and reap it."""
+        process = self._process
+        if process is not None:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+                try:
+                    process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    process.wait(timeout=timeout)
+            else:
+                process.wait()
+        _LIVE.discard(self)
+        if self._tmpdir is not None:
+            with contextlib.suppress(OSError):
+                self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    # ----------------------------------------------------------------- client helpers
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 60.0,
+    ) -> tuple[int, bytes]:
+        """One raw HTTP request to the server: ``(status, body)``."""
+        if self.port is None:
+            raise LocalBackendError("the local endpoint is not started")
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def score(
+        self,
+        conversations: Sequence[Any],
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 60.0,
+    ) -> ScoreResult:
+        """Score ``conversations`` through HTTP, as a client of the endpoint would."""
+        from phi_finetune.errors import InvocationError
+        from phi_finetune.scoring import build_request
+
+        body = json.dumps(build_request(conversations, parameters)).encode("utf-8")
+        status, answer = self.request(
+            "POST",
+            "/score",
+            body,
+            {"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"},
+            timeout=timeout,
+        )
+        if status != 200:
+            raise InvocationError(
+                f"the local endpoint answered {status}",
+                status=status,
+                body_excerpt=answer[:500].decode("utf-8", "replace"),
+            )
+        return parse_response(answer)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Register a fine-tuning job's ``trained_model`` output as an MLflow model (workflow step 12).
+
+Idempotent: the job output path is stored in the model's tags, so registering the same output
+again returns the version that already holds it instead of creating another one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from phi_finetune._redact import redact
+from phi_finetune.errors import ModelError, ServiceError
+from phi_finetune.names import (
+    default_model_name,
+    generate_model_version,
+    validate_job_name,
+    validate_model_name,
+    validate_model_version,
+)
+
+__all__ = ["TAG_PREFIX", "ModelRegistrar", "RegisteredModel", "job_output_path"]
+
+logger = logging.getLogger(__name__)
+
+TAG_PREFIX = "phi_finetune."
+TAG_SOURCE = TAG_PREFIX + "source_path"
+TAG_JOB = TAG_PREFIX + "job_name"
+TAG_BASE = TAG_PREFIX + "base_model"
+TAG_RUN = TAG_PREFIX + "run_id"
+_JOB_PATH = re.compile(r"^azureml://jobs/([^/]+)/outputs/([^/]+)/?$")
+_MAX_TAG_VALUE = 256
+
+
+@attrs.frozen
+class RegisteredModel:
+    """A model version in the workspace registry."""
+
+    name: str
+    version: str
+    id: str | None = None
+    """The service's resource id (``None`` when unknown)."""
+    path: str | None = None
+    tags: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    description: str | None = attrs.field(default=None, repr=False)
+    created: bool = attrs.field(default=False, eq=False)
+    """``True`` when this call registered it, ``False`` when it already existed."""
+
+    @property
+    def asset_id(self) -> str:
+        """``azureml:<name>:<version>``, what deployments accept as ``model``."""
+        return f"azureml:{self.name}:{self.version}"
+
+    @property
+    def source_path(self) -> str | None:
+        """The job output this version was registered from (from its tags)."""
+        return self.tags.get(TAG_SOURCE)
+
+    @classmethod
+    def from_azure(cls, model: Any, *, created: bool = False) -> RegisteredModel:
+        return cls(
+            name=str(model.name),
+            version=str(model.version),
+            id=getattr(model, "id", None),
+            path=None if getattr(model, "path", None) is None else str(model.path),
+            tags={str(k): str(v) for k, v in dict(getattr(model, "tags", None) or {}).items()},
+            description=getattr(model, "description", None),
+            created=created,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "id": self.id,
+            "path": self.path,
+            "asset_id": self.asset_id,
+            "tags": dict(self.tags),
+            "created": self.created,
+        }
+
+
+def job_output_path(job_output: str, *, output_name: str = "trained_model") -> str:
+    """``azureml://jobs/<job>/outputs/<output>`` for a job name, or a given job output path."""
+    if job_output.startswith("azureml://"):
+        if not _JOB_PATH.match(job_output):
+            logger.debug("registering from a non-job path %s", job_output)
+        return job_output.rstrip("/")
+    validate_job_name(job_output, parameter="job_output")
+    return f"azureml://jobs/{job_output}/outputs/{output_name}"
+
+
+def _tag_value(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = redact(text)
+    return text if len(text) <= _MAX_TAG_VALUE else text[: _MAX_TAG_VALUE - 3] + "..."
+
+
+class ModelRegistrar:
+    """Registers job outputs as MLflow models through an ``MLClient``.
+
+    ``on_creating(kind, name, version)`` is called right before the create request and
+    ``on_created(kind, name, version)`` right after it succeeds, so a journal can record the
+    model on both sides of the remote call.
+    """
+
+    def __init__(
+        self,
+        ml_client: Any,
+        *,
+        on_creating: Callable[[str, str, str], object] | None = None,
+        on_created: Callable[[str, str, str], object] | None = None,
+    ) -> None:
+        self._ml_client = ml_client
+        self._on_creating = on_creating
+        self._on_created = on_created
+
+    def register(
+        self,
+        job_output: str,
+        *,
+        base_model: str,
+        name: str | None = None,
+        version: str | int | None = None,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        data_hashes: Mapping[str, str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        output_name: str = "trained_model",
+    ) -> RegisteredModel:
+        """Register ``job_output`` (a job name or an ``azureml://jobs/...`` path).
+
+        ``name`` defaults to ``<base model>-ultrachat-200k``; ``version`` to the Unix time.
+        Tags link the base model, the job, the data manifest hashes (``data_hashes``, e.g.
+        ``{"train": "<sha256>"}``) and the fine-tuning ``parameters``. Names and versions are
+        checked before any request. Registering the same output again returns the existing
+        version; a given ``name``/``version`` that already holds another output is an error.
+        """
+        path = job_output_path(job_output, output_name=output_name)
+        model_name = (
+            validate_model_name(name) if name is not None else default_model_name(base_model)
+        )
+        wanted_version = None if version is None else validate_model_version(version)
+        job_match = _JOB_PATH.match(path)
+
+        all_tags: dict[str, str] = {_tag_value(k): _tag_value(v) for k, v in (tags or {}).items()}
+        all_tags[TAG_SOURCE] = path
+        all_tags[TAG_BASE] = _tag_value(base_model)
+        if job_match:
+            all_tags[TAG_JOB] = job_match.group(1)
+        if run_id:
+            all_tags[TAG_RUN] = _tag_value(run_id)
+        for split, digest in (data_hashes or {}).items():
+            all_tags[f"{TAG_PREFIX}data.{split}"] = _tag_value(digest)
+        for param, value in (parameters or {}).items():
+            all_tags[f"{TAG_PREFIX}param.{param}"] = _tag_value(value)
+
+        if wanted_version is not None:
+            existing = self._get(model_name, wanted_version)
+            if existing is not None:
+                if self._same_source(existing, path):
+                    logger.info(
+                        "model %s:%s already holds %s; reusing it",
+                        model_name,
+                        wanted_version,
+                        path,
+                    )
+                    return existing
+                raise ModelError(
+                    f"model {model_name}:{wanted_version} already exists and was registered from "
+                    f"{existing.source_path or existing.path!r}, not {path!r}; pick another "
+                    "version, or omit version to get a new one"
+                )
+        else:
+            found = self.find(model_name, source_path=path)
+            if found is not None:
+                logger.info(
+                    "model %s:%s already holds %s; reusing it", found.name, found.version, path
+                )
+                return found
+            wanted_version = generate_model_version()
+            while self._get(model_name, wanted_version) is not None:
+                wanted_version = str(int(wanted_version) + 1)
+
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Model
+
+        model = Model(
+            path=path,
+            type=AssetTypes.MLFLOW_MODEL,
+            name=model_name,
+            version=wanted_version,
+            description=description
+            or f"{base_model} fine-tuned on UltraChat 200k (job output {path})",
+            tags=all_tags,
+        )
+        if self._on_creating is not None:
+            self._on_creating("model", model_name, wanted_version)
+        created = self._call(
+            lambda: self._ml_client.models.create_or_update(model),
+            f"register model {model_name}:{wanted_version}",
+        )
+        result = RegisteredModel.from_azure(created, created=True)
+        if not result.tags.get(TAG_SOURCE):
+            result = attrs.evolve(result, tags={**result.tags, TAG_SOURCE: path})
+        logger.info("registered model %s:%s from %s", result.name, result.version, path)
+        if self._on_created is not None:
+            self._on_created("model", result.name, result.version)
+        return result
+
+    def get(self, name: str, version: str | int) -> RegisteredModel:
+        """A registered model version; :class:`ModelError` when it does not exist."""
+        found = self._get(validate_model_name(name), validate_model_version(version))
+        if found is None:
+            raise ModelError(
+                f"model {name}:{version} is not registered in this workspace; register it with "
+                "ModelRegistrar.register(job_name, base_model=...)"
+            )
+        return found
+
+    def find(self, name: str, *, source_path: str) -> RegisteredModel | None:
+        """The version of ``name`` registered from ``source_path`` (``None`` if there is none)."""
+        try:
+            versions = self._call(
+                lambda: list(self._ml_client.models.list(name=name)),
+                f"list versions of model {name}",
+            )
+        except ServiceError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        for model in versions:
+            candidate = RegisteredModel.from_azure(model)
+            if self._same_source(candidate, source_path):
+                return candidate
+        return None
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _same_source(model: RegisteredModel, path: str) -> bool:
+        return model.source_path == path or (model.path or "").rstrip("/") == path
+
+    def _get(self, name: str, version: str) -> RegisteredModel | None:
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        try:
+            model = self._ml_client.models.get(name=name, version=version)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if getattr(exc, "status_code", None) == 404:
+                return None
+            raise _service_error(exc, f"read model {name}:{version}") from exc
+        return RegisteredModel.from_azure(model)
+
+    @staticmethod
+    def _call(fn: Callable[[], Any], what: str) -> Any:
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            return fn()
+        except HttpResponseError as exc:
+            raise _service_error(exc, what) from exc
+
+
+def _service_error(exc: BaseException, what: str) -> ServiceError:
+    status = getattr(exc, "status_code", None)
+    message = redact(str(getattr(exc, "message", None) or exc))[:400]
+    return ServiceError(f"could not {what}: {message}", status=status)

@@ -1,0 +1,337 @@
+"""``FineTuneSession``: the whole workflow in a few lines, journaled so a crash loses nothing.
+
+::
+
+    session = FineTuneSession.from_config("phi-finetune.toml")
+    result = session.run()          # prepare_data -> plan -> fine_tune -> register
+                                    # -> deploy -> score -> teardown
+    FineTuneSession.resume(result.run_id)      # after a crash: continues, never duplicates
+    FineTuneSession.teardown_run(run_id)       # deletes every billable resource of a run
+
+Each step is also a method. Every step's inputs and outputs and every resource created are in the
+run's journal (``<state_dir>/runs/<run_id>/journal.json``) before and after each remote call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from phi_finetune._redact import redact
+from phi_finetune.backends import STEPS, Backend, StepContext
+from phi_finetune.errors import PhiFinetuneError, RunStateError
+
+if TYPE_CHECKING:
+    from phi_finetune.config import RunConfig
+    from phi_finetune.endpoint import Endpoint
+    from phi_finetune.journal import Journal, RunSummary
+    from phi_finetune.workspace import Workspace
+
+__all__ = ["FineTuneSession", "RunResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class RunResult:
+    """What :meth:`FineTuneSession.run` produced."""
+
+    run_id: str
+    backend: str
+    run_dir: Path
+    outputs: Mapping[str, Mapping[str, Any]] = attrs.field(repr=False)
+    """Every completed step's outputs, by step name."""
+
+    @property
+    def job_name(self) -> str | None:
+        return self.outputs.get("fine_tune", {}).get("job_name")
+
+    @property
+    def model(self) -> str | None:
+        reg = self.outputs.get("register", {})
+        return f"{reg['name']}:{reg['version']}" if reg else None
+
+    @property
+    def endpoint_name(self) -> str | None:
+        return self.outputs.get("deploy", {}).get("endpoint_name")
+
+    @property
+    def request(self) -> Any:
+        return self.outputs.get("score", {}).get("request")
+
+    @property
+    def reply(self) -> str | None:
+        return self.outputs.get("score", {}).get("reply")
+
+
+class FineTuneSession:
+    """The facade: runs the workflow's steps on a backend and keeps the run's journal.
+
+    Build it with :meth:`from_config`; components (workspace, backend) are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        backend: Backend | None = None,
+        workspace: Workspace | None = None,
+        journal: Journal | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        from phi_finetune.journal import Journal
+
+        self.config = config
+        self.state_dir = Path(state_dir if state_dir is not None else config.state_dir)
+        self.backend: Backend = backend or _make_backend(config, workspace=workspace)
+        self.journal = journal or Journal.create(
+            self.state_dir, backend=self.backend.name, config=config.to_dict()
+        )
+        self._endpoint: Endpoint | None = None
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls,
+        config: RunConfig | str | os.PathLike[str] | None = None,
+        *,
+        backend: str | Backend | None = None,
+        workspace: Workspace | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+    ) -> FineTuneSession:
+        """A new run from a config object or a ``phi-finetune.toml`` path.
+
+        ``backend`` (``"azure"`` or ``"local"``, or a backend object) overrides the config's.
+        """
+        from phi_finetune.config import RunConfig, load_run_config
+
+        run_config = (
+            RunConfig()
+            if config is None
+            else config
+            if isinstance(config, RunConfig)
+            else load_run_config(config)
+        )
+        if isinstance(backend, str):
+            run_config = attrs.evolve(run_config, backend=backend)
+            backend = None
+        if state_dir is not None:
+            run_config = attrs.evolve(run_config, state_dir=str(state_dir))
+        return cls(run_config, backend=backend, workspace=workspace)
+
+    @classmethod
+    def resume(
+        cls,
+        run_id: str,
+        *,
+        state_dir: str | os.PathLike[str] = ".phi_finetune",
+        backend: Backend | None = None,
+        workspace: Workspace | None = None,
+    ) -> FineTuneSession:
+        """Reopen a run from its journal; call :meth:`run` to continue from the last step.
+
+        A submitted job is reattached rather than submitted again, a registered model or a
+        deployed endpoint is reused rather than created twice.
+        """
+        from phi_finetune.config import RunConfig
+        from phi_finetune.journal import Journal
+
+        journal = Journal.load(state_dir, run_id)
+        config = RunConfig.from_dict(journal.config, source=f"journal of run {run_id}")
+        config = attrs.evolve(config, state_dir=str(state_dir))
+        return cls(config, backend=backend, workspace=workspace, journal=journal)
+
+    @staticmethod
+    def list_runs(state_dir: str | os.PathLike[str] = ".phi_finetune") -> list[RunSummary]:
+        """Every run under ``state_dir`` with what it still holds."""
+        from phi_finetune.journal import list_runs
+
+        return list_runs(state_dir)
+
+    @classmethod
+    def teardown_run(
+        cls,
+        run_id: str,
+        *,
+        state_dir: str | os.PathLike[str] = ".phi_finetune",
+        backend: Backend | None = None,
+        workspace: Workspace | None = None,
+    ) -> list[str]:
+        """Delete every billable resource run ``run_id`` created; returns what was deleted."""
+        return cls.resume(
+            run_id, state_dir=state_dir, backend=backend, workspace=workspace
+        ).teardown()
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self.journal.run_id
+
+    @property
+    def run_dir(self) -> Path:
+        return self.journal.run_dir
+
+    def _context(self) -> StepContext:
+        outputs = {s: self.journal.outputs_of(s) for s in STEPS if self.journal.is_completed(s)}
+        return StepContext(
+            config=self.config, journal=self.journal, run_dir=self.run_dir, outputs=outputs
+        )
+
+    def _step(self, name: str, work: Any, *, force: bool = False) -> dict[str, Any]:
+        if not force and self.journal.is_completed(name):
+            logger.info("step %s already completed in run %s; reusing it", name, self.run_id)
+            return dict(self.journal.outputs_of(name))
+        self.journal.begin_step(name, inputs={"backend": self.backend.name})
+        started = time.monotonic()
+        try:
+            outputs = dict(work(self._context()))
+        except BaseException as exc:
+            self.journal.fail_step(name, redact(f"{type(exc).__name__}: {exc}"))
+            raise
+        outputs.setdefault("seconds", round(time.monotonic() - started, 3))
+        self.journal.complete_step(name, outputs)
+        return outputs
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def prepare_data(self) -> dict[str, Any]:
+        """Step 7: load, validate, sample and write the data (and register it on Azure)."""
+        return self._step("prepare_data", self.backend.prepare_data)
+
+    def plan(self) -> dict[str, Any]:
+        """Steps 5, 6, 8, 9: resolve the model, check compute and quota, validate parameters."""
+        self.prepare_data()
+        return self._step("plan", self.backend.plan)
+
+    def fine_tune(self) -> dict[str, Any]:
+        """Steps 10-11: submit (or reattach to) the fine-tuning job and wait for it."""
+        self.plan()
+        return self._step("fine_tune", self.backend.fine_tune)
+
+    def register(self) -> dict[str, Any]:
+        """Step 12: register the trained model (reuses the version registered before)."""
+        self.fine_tune()
+        return self._step("register", self.backend.register)
+
+    def deploy(self) -> Endpoint:
+        """Steps 13-14: endpoint and deployment (reattached when the journal has one)."""
+        self.register()
+        if self.journal.is_completed("deploy"):
+            endpoint = self.backend.endpoint(self._context())
+            if endpoint is not None:
+                self._endpoint = endpoint
+                return endpoint
+
+        def work(ctx: StepContext) -> dict[str, Any]:
+            endpoint = self.backend.endpoint(ctx) or self.backend.deploy(ctx)
+            self._endpoint = endpoint
+            return {
+                "endpoint_name": endpoint.name,
+                "deployment_name": endpoint.deployment_name,
+                "scoring_uri": endpoint.scoring_uri,
+            }
+
+        self._step("deploy", work, force=True)
+        assert self._endpoint is not None
+        return self._endpoint
+
+    def score_sample(self) -> dict[str, Any]:
+        """Step 15: score one held-out conversation; the request is written to sample_score.json."""
+        endpoint = self.deploy()
+
+        def work(ctx: StepContext) -> dict[str, Any]:
+            from phi_finetune._atomic import atomic_write_json
+            from phi_finetune.data import sample_scoring_request
+
+            request = sample_scoring_request(
+                ctx.outputs["prepare_data"],
+                seed=ctx.config.data.seed,
+                parameters=ctx.config.score.parameters(),
+            )
+            request_file = ctx.run_dir / "sample_score.json"
+            atomic_write_json(request_file, request)
+            result = endpoint.invoke_file(request_file)
+            return {"request": request, "request_file": str(request_file), "reply": result.text}
+
+        return self._step("score", work, force=True)
+
+    def teardown(self) -> list[str]:
+        """Step 16: delete every billable resource this run created that is still alive."""
+        ctx = self._context()
+        deleted: list[str] = []
+        self.journal.begin_step("teardown", inputs={})
+        errors: list[str] = []
+        for resource in self.journal.resources(billable_only=True, alive_only=True):
+            try:
+                self.backend.delete_resource(ctx, resource)
+            except PhiFinetuneError as exc:
+                errors.append(f"{resource.kind} {resource.name}: {exc}")
+                continue
+            self.journal.mark_deleted(resource.kind, resource.name)
+            deleted.append(f"{resource.kind}:{resource.name}")
+        self._endpoint = None
+        if errors:
+            message = "could not delete: " + "; ".join(errors)
+            self.journal.fail_step("teardown", redact(message))
+            raise RunStateError(
+                f"{message}. Run `phi-finetune teardown {self.run_id}` again once fixed."
+            )
+        self.journal.complete_step("teardown", {"deleted": deleted})
+        return deleted
+
+    def run(self, *, teardown_on_error: bool = True) -> RunResult:
+        """All steps; deploy/score/teardown as configured (``deploy.enabled``,
+        ``score.enabled``, ``deploy.keep_endpoint``).
+
+        On an exception after deployment the endpoint is deleted (``teardown_on_error``); a
+        killed process leaves it in the journal for :meth:`resume` or :meth:`teardown`.
+        """
+        try:
+            self.register()
+            if self.config.deploy.enabled:
+                self.deploy()
+                if self.config.score.enabled:
+                    self.score_sample()
+        except BaseException:
+            if teardown_on_error and self.journal.resources(billable_only=True, alive_only=True):
+                logger.warning("run %s failed; deleting what it deployed", self.run_id)
+                try:
+                    self.teardown()
+                except PhiFinetuneError as cleanup_error:
+                    logger.error("cleanup after failure failed: %s", cleanup_error)
+            raise
+        if self.config.deploy.enabled and not self.config.deploy.keep_endpoint:
+            self.teardown()
+        return self.result()
+
+    def result(self) -> RunResult:
+        """The run's outputs so far."""
+        return RunResult(
+            run_id=self.run_id,
+            backend=self.backend.name,
+            run_dir=self.run_dir,
+            outputs={s: self.journal.outputs_of(s) for s in STEPS if self.journal.is_completed(s)},
+        )
+
+    def __repr__(self) -> str:
+        return f"FineTuneSession(run_id={self.run_id!r}, backend={self.backend.name!r})"
+
+
+def _make_backend(config: RunConfig, *, workspace: Workspace | None) -> Backend:
+    if config.backend == "local":
+        from phi_finetune.local.backend import LocalBackend
+
+        return LocalBackend()
+    if config.backend == "azure":
+        from phi_finetune.azure_backend import AzureBackend
+
+        return AzureBackend(workspace=workspace)
+    raise RunStateError(f"unknown backend {config.backend!r}; use 'azure' or 'local'")

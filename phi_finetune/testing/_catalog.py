@@ -1,0 +1,196 @@
+"""Default seed data: the chat-completion pipeline interface, a Phi-3 model, VM sizes, quotas.
+
+The pipeline inputs are this project's own pinned description of the interface of
+``chat_completion_pipeline`` 0.0.82 in the ``azureml`` registry (names, types, defaults, enums,
+bounds); descriptions are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CHAT_COMPLETION_COMPONENT",
+    "CHAT_COMPLETION_VERSION",
+    "DEFAULT_VM_SIZES",
+    "PHI3_MODEL",
+    "chat_completion_inputs",
+    "chat_completion_outputs",
+]
+
+CHAT_COMPLETION_COMPONENT = "chat_completion_pipeline"
+CHAT_COMPLETION_VERSION = "0.0.82"
+
+_BOOL = ("true", "false")
+
+# name -> (type, default, enum, min); every input is optional except task_name.
+_INPUTS: dict[str, tuple[str, Any, tuple[str, ...] | None, int | None]] = {
+    "instance_type_model_import": ("string", "Standard_d12_v2", None, None),
+    "instance_type_preprocess": ("string", "Standard_d12_v2", None, None),
+    "instance_type_finetune": ("string", "Standard_nc24rs_v3", None, None),
+    "instance_type_model_evaluation": ("string", "Standard_nc24rs_v3", None, None),
+    "shm_size_finetune": ("string", "5g", None, None),
+    "num_nodes_finetune": ("integer", 1, None, 1),
+    "number_of_gpu_to_use_finetuning": ("integer", 1, None, 1),
+    "huggingface_id": ("string", None, None, None),
+    "pytorch_model_path": ("custom_model", None, None, None),
+    "mlflow_model_path": ("mlflow_model", None, None, None),
+    "finetune_config_path": ("uri_file", None, None, None),
+    "trust_remote_code": ("string", "false", _BOOL, None),
+    "task_name": ("string", "ChatCompletion", ("ChatCompletion",), None),
+    "batch_size": ("integer", 1000, None, 1),
+    "pad_to_max_length": ("string", "false", _BOOL, None),
+    "max_seq_length": ("integer", -1, None, None),
+    "train_file_path": ("uri_file", None, None, None),
+    "validation_file_path": ("uri_file", None, None, None),
+    "test_file_path": ("uri_file", None, None, None),
+    "train_mltable_path": ("mltable", None, None, None),
+    "validation_mltable_path": ("mltable", None, None, None),
+    "test_mltable_path": ("mltable", None, None, None),
+    "apply_lora": ("string", "false", _BOOL, None),
+    "merge_lora_weights": ("string", "true", _BOOL, None),
+    "lora_alpha": ("integer", 128, None, None),
+    "lora_r": ("integer", 8, None, None),
+    "lora_dropout": ("number", 0.0, None, None),
+    "num_train_epochs": ("integer", 1, None, 1),
+    "max_steps": ("integer", -1, None, None),
+    "per_device_train_batch_size": ("integer", 1, None, 1),
+    "per_device_eval_batch_size": ("integer", 1, None, 1),
+    "auto_find_batch_size": ("string", "false", _BOOL, None),
+    "optim": ("string", "adamw_torch", ("adamw_torch", "adafactor"), None),
+    "learning_rate": ("number", 2e-5, None, None),
+    "warmup_steps": ("integer", 0, None, None),
+    "weight_decay": ("number", 0.0, None, None),
+    "adam_beta1": ("number", 0.9, None, None),
+    "adam_beta2": ("number", 0.999, None, None),
+    "adam_epsilon": ("number", 1e-8, None, None),
+    "gradient_accumulation_steps": ("integer", 1, None, None),
+    "eval_accumulation_steps": ("integer", -1, None, None),
+    "lr_scheduler_type": (
+        "string",
+        "linear",
+        (
+            "linear",
+            "cosine",
+            "cosine_with_restarts",
+            "polynomial",
+            "constant",
+            "constant_with_warmup",
+        ),
+        None,
+    ),
+    "precision": ("string", "32", ("32", "16"), None),
+    "seed": ("integer", 42, None, None),
+    "enable_full_determinism": ("string", "false", _BOOL, None),
+    "dataloader_num_workers": ("integer", 0, None, None),
+    "ignore_mismatched_sizes": ("string", "false", _BOOL, None),
+    "max_grad_norm": ("number", 1.0, None, None),
+    "evaluation_strategy": ("string", "epoch", ("epoch", "steps", "disable"), None),
+    "evaluation_steps_interval": ("number", 0.0, None, None),
+    "eval_steps": ("integer", 500, None, None),
+    "logging_strategy": ("string", "steps", ("epoch", "steps"), None),
+    "logging_steps": ("integer", 10, None, None),
+    "metric_for_best_model": ("string", "loss", ("loss", "f1", "exact"), None),
+    "resume_from_checkpoint": ("string", "false", _BOOL, None),
+    "save_total_limit": ("integer", -1, None, None),
+    "apply_early_stopping": ("string", "false", _BOOL, None),
+    "early_stopping_patience": ("integer", 1, None, None),
+    "early_stopping_threshold": ("number", 0.0, None, None),
+    "apply_deepspeed": ("string", "false", _BOOL, None),
+    "deepspeed": ("uri_file", None, None, None),
+    "deepspeed_stage": ("string", "2", ("2", "3"), None),
+    "apply_ort": ("string", "false", _BOOL, None),
+    "evaluation_config": ("uri_file", None, None, None),
+    "evaluation_config_params": ("string", None, None, None),
+    "compute_model_import": ("string", "serverless", None, None),
+    "compute_preprocess": ("string", "serverless", None, None),
+    "compute_finetune": ("string", "serverless", None, None),
+    "compute_model_evaluation": ("string", "serverless", None, None),
+}
+
+_OUTPUTS = {"pytorch_model_folder": "uri_folder", "mlflow_model_folder": "mlflow_model"}
+
+
+def chat_completion_inputs() -> dict[str, dict[str, Any]]:
+    """The inputs of ``chat_completion_pipeline`` as a component spec's ``inputs`` mapping."""
+    inputs: dict[str, dict[str, Any]] = {}
+    for name, (kind, default, enum, minimum) in _INPUTS.items():
+        spec: dict[str, Any] = {"type": kind, "optional": name != "task_name"}
+        if default is not None:
+            spec["default"] = default
+        if enum is not None:
+            spec["enum"] = list(enum)
+        if minimum is not None:
+            spec["min"] = minimum
+        inputs[name] = spec
+    return inputs
+
+
+def chat_completion_outputs() -> dict[str, dict[str, Any]]:
+    return {name: {"type": kind} for name, kind in _OUTPUTS.items()}
+
+
+_FINETUNE_SKUS = [
+    "Standard_NC24ads_A100_v4",
+    "Standard_NC48ads_A100_v4",
+    "Standard_NC96ads_A100_v4",
+    "Standard_ND96asr_v4",
+    "Standard_ND96amsr_A100_v4",
+]
+_INFERENCE_SKUS = [
+    "Standard_NC6s_v3",
+    "Standard_NC12s_v3",
+    "Standard_NC24s_v3",
+    "Standard_ND40rs_v2",
+    *_FINETUNE_SKUS,
+]
+
+PHI3_MODEL: dict[str, Any] = {
+    "name": "Phi-3-mini-4k-instruct",
+    "version": "15",
+    "tags": {
+        "model_specific_defaults": str(
+            {
+                "apply_deepspeed": "true",
+                "deepspeed_stage": 2,
+                "apply_lora": "true",
+                "apply_ort": "false",
+                "precision": 16,
+                "ignore_mismatched_sizes": "false",
+                "num_train_epochs": 1,
+                "per_device_train_batch_size": 1,
+                "per_device_eval_batch_size": 1,
+                "gradient_accumulation_steps": 1,
+                "learning_rate": 5e-6,
+                "learning_rate_min": 5e-7,
+                "learning_rate_max": 5e-5,
+                "lr_scheduler_type": "cosine",
+                "logging_strategy": "steps",
+                "logging_steps": 10,
+                "save_total_limit": 1,
+            }
+        ),
+        "finetune_compute_allow_list": str(_FINETUNE_SKUS),
+        "inference_compute_allow_list": str(_INFERENCE_SKUS),
+    },
+    "system_metadata": {
+        "publisher": "Microsoft",
+        "tasks": {"fineTuningTasks": ["chat-completion"], "inferenceTasks": ["chat-completion"]},
+        "supportedComputes": {
+            "finetuneComputes": list(_FINETUNE_SKUS),
+            "inferenceComputes": list(_INFERENCE_SKUS),
+        },
+    },
+}
+
+# name -> (vCPUs, GPUs, family, memory GB)
+DEFAULT_VM_SIZES: dict[str, tuple[int, int, str, float]] = {
+    "Standard_DS3_v2": (4, 0, "standardDSv2Family", 14.0),
+    "Standard_NC6s_v3": (6, 1, "standardNCSv3Family", 112.0),
+    "Standard_NC12s_v3": (12, 2, "standardNCSv3Family", 224.0),
+    "Standard_NC24s_v3": (24, 4, "standardNCSv3Family", 448.0),
+    "Standard_NC24ads_A100_v4": (24, 1, "StandardNCADSA100v4Family", 220.0),
+    "Standard_NC48ads_A100_v4": (48, 2, "StandardNCADSA100v4Family", 440.0),
+    "Standard_NC96ads_A100_v4": (96, 4, "StandardNCADSA100v4Family", 880.0),
+    "Standard_ND96asr_v4": (96, 8, "standardNDASv4_A100Family", 900.0),
+}

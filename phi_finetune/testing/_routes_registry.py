@@ -1,0 +1,216 @@
+"""Registry discovery and registry (data-plane) model and component versions."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from phi_finetune.testing._http import FakeRequest, Reply, azure_error
+from phi_finetune.testing._router import REG, not_found, route, system_data
+
+if TYPE_CHECKING:
+    from phi_finetune.testing._fake_service import FakeAzureML
+
+__all__ = ["ROUTES", "registry_component_body", "registry_model_body"]
+
+
+def _created(fake: FakeAzureML) -> dict[str, Any]:
+    """System data whose ``createdAt`` grows with every asset (``latest`` = newest created)."""
+    n = fake.next_id()
+    stamp = f"2026-01-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}.000000+00:00"
+    data = system_data()
+    data["createdAt"] = stamp
+    data["lastModifiedAt"] = stamp
+    return data
+
+
+def registry_model_body(
+    fake: FakeAzureML,
+    registry: str,
+    name: str,
+    version: str,
+    *,
+    tags: dict[str, str],
+    system_metadata: dict[str, Any],
+    archived: bool,
+    description: str | None,
+    properties: dict[str, str],
+    model_type: str,
+    labels: list[str],
+) -> dict[str, Any]:
+    asset_id = f"azureml://registries/{registry}/models/{name}/versions/{version}"
+    props: dict[str, Any] = {
+        "description": description,
+        "tags": tags,
+        "properties": properties,
+        "isAnonymous": False,
+        "isArchived": archived,
+        "flavors": {"python_function": {"data": {"loader_module": "mlflow.transformers"}}},
+        "modelType": model_type,
+        "modelUri": asset_id,
+        "jobName": None,
+        "stage": "Production",
+    }
+    if system_metadata:
+        props["systemMetadata"] = system_metadata
+    if labels:
+        props["labels"] = labels
+    return {
+        "id": asset_id,
+        "name": version,
+        "type": "Microsoft.MachineLearningServices/registries/models/versions",
+        "properties": props,
+        "systemData": _created(fake),
+    }
+
+
+def registry_component_body(
+    fake: FakeAzureML,
+    registry: str,
+    name: str,
+    version: str,
+    *,
+    inputs: dict[str, dict[str, Any]],
+    outputs: dict[str, dict[str, Any]],
+    component_type: str,
+    display_name: str | None,
+    archived: bool,
+) -> dict[str, Any]:
+    asset_id = f"azureml://registries/{registry}/components/{name}/versions/{version}"
+    spec: dict[str, Any] = {
+        "$schema": f"https://azuremlschemas.azureedge.net/latest/{component_type}Component.schema.json",
+        "name": name,
+        "version": version,
+        "type": component_type,
+        "display_name": display_name or name,
+        "description": f"{display_name or name} (served by FakeAzureML)",
+        "is_deterministic": True,
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+    if component_type == "pipeline":
+        spec["jobs"] = {}
+    else:
+        spec["command"] = "echo fake"
+        spec["environment"] = "azureml://registries/azureml/environments/fake-env/versions/1"
+    return {
+        "id": asset_id,
+        "name": version,
+        "type": "Microsoft.MachineLearningServices/registries/components/versions",
+        "properties": {
+            "componentSpec": spec,
+            "description": spec["description"],
+            "tags": {},
+            "properties": {},
+            "isAnonymous": False,
+            "isArchived": archived,
+        },
+        "systemData": _created(fake),
+    }
+
+
+def _discovery(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    registry = m["reg"]
+    if registry not in fake._registries:
+        return azure_error(404, "NotFound", f"Registry {registry!r} was not found.")
+    return Reply(
+        json={
+            "registryName": registry,
+            "tenantId": "00000000-0000-0000-0000-0000000000aa",
+            "primaryRegion": fake.location,
+            "regions": [fake.location],
+            "subscriptionId": fake.registry_subscription_id,
+            "resourceGroup": fake.registry_resource_group,
+            "workspaceName": None,
+            "primaryRegionResourceProviderUri": fake.api_url,
+        }
+    )
+
+
+def _store(fake: FakeAzureML, kind: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return fake._registry_models if kind == "models" else fake._registry_components
+
+
+def _versions(fake: FakeAzureML, kind: str, registry: str, name: str) -> list[dict[str, Any]]:
+    bodies = [b for (r, n, _), b in _store(fake, kind).items() if r == registry and n == name]
+    return sorted(bodies, key=lambda b: str(b["systemData"]["createdAt"]), reverse=True)
+
+
+def _registry_check(fake: FakeAzureML, m: re.Match[str]) -> Reply | None:
+    if m["reg"] not in fake._registries:
+        return azure_error(404, "NotFound", f"Registry {m['reg']!r} was not found.")
+    return None
+
+
+def _version_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = _registry_check(fake, m)
+    if bad is not None:
+        return bad
+    kind = m["kind"].lower()
+    body = _store(fake, kind).get((m["reg"], m["name"], m["version"]))
+    if body is None:
+        label = "Model" if kind == "models" else "Component"
+        return not_found(label, f"{m['name']}:{m['version']}")
+    return Reply(json=body)
+
+
+def _version_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = _registry_check(fake, m)
+    if bad is not None:
+        return bad
+    kind = m["kind"].lower()
+    view = req.query.get("listViewType", "ActiveOnly").lower()
+    bodies = _versions(fake, kind, m["reg"], m["name"])
+    if view == "activeonly":
+        bodies = [b for b in bodies if not b["properties"].get("isArchived")]
+    elif view == "archivedonly":
+        bodies = [b for b in bodies if b["properties"].get("isArchived")]
+    if req.query.get("$orderBy", "").lower().endswith("asc"):
+        bodies.reverse()
+    top = req.query.get("$top")
+    if top:
+        bodies = bodies[: int(top)]
+    return Reply(json={"value": bodies})
+
+
+def _container_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = _registry_check(fake, m)
+    if bad is not None:
+        return bad
+    kind = m["kind"].lower()
+    bodies = _versions(fake, kind, m["reg"], m["name"])
+    if not bodies:
+        return not_found("Model" if kind == "models" else "Component", m["name"])
+    active = [b for b in bodies if not b["properties"].get("isArchived")]
+    latest = (active or bodies)[0]
+    return Reply(
+        json={
+            "id": f"azureml://registries/{m['reg']}/{kind}/{m['name']}",
+            "name": m["name"],
+            "type": f"Microsoft.MachineLearningServices/registries/{kind}",
+            "properties": {
+                "description": None,
+                "tags": {},
+                "properties": {},
+                "isArchived": not active,
+                "latestVersion": latest["name"],
+                "nextVersion": None,
+            },
+            "systemData": system_data(),
+        }
+    )
+
+
+_KIND = r"/(?P<kind>models|components)/(?P<name>[^/]+)"
+_VERSION = r"/versions/(?P<version>[^/]+)"
+ROUTES = [
+    route(
+        "registry.discovery",
+        "GET",
+        r"[a-z0-9-]+\.api\.azureml\.ms/registrymanagement/v1\.0/registries/(?P<reg>[^/]+)/discovery",
+        _discovery,
+    ),
+    route("registry.version.get", "GET", REG + _KIND + _VERSION, _version_get),
+    route("registry.version.list", "GET", REG + _KIND + r"/versions", _version_list),
+    route("registry.container.get", "GET", REG + _KIND, _container_get),
+]

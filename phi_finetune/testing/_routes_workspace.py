@@ -1,0 +1,263 @@
+"""Workspace, discovery, compute, VM sizes, usages and long-running operation status."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from phi_finetune.testing._http import FakeRequest, Reply, azure_error
+from phi_finetune.testing._router import ARM, WS, arm_id, not_found, route, system_data
+
+if TYPE_CHECKING:
+    from phi_finetune.testing._fake_service import FakeAzureML
+
+__all__ = ["ROUTES", "check_workspace", "compute_body", "lro_accepted"]
+
+_LOC = ARM + r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices"
+_LOC += r"/locations/(?P<loc>[^/]+)"
+
+
+def check_workspace(fake: FakeAzureML, m: re.Match[str]) -> Reply | None:
+    """A 404 reply when the URL names another subscription, resource group or workspace."""
+    groups = m.groupdict()
+    if (
+        groups.get("sub", fake.subscription_id).lower() != fake.subscription_id.lower()
+        or groups.get("rg", fake.resource_group).lower() != fake.resource_group.lower()
+    ):
+        return azure_error(
+            404, "ResourceGroupNotFound", f"Resource group '{groups.get('rg')}' could not be found."
+        )
+    if groups.get("ws", fake.workspace_name).lower() != fake.workspace_name.lower():
+        return azure_error(
+            404,
+            "ResourceNotFound",
+            f"The Resource 'Microsoft.MachineLearningServices/workspaces/{groups.get('ws')}' "
+            f"under resource group '{groups.get('rg')}' was not found.",
+        )
+    return None
+
+
+def lro_accepted(
+    fake: FakeAzureML,
+    status: int,
+    body: dict[str, Any] | None,
+    *,
+    on_done: Any = None,
+    final: str = "Succeeded",
+    error: dict[str, Any] | None = None,
+    polls: int | None = None,
+) -> Reply:
+    """A 200/201/202 reply carrying ``Azure-AsyncOperation`` and ``Location`` headers."""
+    _, url = fake.new_operation(final=final, error=error, on_done=on_done, polls=polls)
+    return Reply(
+        status=status,
+        json=body,
+        headers={"Azure-AsyncOperation": url, "Location": url, "Retry-After": "0"},
+    )
+
+
+def _workspace(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(fake, m)
+    if bad is not None:
+        return bad
+    return Reply(json=workspace_body(fake))
+
+
+def workspace_body(fake: FakeAzureML) -> dict[str, Any]:
+    rg_id = f"/subscriptions/{fake.subscription_id}/resourceGroups/{fake.resource_group}"
+    return {
+        "id": fake.workspace_id,
+        "name": fake.workspace_name,
+        "type": "Microsoft.MachineLearningServices/workspaces",
+        "location": fake.location,
+        "kind": "Default",
+        "tags": {},
+        "identity": {
+            "type": "SystemAssigned",
+            "principalId": "00000000-0000-0000-0000-0000000000dd",
+            "tenantId": "00000000-0000-0000-0000-0000000000aa",
+        },
+        "sku": {"name": "Basic", "tier": "Basic"},
+        "properties": {
+            "friendlyName": fake.workspace_name,
+            "workspaceId": "00000000-0000-0000-0000-0000000000ee",
+            "provisioningState": "Succeeded",
+            "discoveryUrl": fake.discovery_url,
+            "mlFlowTrackingUri": f"azureml://{fake.api_host}/mlflow/v1.0{fake.workspace_id}",
+            "storageAccount": (
+                f"{rg_id}/providers/Microsoft.Storage/storageAccounts/{fake.storage_account}"
+            ),
+            "keyVault": f"{rg_id}/providers/Microsoft.KeyVault/vaults/fakekeyvault",
+            "applicationInsights": f"{rg_id}/providers/Microsoft.insights/components/fakeappins",
+            "hbiWorkspace": False,
+            "publicNetworkAccess": "Enabled",
+            "v1LegacyMode": False,
+        },
+        "systemData": system_data(),
+    }
+
+
+def _discovery(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    api = fake.api_url
+    keys = (
+        "api",
+        "catalog",
+        "experimentation",
+        "gallery",
+        "history",
+        "hyperdrive",
+        "labeling",
+        "modelmanagement",
+        "pipelines",
+        "studiometadata",
+    )
+    return Reply(json=dict.fromkeys(keys, api))
+
+
+def compute_body(
+    fake: FakeAzureML,
+    name: str,
+    vm_size: str,
+    *,
+    state: str = "Succeeded",
+    min_instances: int = 0,
+    max_instances: int = 1,
+    tier: str = "Dedicated",
+    errors: list[dict[str, Any]] | None = None,
+    idle_seconds: int = 120,
+) -> dict[str, Any]:
+    return {
+        "id": arm_id(fake, f"/computes/{name}"),
+        "name": name,
+        "type": "Microsoft.MachineLearningServices/workspaces/computes",
+        "location": fake.location,
+        "tags": {},
+        "properties": {
+            "computeType": "AmlCompute",
+            "computeLocation": fake.location,
+            "provisioningState": state,
+            "provisioningErrors": errors,
+            "createdOn": "2026-01-01T00:00:00.000000+00:00",
+            "modifiedOn": "2026-01-01T00:00:00.000000+00:00",
+            "isAttachedCompute": False,
+            "disableLocalAuth": True,
+            "properties": {
+                "vmSize": vm_size,
+                "vmPriority": tier,
+                "osType": "Linux",
+                "scaleSettings": {
+                    "maxNodeCount": max_instances,
+                    "minNodeCount": min_instances,
+                    "nodeIdleTimeBeforeScaleDown": f"PT{idle_seconds}S",
+                },
+                "remoteLoginPortPublicAccess": "Disabled",
+                "enableNodePublicIp": True,
+                "allocationState": "Steady",
+                "allocationStateTransitionTime": "2026-01-01T00:00:00.000000+00:00",
+                "currentNodeCount": min_instances,
+                "targetNodeCount": min_instances,
+                "nodeStateCounts": {
+                    "idleNodeCount": min_instances,
+                    "runningNodeCount": 0,
+                    "preparingNodeCount": 0,
+                    "unusableNodeCount": 0,
+                    "leavingNodeCount": 0,
+                    "preemptedNodeCount": 0,
+                },
+            },
+        },
+        "systemData": system_data(),
+    }
+
+
+def _compute_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(fake, m)
+    if bad is not None:
+        return bad
+    body = fake._computes.get(m["name"])
+    if body is None:
+        return not_found("Compute", m["name"])
+    return Reply(json=body)
+
+
+def _compute_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(fake, m)
+    if bad is not None:
+        return bad
+    return Reply(json={"value": list(fake._computes.values())})
+
+
+def _compute_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(fake, m)
+    if bad is not None:
+        return bad
+    name = m["name"]
+    sent = req.json if isinstance(req.json, dict) else {}
+    props = sent.get("properties") or {}
+    inner = props.get("properties") or {}
+    scale = inner.get("scaleSettings") or {}
+    vm_size = str(inner.get("vmSize") or "Standard_DS3_v2")
+    if props.get("computeType", "AmlCompute") != "AmlCompute":
+        return azure_error(400, "BadRequest", "FakeAzureML only serves AmlCompute clusters.")
+    idle = str(scale.get("nodeIdleTimeBeforeScaleDown") or "PT120S")
+    idle_match = re.fullmatch(r"PT(\d+)S", idle)
+    body = compute_body(
+        fake,
+        name,
+        vm_size,
+        state="Creating",
+        min_instances=int(scale.get("minNodeCount") or 0),
+        max_instances=int(scale.get("maxNodeCount") or 1),
+        tier=str(inner.get("vmPriority") or "Dedicated"),
+        idle_seconds=int(idle_match.group(1)) if idle_match else 120,
+    )
+    if sent.get("tags"):
+        body["tags"] = dict(sent["tags"])
+    if props.get("description"):
+        body["properties"]["description"] = props["description"]
+    existed = name in fake._computes
+    fake._computes[name] = body
+
+    def done() -> None:
+        body["properties"]["provisioningState"] = "Succeeded"
+
+    return lro_accepted(fake, 200 if existed else 201, body, on_done=done)
+
+
+def _compute_delete(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(fake, m)
+    if bad is not None:
+        return bad
+    if m["name"] not in fake._computes:
+        return Reply(status=204)
+    name = m["name"]
+    return lro_accepted(fake, 202, None, on_done=lambda: fake._computes.pop(name, None))
+
+
+def _sizes(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    return Reply(json={"value": list(fake._vm_sizes.values())})
+
+
+def _usages(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    return Reply(json={"value": list(fake._usages.values())})
+
+
+def _operation(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+    op = fake._operations.get(m["op"])
+    if op is None:
+        return not_found("Operation", m["op"])
+    return Reply(json=op.poll())
+
+
+_OPERATION = r"/mfeOperations(?:Status|Results)/(?P<op>[^/]+)"
+ROUTES = [
+    route("workspace.get", "GET", WS, _workspace),
+    route("workspace.discovery", "GET", r"[a-z0-9-]+\.api\.azureml\.ms/discovery", _discovery),
+    route("compute.list", "GET", WS + r"/computes", _compute_list),
+    route("compute.get", "GET", WS + r"/computes/(?P<name>[^/]+)", _compute_get),
+    route("compute.create", "PUT", WS + r"/computes/(?P<name>[^/]+)", _compute_put),
+    route("compute.delete", "DELETE", WS + r"/computes/(?P<name>[^/]+)", _compute_delete),
+    route("compute.list_sizes", "GET", _LOC + r"/vmSizes", _sizes),
+    route("compute.list_usage", "GET", _LOC + r"/usages", _usages),
+    route("operation.status", "GET", _LOC + _OPERATION, _operation),
+]

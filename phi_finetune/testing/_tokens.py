@@ -1,0 +1,95 @@
+"""A credential whose tokens are well-formed (unsigned) JWTs, as the azure-ai-ml SDK expects."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from typing import Any
+
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+__all__ = ["FakeCredential", "make_jwt"]
+
+TENANT_ID = "00000000-0000-0000-0000-0000000000aa"
+OBJECT_ID = "00000000-0000-0000-0000-0000000000bb"
+
+
+def _b64(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _audience(scope: str) -> str:
+    """``https://ml.azure.com/.default`` -> ``https://ml.azure.com`` (no trailing slash)."""
+    aud = scope.removesuffix("/.default").removesuffix(".default")
+    return aud.rstrip("/") if aud.startswith("https://ml.azure.com") else aud
+
+
+def make_jwt(audience: str, *, lifetime_s: int = 3600, now: float | None = None) -> str:
+    """An unsigned JWT with the claims the SDK reads (``aud``, ``oid``, ``tid``, ``exp``...)."""
+    issued = int(time.time() if now is None else now)
+    header = {"alg": "none", "typ": "JWT"}
+    claims = {
+        "aud": audience,
+        "iss": f"https://sts.windows.net/{TENANT_ID}/",
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + lifetime_s,
+        "oid": OBJECT_ID,
+        "tid": TENANT_ID,
+        "upn": "fake.user@example.com",
+        "name": "Fake User",
+        "appid": "00000000-0000-0000-0000-0000000000cc",
+    }
+    signature = base64.urlsafe_b64encode(b"fake-signature").rstrip(b"=").decode()
+    return f"{_b64(header)}.{_b64(claims)}.{signature}"
+
+
+class FakeCredential:
+    """An ``azure.core`` ``TokenCredential`` (and ``SupportsTokenInfo``) that never calls out.
+
+    Every token is a JWT whose ``aud`` is the scope without ``/.default`` (for
+    ``https://ml.azure.com/.default`` it is exactly ``https://ml.azure.com``). ``scopes_requested``
+    records every scope asked for.
+    """
+
+    def __init__(self, *, lifetime_s: int = 3600) -> None:
+        self._lifetime_s = lifetime_s
+        self._lock = threading.Lock()
+        self.scopes_requested: list[str] = []
+
+    def _token(self, scopes: tuple[str, ...]) -> tuple[str, int]:
+        scope = scopes[0] if scopes else "https://management.azure.com/.default"
+        with self._lock:
+            self.scopes_requested.extend(scopes)
+        expires = int(time.time()) + self._lifetime_s
+        return make_jwt(_audience(scope), lifetime_s=self._lifetime_s), expires
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        token, expires = self._token(scopes)
+        return AccessToken(token, expires)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        token, expires = self._token(scopes)
+        return AccessTokenInfo(token, expires)
+
+    def close(self) -> None:
+        """Nothing to release (present for parity with ``azure.identity`` credentials)."""
+
+    def __enter__(self) -> FakeCredential:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "FakeCredential()"

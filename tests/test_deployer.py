@@ -1,0 +1,274 @@
+"""EndpointDeployer: checks before any request, deploy/fail/cleanup through the real SDK."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from _fake_scoring import fake_session
+
+from phi_finetune.deployer import EndpointDeployer, check_instance_type, parse_allow_list
+from phi_finetune.errors import (
+    ComputeNotAllowedError,
+    ConfigurationError,
+    DeploymentError,
+    EndpointError,
+    InvalidNameError,
+    WaitTimeoutError,
+)
+from phi_finetune.journal import Journal
+from phi_finetune.registrar import ModelRegistrar, RegisteredModel
+from phi_finetune.testing import FakeAzureML, autospec_ml_client
+
+MODEL = RegisteredModel(name="phi-ultrachat", version="1")
+USER = [{"role": "user", "content": "hello there"}]
+
+
+def test_allow_list_parsing_and_check() -> None:
+    assert parse_allow_list("['Standard_NC6s_v3', 'Standard_NC24s_v3']") == [
+        "Standard_NC6s_v3",
+        "Standard_NC24s_v3",
+    ]
+    assert parse_allow_list("a, b") == ["a", "b"]
+    assert parse_allow_list(None) is None and parse_allow_list("") is None
+    assert check_instance_type("standard_nc6s_V3", ["Standard_NC6s_v3"]) == "standard_nc6s_V3"
+    with pytest.raises(ComputeNotAllowedError, match=r"Standard_NC24s_v3.*instance_type"):
+        check_instance_type("Standard_NC6", "['Standard_NC24s_v3']")
+    with pytest.raises(ConfigurationError):
+        parse_allow_list("[broken")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"endpoint_name": "1-bad"}, InvalidNameError),
+        ({"deployment_name": "x"}, InvalidNameError),
+        ({"inference_allow_list": ["Standard_NC24s_v3"]}, ComputeNotAllowedError),
+        ({"instance_count": 0}, ConfigurationError),
+        ({"request_timeout_ms": 500_000}, ConfigurationError),
+        ({"liveness_initial_delay": -1}, ConfigurationError),
+        ({"wait_timeout_s": 0}, ConfigurationError),
+    ],
+)
+def test_bad_input_is_refused_before_any_call(kwargs: dict[str, Any], error: type) -> None:
+    ml = autospec_ml_client()
+    with pytest.raises(error):
+        EndpointDeployer(ml).deploy(MODEL, **kwargs)
+    assert ml.online_endpoints.method_calls == [] and ml.online_deployments.method_calls == []
+
+
+def test_bad_model_reference() -> None:
+    with pytest.raises(ConfigurationError, match="model"):
+        EndpointDeployer(autospec_ml_client()).deploy("just-a-name")
+
+
+def test_entities_built_like_the_reference_with_autospec() -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    ml = autospec_ml_client()
+    ml.online_endpoints.get.side_effect = [
+        ResourceNotFoundError("no"),  # free-name check
+        type("E", (), {"traffic": {}})(),  # before the traffic update
+        type(
+            "E",
+            (),
+            {"scoring_uri": "https://x/score", "traffic": {"blue": 100}, "auth_mode": "key"},
+        )(),
+    ]
+    ml.online_deployments.get.return_value = type("D", (), {"provisioning_state": "Succeeded"})()
+    ml.online_endpoints.get_keys.return_value = type("K", (), {"primary_key": "pk-123456"})()
+    endpoint = EndpointDeployer(ml).deploy(
+        "name:3",
+        endpoint_name="my-endpoint",
+        deployment_name="blue",
+        instance_count=2,
+        liveness_initial_delay=900,
+        request_timeout_ms=60000,
+    )
+    created = ml.online_endpoints.begin_create_or_update.call_args_list[0].args[0]
+    assert created.name == "my-endpoint" and created.auth_mode == "key"
+    deployment = ml.online_deployments.begin_create_or_update.call_args.args[0]
+    assert deployment.model == "azureml:name:3"
+    assert deployment.instance_type == "Standard_NC6s_v3" and deployment.instance_count == 2
+    assert deployment.liveness_probe.initial_delay == 900
+    assert deployment.request_settings.request_timeout_ms == 60000
+    updated = ml.online_endpoints.begin_create_or_update.call_args_list[1].args[0]
+    assert updated.traffic == {"blue": 100}
+    assert endpoint.deployment_name == "blue" and "pk-123456" not in repr(endpoint)
+
+
+@pytest.fixture
+def fake() -> Any:
+    with FakeAzureML() as service:
+        yield service
+
+
+def _model(fake: Any) -> RegisteredModel:
+    return ModelRegistrar(fake.workspace_client()).register(
+        "job_1", base_model="Phi-3-mini-4k-instruct", version=1
+    )
+
+
+def test_deploy_success_records_before_waiting_and_scores(fake: Any, tmp_path: Any) -> None:
+    ml = fake.workspace_client()
+    model = _model(fake)
+    journal = Journal.create(tmp_path, backend="azure")
+    seen: list[tuple[str, str, int]] = []
+
+    def on_created(kind: str, name: str) -> None:
+        # the resource is journaled as soon as the service accepted it
+        journal.record_resource(kind, name, state="created")
+        seen.append((kind, name, len(fake.find_requests("PUT"))))
+
+    endpoint = EndpointDeployer(ml, poll_interval_s=0.01).deploy(
+        model,
+        on_created=on_created,
+        run_id=journal.run_id,
+        inference_allow_list=["STANDARD_NC6S_V3"],
+    )
+    assert endpoint.name.startswith("ultrachat-completion-")
+    assert list(fake.endpoints) == [endpoint.name]
+    assert (endpoint.name, "demo") in fake.deployments
+    assert [k for k, _, _ in seen] == ["endpoint", "deployment"]
+    assert {r.kind for r in journal.resources(alive_only=True)} == {"endpoint", "deployment"}
+    body = fake.endpoints[endpoint.name]
+    assert json.dumps(body).count(journal.run_id) >= 1
+    scorer_endpoint = type(endpoint)(
+        endpoint.name,
+        endpoint.scoring_uri,
+        fake.endpoint_keys(endpoint.name)[0],
+        deployment_name="demo",
+        session=fake_session(),
+    )
+    assert scorer_endpoint.invoke(USER).text
+    endpoint.delete()
+    endpoint.delete()  # idempotent
+    assert fake.endpoints == {}
+
+
+def test_existing_endpoint_is_not_overwritten(fake: Any) -> None:
+    ml = fake.workspace_client()
+    model = _model(fake)
+    deployer = EndpointDeployer(ml, poll_interval_s=0.01)
+    first = deployer.deploy(model, endpoint_name="taken-name")
+    with pytest.raises(EndpointError, match="already exists"):
+        deployer.deploy(model, endpoint_name="taken-name")
+    again = deployer.deploy(model, endpoint_name="taken-name", reuse_endpoint=True)
+    assert again.name == first.name and len(fake.endpoints) == 1
+
+
+def test_failed_deployment_leaves_no_endpoint_and_carries_logs(fake: Any) -> None:
+    ml = fake.workspace_client()
+    model = _model(fake)
+    fake.script_deployment("Failed", logs=["Loading model", "CUDA out of memory"])
+    deleted: list[tuple[str, str]] = []
+    with pytest.raises(DeploymentError, match="was deleted") as info:
+        EndpointDeployer(ml, poll_interval_s=0.01).deploy(
+            model, on_deleted=lambda k, n: deleted.append((k, n))
+        )
+    assert "CUDA out of memory" in info.value.log_lines
+    assert "CUDA out of memory" in str(info.value)
+    assert fake.endpoints == {}
+    assert {k for k, _ in deleted} == {"endpoint", "deployment"}
+
+
+def test_failed_deployment_kept_on_request(fake: Any) -> None:
+    ml = fake.workspace_client()
+    model = _model(fake)
+    fake.script_deployment("Failed")
+    with pytest.raises(DeploymentError, match="kept"):
+        EndpointDeployer(ml, poll_interval_s=0.01).deploy(
+            model, endpoint_name="keep-me", keep_on_failure=True
+        )
+    assert list(fake.endpoints) == ["keep-me"]
+
+
+def test_wait_is_bounded(fake: Any) -> None:
+    ml = fake.workspace_client()
+    model = _model(fake)
+    fake.script_deployment("Succeeded", polls=10_000)
+    ticks = iter(range(0, 10_000, 50))
+    deployer = EndpointDeployer(ml, poll_interval_s=0.001, clock=lambda: float(next(ticks)))
+    with pytest.raises(WaitTimeoutError, match="wait_timeout_s"):
+        deployer.deploy(model, endpoint_name="slow-one", wait_timeout_s=100)
+    assert fake.endpoints == {}
+
+
+def test_bad_names_send_no_request(fake: Any) -> None:
+    ml = fake.workspace_client()
+    fake.clear_requests()
+    with pytest.raises(InvalidNameError):
+        EndpointDeployer(ml).deploy(MODEL, endpoint_name="ab")
+    with pytest.raises(InvalidNameError):
+        EndpointDeployer(ml).attach("no_underscores")
+    assert fake.requests == []
+
+
+def test_attach_and_missing_endpoint(fake: Any) -> None:
+    ml = fake.workspace_client()
+    model = _model(fake)
+    deployer = EndpointDeployer(ml, poll_interval_s=0.01)
+    made = deployer.deploy(model, endpoint_name="attach-me")
+    handle = deployer.attach("attach-me")
+    assert handle.deployment_name == "demo" and handle.scoring_uri == made.scoring_uri
+    assert "Model loaded" in handle.logs(5)
+    with pytest.raises(EndpointError, match="does not exist"):
+        deployer.attach("not-there")
+    assert deployer.delete("attach-me") is True
+    assert deployer.delete("attach-me") is False
+
+
+def test_transient_scoring_errors_are_retried_through_the_fake(fake: Any) -> None:
+    ml = fake.workspace_client()
+    endpoint = EndpointDeployer(ml, poll_interval_s=0.01).deploy(
+        _model(fake), endpoint_name="busy-one"
+    )
+    fake.inject_fault(
+        "POST", r"inference\.ml\.azure\.com/score", status=429, retry_after=2, times=1
+    )
+    fake.inject_fault("POST", r"inference\.ml\.azure\.com/score", status=503, times=1)
+    sleeps: list[float] = []
+    scorer = type(endpoint)(
+        endpoint.name,
+        endpoint.scoring_uri,
+        fake.endpoint_keys(endpoint.name)[0],
+        deployment_name="demo",
+        session=fake_session(),
+        sleep=sleeps.append,
+    )
+    assert scorer.invoke(USER).text
+    assert sleeps[0] == 2 and len(sleeps) == 2
+    fake.set_scorer(shape="list")
+    assert scorer.invoke(USER).shape == "indexed"
+
+
+def test_no_key_in_logs_reprs_or_journal(
+    fake: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture, capsys: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ml = fake.workspace_client()
+    journal = Journal.create(tmp_path, backend="azure")
+    endpoint = EndpointDeployer(ml, poll_interval_s=0.01).deploy(
+        _model(fake),
+        endpoint_name="secret-check",
+        on_created=lambda k, n: journal.record_resource(k, n),
+    )
+    keys = fake.endpoint_keys("secret-check")
+    endpoint._session = fake_session()  # route scoring through the fake
+    endpoint.invoke(USER)
+    journal.record_resource("endpoint", "secret-check", details=endpoint.to_dict())
+    out = capsys.readouterr()
+    haystack = "\n".join(
+        [
+            caplog.text,
+            repr(endpoint),
+            journal.path.read_text(),
+            out.out,
+            out.err,
+            str(vars(endpoint)),
+        ]
+    )
+    for key in keys:
+        assert key not in haystack

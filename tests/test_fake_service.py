@@ -1,0 +1,396 @@
+"""FakeAzureML core: lifecycle, credential, workspace, compute, registry, faults, whole flow."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+import pytest
+
+pytest.importorskip("azure.ai.ml")
+
+from azure.ai.ml import MLClient
+from azure.ai.ml.entities import AmlCompute
+from azure.ai.ml.exceptions import ValidationException
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.transport import RequestsTransport
+
+from phi_finetune.testing import FakeAzureML, autospec_ml_client
+
+WS_PATH = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-phi-fake"
+    "/providers/Microsoft.MachineLearningServices/workspaces/ws-phi-fake"
+)
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+# ---------------------------------------------------------------------------- lifecycle
+
+
+def test_context_manager_patches_and_restores_transport() -> None:
+    original_send = RequestsTransport.send
+    original_sleep = RequestsTransport.sleep
+    os.environ["AZUREML_CURRENT_CLOUD"] = "AzureCloud"
+    try:
+        with FakeAzureML() as fake:
+            assert fake.active
+            assert RequestsTransport.send is not original_send
+            assert "AZUREML_CURRENT_CLOUD" not in os.environ
+            from azure.ai.ml.operations._run_history_constants import RunHistoryConstants
+
+            assert RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MIN == 0
+            assert RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MAX == 0
+        assert not fake.active
+        assert RequestsTransport.send is original_send
+        assert RequestsTransport.sleep is original_sleep
+        assert os.environ["AZUREML_CURRENT_CLOUD"] == "AzureCloud"
+    finally:
+        os.environ.pop("AZUREML_CURRENT_CLOUD", None)
+
+
+def test_only_one_fake_active_at_a_time(fake_azureml: FakeAzureML) -> None:
+    with pytest.raises(RuntimeError, match="already active"), FakeAzureML():
+        pass
+    assert fake_azureml.active
+
+
+def test_clients_need_an_active_fake() -> None:
+    with pytest.raises(RuntimeError, match="not active"):
+        FakeAzureML().workspace_client()
+
+
+def test_credential_tokens_are_jwts_with_exact_audience(fake_azureml: FakeAzureML) -> None:
+    cred = fake_azureml.credential()
+    ml_token = cred.get_token("https://ml.azure.com/.default").token
+    assert _claims(ml_token)["aud"] == "https://ml.azure.com"
+    mgmt = cred.get_token_info("https://management.azure.com/.default")
+    assert _claims(mgmt.token)["aud"] == "https://management.azure.com"
+    assert mgmt.expires_on > time.time()
+    assert "https://ml.azure.com/.default" in cred.scopes_requested
+
+
+def test_plugin_fixture_is_active_and_default_names(fake_azureml: FakeAzureML) -> None:
+    assert fake_azureml.active
+    assert fake_azureml.subscription_id == "00000000-0000-0000-0000-000000000001"
+    assert fake_azureml.resource_group == "rg-phi-fake"
+    assert fake_azureml.workspace_name == "ws-phi-fake"
+    assert fake_azureml.location == "eastus"
+
+
+# ---------------------------------------------------------------------------- workspace & compute
+
+
+def test_workspace_get_and_recorded_request(fake_azureml: FakeAzureML) -> None:
+    ml = fake_azureml.workspace_client()
+    assert isinstance(ml, MLClient)
+    ws = ml.workspaces.get(fake_azureml.workspace_name)
+    assert ws.name == "ws-phi-fake"
+    assert ws.location == "eastus"
+    assert ws.discovery_url == fake_azureml.discovery_url
+    (req,) = fake_azureml.find_requests("GET", route="workspace.get")
+    assert req.host == "management.azure.com"
+    assert req.path == WS_PATH
+    assert "api-version" in req.query
+    assert req.headers["Authorization"] == "***"
+    assert fake_azureml.unrouted == []
+
+
+def test_compute_get(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_compute("gpu-cluster", "Standard_NC24ads_A100_v4", max_instances=2)
+    ml = fake_azureml.workspace_client()
+    compute = ml.compute.get("gpu-cluster")
+    assert isinstance(compute, AmlCompute)
+    assert compute.size == "Standard_NC24ads_A100_v4"
+    assert compute.max_instances == 2
+    assert compute.provisioning_state == "Succeeded"
+    (req,) = fake_azureml.find_requests("GET", "/computes/gpu-cluster")
+    assert req.path == f"{WS_PATH}/computes/gpu-cluster"
+
+
+def test_compute_failed_state_is_reported(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_compute("broken", "Standard_NC6s_v3", state="Failed")
+    ml = fake_azureml.workspace_client()
+    assert ml.compute.get("broken").provisioning_state == "Failed"
+
+
+def test_compute_not_found(fake_azureml: FakeAzureML) -> None:
+    ml = fake_azureml.workspace_client()
+    with pytest.raises(ResourceNotFoundError):
+        ml.compute.get("missing")
+
+
+def test_compute_create_is_a_long_running_operation(fake_azureml: FakeAzureML) -> None:
+    ml = fake_azureml.workspace_client()
+    cluster = AmlCompute(name="new-gpu", size="Standard_NC6s_v3", min_instances=0, max_instances=3)
+    result = ml.compute.begin_create_or_update(cluster).result()
+    assert result.name == "new-gpu"
+    assert result.size == "Standard_NC6s_v3"
+    assert result.max_instances == 3
+    assert fake_azureml.computes["new-gpu"]["properties"]["provisioningState"] == "Succeeded"
+    (put,) = fake_azureml.find_requests("PUT", "/computes/new-gpu")
+    assert put.json["properties"]["computeType"] == "AmlCompute"
+    assert put.json["properties"]["properties"]["vmSize"] == "Standard_NC6s_v3"
+    assert fake_azureml.find_requests("GET", route="operation.status")
+
+
+def test_list_sizes_has_the_camelcase_quirk(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_vm_size("Standard_Custom_v9", 12, 3, "customFamily", 64.0)
+    ml = fake_azureml.workspace_client()
+    sizes = {s.name: s for s in ml.compute.list_sizes()}
+    custom = sizes["Standard_Custom_v9"]
+    assert custom.gpus == 3
+    assert custom.family == "customFamily"
+    assert custom.__dict__["vCPUs"] == 12
+    assert custom.__dict__["memoryGB"] == 64.0
+    assert "Standard_NC6s_v3" in sizes
+    (req,) = fake_azureml.find_requests("GET", "/vmSizes")
+    assert "/locations/eastus/" in req.path
+
+
+def test_list_usage_has_the_camelcase_quirk(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.set_usage("standardNCSv3Family", 12, 24)
+    ml = fake_azureml.workspace_client()
+    usages = {u.name["value"]: u for u in ml.compute.list_usage()}
+    usage = usages["standardNCSv3Family"]
+    assert usage.__dict__["currentValue"] == 12
+    assert usage.limit == 24
+    assert fake_azureml.find_requests("GET", "/usages")
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+def test_registry_client_discovery(fake_azureml: FakeAzureML) -> None:
+    reg = fake_azureml.registry_client()
+    assert isinstance(reg, MLClient)
+    (req,) = fake_azureml.find_requests("GET", "/registries/azureml/discovery")
+    assert req.host == "eastus.api.azureml.ms"
+
+
+def test_unknown_registry_fails_discovery(fake_azureml: FakeAzureML) -> None:
+    with pytest.raises(ResourceNotFoundError):
+        fake_azureml.registry_client("no-such-registry")
+
+
+def test_registry_model_by_version_with_tags_and_system_metadata(fake_azureml: FakeAzureML) -> None:
+    reg = fake_azureml.registry_client()
+    model = reg.models.get("Phi-3-mini-4k-instruct", version="15")
+    assert model.name == "Phi-3-mini-4k-instruct"
+    assert model.version == "15"
+    assert "finetune_compute_allow_list" in model.tags
+    assert "model_specific_defaults" in model.tags
+    assert model.id == "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
+    # azure-ai-ml 1.35.2 does not copy systemMetadata onto the entity; the REST body has it.
+    raw = reg.models._get("Phi-3-mini-4k-instruct", "15")
+    computes = raw["properties"]["systemMetadata"]["supportedComputes"]
+    assert "Standard_NC24ads_A100_v4" in computes["finetuneComputes"]
+    (req,) = fake_azureml.find_requests("GET", "/models/Phi-3-mini-4k-instruct/versions/15")[:1]
+    assert req.path.startswith("/mferp/managementfrontend/")
+    assert req.query["api-version"] == "2021-10-01-dataplanepreview"
+
+
+def test_registry_model_latest_label(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_model("my-base", 1, tags={"a": "1"})
+    fake_azureml.add_model("my-base", 2, tags={"a": "2"})
+    reg = fake_azureml.registry_client()
+    assert reg.models.get("my-base", label="latest").version == "2"
+    (listing,) = fake_azureml.find_requests("GET", "/models/my-base/versions")[:1]
+    assert listing.query["$top"] == "1"
+
+
+def test_archived_model_latest_is_not_found_but_version_works(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_model("old-model", 3, archived=True)
+    reg = fake_azureml.registry_client()
+    with pytest.raises(ValidationException):
+        reg.models.get("old-model", label="latest")
+    assert reg.models._get("old-model", "3")["properties"]["isArchived"] is True
+    assert reg.models.get("old-model", version="3").version == "3"
+
+
+def test_registry_model_not_found(fake_azureml: FakeAzureML) -> None:
+    reg = fake_azureml.registry_client()
+    with pytest.raises(ResourceNotFoundError):
+        reg.models.get("nope", version="1")
+    with pytest.raises(ValidationException):
+        reg.models.get("nope", label="latest")
+
+
+def test_default_chat_completion_component(fake_azureml: FakeAzureML) -> None:
+    reg = fake_azureml.registry_client()
+    by_label = reg.components.get("chat_completion_pipeline", label="latest")
+    by_version = reg.components.get("chat_completion_pipeline", version="0.0.82")
+    assert by_label.version == by_version.version == "0.0.82"
+    inputs = by_version.inputs
+    assert len(inputs) == 69
+    assert inputs["task_name"].optional is False
+    assert inputs["optim"].enum == ["adamw_torch", "adafactor"]
+    assert inputs["deepspeed_stage"].enum == ["2", "3"]
+    assert inputs["num_train_epochs"].min == 1
+    assert set(by_version.outputs) == {"pytorch_model_folder", "mlflow_model_folder"}
+
+
+def test_custom_component(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_component(
+        "tiny_pipeline", "1.0.0", inputs={"epochs": {"type": "integer", "default": 1}}
+    )
+    reg = fake_azureml.registry_client()
+    component = reg.components.get("tiny_pipeline", version="1.0.0")
+    assert list(component.inputs) == ["epochs"]
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+def test_transient_503_is_retried_and_succeeds(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_compute("gpu", "Standard_NC6s_v3")
+    fault = fake_azureml.inject_fault("GET", r"/computes/gpu", status=503, times=2)
+    ml = fake_azureml.workspace_client()
+    assert ml.compute.get("gpu").name == "gpu"
+    assert fault.hits == 2
+    statuses = [r.status for r in fake_azureml.find_requests("GET", "/computes/gpu")]
+    assert statuses == [503, 503, 200]
+
+
+def test_429_retry_after_is_honoured_without_sleeping(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_compute("gpu", "Standard_NC6s_v3")
+    fake_azureml.inject_fault("GET", r"/computes/gpu", status=429, retry_after=7)
+    ml = fake_azureml.workspace_client()
+    started = time.monotonic()
+    assert ml.compute.get("gpu").name == "gpu"
+    assert time.monotonic() - started < 5
+    assert 7.0 in fake_azureml.sleeps
+
+
+def test_connection_reset_is_retried_for_get(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_compute("gpu", "Standard_NC6s_v3")
+    fake_azureml.inject_fault("GET", r"/computes/gpu", connection_reset=True, times=1)
+    ml = fake_azureml.workspace_client()
+    assert ml.compute.get("gpu").name == "gpu"
+    routes = [r.route for r in fake_azureml.find_requests("GET", "/computes/gpu")]
+    assert routes == ["fault", "compute.get"]
+
+
+def test_connection_reset_on_post_is_not_retried(fake_azureml: FakeAzureML) -> None:
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+    ml = fake_azureml.workspace_client()
+    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="ep-reset")).result()
+    fake_azureml.inject_fault("POST", r"/listKeys", connection_reset=True, times=None)
+    with pytest.raises(ServiceResponseError):
+        ml.online_endpoints.get_keys("ep-reset")
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, HttpResponseError),
+        (403, HttpResponseError),
+        (404, ResourceNotFoundError),
+        (409, ResourceExistsError),
+    ],
+)
+def test_permanent_errors_raise_azure_exceptions(
+    fake_azureml: FakeAzureML, status: int, error: type[Exception]
+) -> None:
+    fake_azureml.add_compute("gpu", "Standard_NC6s_v3")
+    fake_azureml.inject_fault("GET", r"/computes/gpu", status=status, message="nope")
+    ml = fake_azureml.workspace_client()
+    with pytest.raises(error) as info:
+        ml.compute.get("gpu")
+    assert isinstance(info.value, HttpResponseError)
+    assert info.value.status_code == status
+    assert "nope" in str(info.value)
+    assert len(fake_azureml.find_requests("GET", "/computes/gpu")) == 1
+
+
+def test_fault_body_is_azure_shaped_or_custom(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_compute("gpu", "Standard_NC6s_v3")
+    fake_azureml.inject_fault("GET", r"/computes/gpu", status=400, code="BadThing")
+    ml = fake_azureml.workspace_client()
+    with pytest.raises(HttpResponseError) as info:
+        ml.compute.get("gpu")
+    assert info.value.error is not None
+    assert info.value.error.code == "BadThing"
+    fake_azureml.inject_fault("GET", r"/computes/gpu", status=400, body={"custom": True})
+    with pytest.raises(HttpResponseError):
+        ml.compute.get("gpu")
+
+
+def test_permanent_fault_times_none_always_fails(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.add_compute("gpu", "Standard_NC6s_v3")
+    fake_azureml.inject_fault("GET", r"/computes/gpu", status=500, times=None)
+    ml = fake_azureml.workspace_client()
+    with pytest.raises(HttpResponseError):
+        ml.compute.get("gpu")
+    assert len(fake_azureml.find_requests("GET", "/computes/gpu")) > 1
+    fake_azureml.clear_faults()
+    assert ml.compute.get("gpu").name == "gpu"
+
+
+# ---------------------------------------------------------------------------- misc
+
+
+def test_unrouted_requests_get_501_and_are_listed(fake_azureml: FakeAzureML) -> None:
+    ml = fake_azureml.workspace_client()
+    with pytest.raises(HttpResponseError) as info:
+        ml.environments.get("some-env", version="1")
+    assert info.value.status_code == 501
+    assert fake_azureml.unrouted
+
+
+def test_autospec_ml_client_checks_signatures() -> None:
+    from azure.ai.ml.operations import ModelOperations
+
+    ml = autospec_ml_client()
+    ml.models.get("m", version="1")
+    ml.models.get.assert_called_once_with("m", version="1")
+    with pytest.raises(TypeError):
+        ml.models.get("m", bogus=True)
+    with pytest.raises(TypeError):
+        ml.online_endpoints.begin_create_or_update()
+    for name in (
+        "components",
+        "compute",
+        "jobs",
+        "online_endpoints",
+        "online_deployments",
+        "data",
+        "workspaces",
+    ):
+        assert hasattr(getattr(ml, name), "_spec_class")
+    assert ml.models._spec_class is ModelOperations
+    with pytest.raises(AttributeError):
+        ml.models.no_such_method  # noqa: B018
+
+
+def test_import_phi_finetune_does_not_import_azure() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, phi_finetune, phi_finetune.testing.pytest_plugin;"
+        "print(any(m.startswith('azure') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_no_network_is_used(fake_azureml: FakeAzureML, block_network: list[str]) -> None:
+    fake_azureml.add_compute("gpu", "Standard_NC6s_v3")
+    ml = fake_azureml.workspace_client()
+    ml.compute.get("gpu")
+    list(ml.compute.list_sizes())
+    fake_azureml.registry_client().models.get("Phi-3-mini-4k-instruct", label="latest")
+    assert block_network == []

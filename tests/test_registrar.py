@@ -1,0 +1,138 @@
+"""ModelRegistrar: default names, tags, idempotency and conflicts (autospec and the fake)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from phi_finetune.errors import InvalidNameError, ModelError, ServiceError
+from phi_finetune.registrar import ModelRegistrar, RegisteredModel, job_output_path
+from phi_finetune.testing import FakeAzureML, autospec_ml_client
+
+BASE = "Phi-3-mini-4k-instruct"
+
+
+def test_job_output_path() -> None:
+    assert job_output_path("calm_kiwi") == "azureml://jobs/calm_kiwi/outputs/trained_model"
+    path = "azureml://jobs/j/outputs/other/"
+    assert job_output_path(path) == "azureml://jobs/j/outputs/other"
+    with pytest.raises(InvalidNameError):
+        job_output_path("bad job")
+
+
+def test_model_entity_and_tags_with_autospec() -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    ml = autospec_ml_client()
+    ml.models.list.return_value = []
+    ml.models.get.side_effect = ResourceNotFoundError("nope")
+    ml.models.create_or_update.side_effect = lambda model: model
+    events: list[tuple[str, str, str]] = []
+    registrar = ModelRegistrar(
+        ml,
+        on_creating=lambda *a: events.append(("creating", a[1], a[2])),
+        on_created=lambda *a: events.append(("created", a[1], a[2])),
+    )
+    result = registrar.register(
+        "calm_kiwi",
+        base_model=f"azureml://registries/azureml/models/{BASE}/versions/15",
+        data_hashes={"train": "sha-1", "test": "sha-2"},
+        parameters={"learning_rate": 5e-6, "apply_lora": "true"},
+        tags={"team": "ml"},
+        run_id="run-1",
+    )
+    model = ml.models.create_or_update.call_args.args[0]
+    assert model.path == "azureml://jobs/calm_kiwi/outputs/trained_model"
+    assert model.type == "mlflow_model"
+    assert model.name == f"{BASE}-ultrachat-200k"
+    assert model.version.isdigit()
+    assert model.tags["phi_finetune.job_name"] == "calm_kiwi"
+    assert model.tags["phi_finetune.data.train"] == "sha-1"
+    assert model.tags["phi_finetune.param.learning_rate"] == "5e-06"
+    assert model.tags["phi_finetune.run_id"] == "run-1"
+    assert model.tags["team"] == "ml"
+    assert result.created and result.asset_id == f"azureml:{model.name}:{model.version}"
+    assert [e[0] for e in events] == ["creating", "created"]
+
+
+def test_bad_names_are_refused_before_any_call() -> None:
+    ml = autospec_ml_client()
+    registrar = ModelRegistrar(ml)
+    with pytest.raises(InvalidNameError):
+        registrar.register("job", base_model=BASE, name="bad/name")
+    with pytest.raises(InvalidNameError):
+        registrar.register("job", base_model=BASE, version="a b")
+    with pytest.raises(InvalidNameError):
+        registrar.register("job with space", base_model=BASE)
+    assert ml.models.method_calls == []
+
+
+def test_service_errors_are_wrapped() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    ml = autospec_ml_client()
+    ml.models.list.side_effect = HttpResponseError("forbidden")
+    with pytest.raises(ServiceError, match="list versions"):
+        ModelRegistrar(ml).register("job", base_model=BASE)
+
+
+@pytest.fixture
+def fake() -> Any:
+    with FakeAzureML() as service:
+        yield service
+
+
+def test_register_through_the_real_sdk(fake: Any) -> None:
+    ml = fake.workspace_client()
+    model = ModelRegistrar(ml).register("job_1", base_model=BASE, version=3, description="d")
+    assert (f"{BASE}-ultrachat-200k", "3") in fake.models
+    assert (
+        model.version == "3" and model.source_path == "azureml://jobs/job_1/outputs/trained_model"
+    )
+    assert "name=" in repr(model) and "tags" not in repr(model)
+
+
+def test_same_job_output_twice_returns_the_existing_version(fake: Any) -> None:
+    ml = fake.workspace_client()
+    registrar = ModelRegistrar(ml)
+    first = registrar.register("job_1", base_model=BASE)
+    again = registrar.register("job_1", base_model=BASE)
+    assert again == first and again.created is False
+    assert len(fake.models) == 1
+    explicit = registrar.register("job_1", base_model=BASE, version=first.version)
+    assert explicit == first
+    other = registrar.register("job_2", base_model=BASE)
+    assert other.version != first.version and len(fake.models) == 2
+
+
+def test_version_holding_another_output_is_a_clear_error(fake: Any) -> None:
+    ml = fake.workspace_client()
+    registrar = ModelRegistrar(ml)
+    registrar.register("job_1", base_model=BASE, version=7)
+    with pytest.raises(ModelError, match=r"already exists.*job_1.*pick another version"):
+        registrar.register("job_2", base_model=BASE, version=7)
+    assert len(fake.models) == 1
+
+
+def test_get_and_missing(fake: Any) -> None:
+    ml = fake.workspace_client()
+    registrar = ModelRegistrar(ml)
+    made = registrar.register("job_1", base_model=BASE, version=1)
+    assert registrar.get(made.name, 1) == made
+    with pytest.raises(ModelError, match="not registered"):
+        registrar.get(made.name, 2)
+    assert registrar.find("no-such-model", source_path="azureml://jobs/x/outputs/y") is None
+
+
+def test_bad_names_send_no_request(fake: Any) -> None:
+    ml = fake.workspace_client()
+    fake.clear_requests()
+    with pytest.raises(InvalidNameError):
+        ModelRegistrar(ml).register("job_1", base_model=BASE, name="-bad")
+    assert fake.requests == []
+
+
+def test_registered_model_to_dict() -> None:
+    model = RegisteredModel(name="m", version="1", tags={"a": "b"})
+    assert model.to_dict()["asset_id"] == "azureml:m:1"
