@@ -192,7 +192,7 @@ class FineTuneSession:
         self.journal.begin_step(name, inputs={"backend": self.backend.name})
         started = time.monotonic()
         try:
-            outputs = dict(work(self._context()))
+            outputs = _json_safe(dict(work(self._context())))
         except BaseException as exc:
             self.journal.fail_step(name, redact(f"{type(exc).__name__}: {exc}"))
             raise
@@ -224,6 +224,8 @@ class FineTuneSession:
     def deploy(self) -> Endpoint:
         """Steps 13-14: endpoint and deployment (reattached when the journal has one)."""
         self.register()
+        if self._endpoint is not None and not self._endpoint.deleted:
+            return self._endpoint
         if self.journal.is_completed("deploy"):
             endpoint = self.backend.endpoint(self._context())
             if endpoint is not None:
@@ -231,7 +233,7 @@ class FineTuneSession:
                 return endpoint
 
         def work(ctx: StepContext) -> dict[str, Any]:
-            endpoint = self.backend.endpoint(ctx) or self.backend.deploy(ctx)
+            endpoint = self.backend.deploy(ctx)
             self._endpoint = endpoint
             return {
                 "endpoint_name": endpoint.name,
@@ -249,7 +251,7 @@ class FineTuneSession:
 
         def work(ctx: StepContext) -> dict[str, Any]:
             from phi_finetune._atomic import atomic_write_json
-            from phi_finetune.data import sample_scoring_request
+            from phi_finetune.backends import sample_scoring_request
 
             request = sample_scoring_request(
                 ctx.outputs["prepare_data"],
@@ -323,6 +325,14 @@ class FineTuneSession:
 
     def __repr__(self) -> str:
         return f"FineTuneSession(run_id={self.run_id!r}, backend={self.backend.name!r})"
+
+
+def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
+    """Step outputs as plain JSON values (paths and dates become strings)."""
+    import json
+
+    result: dict[str, Any] = json.loads(json.dumps(value, default=str))
+    return result
 
 
 def _make_backend(config: RunConfig, *, workspace: Workspace | None) -> Backend:

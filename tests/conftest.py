@@ -59,6 +59,7 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("PHI_FINETUNE_NO_PROGRESS", "1")
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("COLUMNS", "100")
     yield attempts
     if attempts:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import requests
-from _fake_scoring import fake_session
 
 from phi_finetune.cli import endpoints as endpoints_cli
 from phi_finetune.cli import invoke as invoke_cli
@@ -169,7 +168,7 @@ def azure(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
         ml = fake.workspace_client()
         monkeypatch.setattr(invoke_cli, "_ml_client", lambda args: ml)
         monkeypatch.setattr(endpoints_cli, "_ml_client", lambda args: ml)
-        session = fake_session()
+        session = requests.Session()
         monkeypatch.setattr(requests, "post", session.post)
         yield fake, ml
 

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from _fake_scoring import fake_session
+import requests
 
 from phi_finetune.deployer import EndpointDeployer, check_instance_type, parse_allow_list
 from phi_finetune.errors import (
@@ -140,7 +140,7 @@ def test_deploy_success_records_before_waiting_and_scores(fake: Any, tmp_path: A
         endpoint.scoring_uri,
         fake.endpoint_keys(endpoint.name)[0],
         deployment_name="demo",
-        session=fake_session(),
+        session=requests.Session(),
     )
     assert scorer_endpoint.invoke(USER).text
     endpoint.delete()
@@ -235,7 +235,7 @@ def test_transient_scoring_errors_are_retried_through_the_fake(fake: Any) -> Non
         endpoint.scoring_uri,
         fake.endpoint_keys(endpoint.name)[0],
         deployment_name="demo",
-        session=fake_session(),
+        session=requests.Session(),
         sleep=sleeps.append,
     )
     assert scorer.invoke(USER).text
@@ -256,7 +256,7 @@ def test_no_key_in_logs_reprs_or_journal(
         on_created=lambda k, n: journal.record_resource(k, n),
     )
     keys = fake.endpoint_keys("secret-check")
-    endpoint._session = fake_session()  # route scoring through the fake
+    endpoint._session = requests.Session()  # route scoring through the fake
     endpoint.invoke(USER)
     journal.record_resource("endpoint", "secret-check", details=endpoint.to_dict())
     out = capsys.readouterr()

@@ -27,9 +27,10 @@ def handle(args: argparse.Namespace) -> int:
             emit(args, [], f"no runs under {args.state_dir}")
             return 0
         text = "\n".join(
-            f"{r['run_id']}  {r['backend']:6} last step: {r.get('last_completed_step') or '-':13} "
-            f"still holds: {', '.join(r.get('alive_billable') or []) or 'nothing billable'}"
-            for r in rows
+            f"{run.run_id}  {run.backend:6} {run.status:10} "
+            f"last step: {run.last_completed_step or '-':13} still holds: "
+            + (", ".join(f"{r.kind} {r.name}" for r in run.billable_alive) or "nothing billable")
+            for run in runs
         )
         emit(args, rows, text)
         return 0

@@ -189,7 +189,13 @@ class FakeAzureML:
         def sleep(transport: Any, duration: float) -> None:
             fake.sleeps.append(float(duration))
 
+        import requests.adapters
+
+        from phi_finetune.testing._requests_bridge import make_adapter_send
+
+        real_adapter_send = requests.adapters.HTTPAdapter.__dict__["send"]
         self._saved = {
+            "adapter_send": real_adapter_send,
             "send": RequestsTransport.__dict__["send"],
             "sleep": RequestsTransport.__dict__.get("sleep"),
             "min": RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MIN,
@@ -197,6 +203,9 @@ class FakeAzureML:
         }
         RequestsTransport.send = send
         RequestsTransport.sleep = sleep
+        requests.adapters.HTTPAdapter.send = make_adapter_send(  # type: ignore[method-assign]
+            lambda request: fake._send(request), real_adapter_send
+        )
         RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MIN = 0
         RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MAX = 0
         for name in _ENV_TO_CLEAR:
@@ -211,6 +220,9 @@ class FakeAzureML:
         from azure.ai.ml.operations._run_history_constants import RunHistoryConstants
         from azure.core.pipeline.transport import RequestsTransport
 
+        import requests.adapters
+
+        requests.adapters.HTTPAdapter.send = self._saved["adapter_send"]  # type: ignore[method-assign]
         RequestsTransport.send = self._saved["send"]
         if self._saved["sleep"] is None:
             del RequestsTransport.sleep

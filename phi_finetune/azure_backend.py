@@ -1,0 +1,200 @@
+"""The Azure ML backend of :class:`~phi_finetune.session.FineTuneSession`.
+
+Composes :class:`~phi_finetune.workspace.Workspace`, :class:`~phi_finetune.data.UltraChatDataset`,
+:class:`~phi_finetune.job.FineTuneJob` (with :class:`~phi_finetune.compute.ComputeSelector`),
+:class:`~phi_finetune.registrar.ModelRegistrar` and
+:class:`~phi_finetune.deployer.EndpointDeployer`. Every resource is reported to the journal as soon
+as the service accepts it, before any waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from phi_finetune.backends import StepContext, prepare_data_files
+
+if TYPE_CHECKING:
+    from phi_finetune.endpoint import Endpoint
+    from phi_finetune.job import FineTuneJob
+    from phi_finetune.journal import ResourceRecord
+    from phi_finetune.workspace import Workspace
+
+__all__ = ["AzureBackend"]
+
+logger = logging.getLogger(__name__)
+
+
+class AzureBackend:
+    """Runs each step against an Azure ML workspace.
+
+    ``workspace`` defaults to :meth:`Workspace.resolve` on the run configuration's
+    ``[workspace]``; ``poll_interval_s`` is how often jobs and deployments are polled.
+    """
+
+    name = "azure"
+
+    def __init__(
+        self,
+        *,
+        workspace: Workspace | None = None,
+        poll_interval_s: float = 15.0,
+        job_timeout_s: float | None = None,
+    ) -> None:
+        self._workspace = workspace
+        self.poll_interval_s = poll_interval_s
+        self.job_timeout_s = job_timeout_s
+
+    def workspace(self, ctx: StepContext) -> Workspace:
+        if self._workspace is None:
+            from phi_finetune.workspace import Workspace
+
+            self._workspace = Workspace.resolve(ctx.config.workspace)
+        return self._workspace
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def prepare_data(self, ctx: StepContext) -> dict[str, Any]:
+        prepared, outputs = prepare_data_files(ctx)
+        ml_client = self.workspace(ctx).ml_client
+        registered = prepared.register(ml_client)
+        for role, asset in registered.assets.items():
+            ctx.created("data_asset", asset.name, version=asset.version, billable=False)
+        outputs["assets"] = registered.input_paths()
+        return outputs
+
+    def _job(self, ctx: StepContext) -> FineTuneJob:
+        from phi_finetune.compute import ComputeSelector
+        from phi_finetune.job import FineTuneJob
+
+        config = ctx.config
+        workspace = self.workspace(ctx)
+        assets = ctx.outputs["prepare_data"].get("assets", {})
+        return FineTuneJob(
+            ml_client=workspace.ml_client,
+            registry_client=workspace.registry_client,
+            model=config.model.name,
+            model_version=config.model.version,
+            model_label=config.model.label,
+            allow_retired=config.model.allow_retired,
+            compute=ComputeSelector.from_config(workspace.ml_client, config.compute),
+            parameters=dict(config.finetune.parameters),
+            component=config.finetune.interface_file,
+            component_name=config.finetune.component,
+            component_version=config.finetune.component_version,
+            component_label=config.finetune.component_label,
+            registry=config.model.registry,
+            train_data=assets.get("train_file_path"),
+            validation_data=assets.get("validation_file_path"),
+            test_data=assets.get("test_file_path"),
+            experiment_name=config.effective_experiment_name,
+            tags={"phi_finetune.run_id": ctx.journal.run_id},
+        )
+
+    def plan(self, ctx: StepContext) -> dict[str, Any]:
+        plan = self._job(ctx).plan()
+        outputs = plan.to_dict()
+        outputs["table"] = plan.to_table()
+        return outputs
+
+    def fine_tune(self, ctx: StepContext) -> dict[str, Any]:
+        from phi_finetune.job import JobHandle
+
+        ml_client = self.workspace(ctx).ml_client
+        existing = ctx.existing("job")
+        if existing:
+            handle = JobHandle.attach(ml_client, existing[-1].name)
+            handle.poll_interval = self.poll_interval_s
+            logger.info("reattached to job %s instead of submitting again", handle.name)
+        else:
+            plan = ctx.outputs.get("plan", {})
+            handle = self._job(ctx).submit()
+            handle.poll_interval = self.poll_interval_s
+            ctx.created(
+                "job", handle.name, billable=True, details={"studio_url": handle.studio_url}
+            )
+            compute = plan.get("compute", {})
+            if compute.get("will_create"):
+                ctx.created("compute", str(compute.get("name")), billable=False)
+        status = handle.wait(timeout=self.job_timeout_s)
+        # A finished job bills nothing more: keep it in the journal, no longer billable.
+        ctx.created("job", handle.name, billable=False, details={"status": status})
+        return {
+            "job_name": handle.name,
+            "status": status,
+            "studio_url": handle.studio_url,
+            "trained_model": handle.trained_model_path,
+        }
+
+    def register(self, ctx: StepContext) -> dict[str, Any]:
+        from phi_finetune.registrar import ModelRegistrar
+
+        config = ctx.config
+        plan = ctx.outputs.get("plan", {})
+        registrar = ModelRegistrar(
+            self.workspace(ctx).ml_client,
+            on_created=lambda kind, name, version: ctx.created(kind, name, version=version),
+        )
+        model = registrar.register(
+            ctx.outputs["fine_tune"]["job_name"],
+            base_model=str(plan.get("model", {}).get("name") or config.model.name),
+            name=config.deploy.model_name,
+            version=config.deploy.model_version,
+            data_hashes=ctx.outputs["prepare_data"].get("sha256"),
+            parameters={k: v.get("value") for k, v in plan.get("parameters", {}).items()}
+            if isinstance(plan.get("parameters"), dict)
+            else None,
+            run_id=ctx.journal.run_id,
+        )
+        return model.to_dict()
+
+    def deploy(self, ctx: StepContext) -> Endpoint:
+        from phi_finetune.deployer import EndpointDeployer
+
+        deploy = ctx.config.deploy
+        plan = ctx.outputs.get("plan", {})
+        reg = ctx.outputs["register"]
+        # A crash after the endpoint was created: finish that endpoint instead of a second one.
+        earlier = ctx.existing("endpoint")
+        deployer = EndpointDeployer(
+            self.workspace(ctx).ml_client,
+            wait_timeout_s=deploy.wait_timeout_s,
+            poll_interval_s=self.poll_interval_s,
+        )
+        return deployer.deploy(
+            reg.get("asset_id") or reg["id"],
+            endpoint_name=earlier[-1].name if earlier else deploy.endpoint_name,
+            deployment_name=deploy.deployment_name,
+            instance_type=deploy.instance_type,
+            instance_count=deploy.instance_count,
+            inference_allow_list=plan.get("model", {}).get("inference_allow_list"),
+            liveness_initial_delay=deploy.liveness_initial_delay,
+            request_timeout_ms=deploy.request_timeout_ms,
+            reuse_endpoint=bool(earlier),
+            run_id=ctx.journal.run_id,
+            on_created=lambda kind, name, version=None: ctx.created(kind, name, billable=True),
+            on_deleted=lambda kind, name, version=None: ctx.journal.mark_deleted(kind, name),
+        )
+
+    def endpoint(self, ctx: StepContext) -> Endpoint | None:
+        deployed = ctx.outputs.get("deploy")
+        alive = ctx.existing("endpoint")
+        if not deployed or not alive:
+            return None
+        from phi_finetune.deployer import EndpointDeployer
+
+        return EndpointDeployer(self.workspace(ctx).ml_client).attach(
+            deployed["endpoint_name"], deployment_name=deployed.get("deployment_name")
+        )
+
+    def delete_resource(self, ctx: StepContext, resource: ResourceRecord) -> None:
+        ml_client = self.workspace(ctx).ml_client
+        if resource.kind == "endpoint":
+            from phi_finetune.deployer import EndpointDeployer
+
+            EndpointDeployer(ml_client).delete(resource.name)
+        elif resource.kind == "job":
+            from phi_finetune.job import JobHandle
+
+            JobHandle.attach(ml_client, resource.name).cancel()
+        # Deployments go with their endpoint; computes scale to zero and are left to the user.

@@ -1,0 +1,237 @@
+"""The local backend of :class:`~phi_finetune.session.FineTuneSession`: the same steps on one
+machine, no cloud.
+
+- plan: the same :class:`~phi_finetune.parameters.FineTuneParameters` validation as on Azure
+  against the pinned ``chat_completion_pipeline`` interface; Azure-only inputs are listed as
+  ignored.
+- fine_tune: LoRA on the ``[local] base_model`` (a local folder or hub id), or on a tiny
+  Phi-3-architecture **test model** built offline when none is given.
+- register: an MLflow pyfunc model in a sqlite registry under the state folder, with an alias.
+- deploy: a FastAPI server on 127.0.0.1 speaking the Azure scoring contract (a subprocess);
+  the key is in a 0600 file beside the journal, never in the journal itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from phi_finetune.backends import StepContext, prepare_data_files
+
+if TYPE_CHECKING:
+    from phi_finetune.endpoint import Endpoint
+    from phi_finetune.journal import ResourceRecord
+    from phi_finetune.local.server import LocalServer
+
+__all__ = ["LocalBackend"]
+
+logger = logging.getLogger(__name__)
+
+TEST_MODEL_NAME = "phi3-tiny-test-model"
+SERVER_KIND = "local_server"
+
+
+class LocalBackend:
+    """Runs each step on this machine (CPU, or CUDA with bf16 when available)."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._servers: dict[str, LocalServer] = {}
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def prepare_data(self, ctx: StepContext) -> dict[str, Any]:
+        return prepare_data_files(ctx)[1]
+
+    def _parameters(self, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
+        from phi_finetune.interface import load_pinned_interface
+        from phi_finetune.parameters import FineTuneParameters
+
+        params = FineTuneParameters.build(
+            dict(ctx.config.finetune.parameters), interface=load_pinned_interface()
+        )
+        values = dict(params.as_kwargs())
+        if ctx.config.local.max_steps is not None:
+            values["max_steps"] = ctx.config.local.max_steps
+        return params, values
+
+    def plan(self, ctx: StepContext) -> dict[str, Any]:
+        from phi_finetune.local.training import resolve_parameters
+
+        params, values = self._parameters(ctx)
+        _, ignored = resolve_parameters(values)
+        base = ctx.config.local.base_model or TEST_MODEL_NAME
+        return {
+            "model": {"name": base, "test_model": ctx.config.local.base_model is None},
+            "parameters": params.to_dict(),
+            "ignored_on_local": {i.name: i.reason for i in ignored},
+            "warnings": list(params.warnings),
+            "display_name": params.display_name(Path(str(base)).name, gpus_per_node=1),
+        }
+
+    def fine_tune(self, ctx: StepContext) -> dict[str, Any]:
+        from phi_finetune.local.training import LocalTrainer
+
+        local = ctx.config.local
+        model_dir = local.base_model
+        if model_dir is None:
+            from phi_finetune.local.tiny_model import build_tiny_model
+
+            texts = _training_texts(ctx.outputs["prepare_data"]["files"]["train"])
+            model_dir = str(build_tiny_model(ctx.run_dir / "base-model", texts=texts, seed=0))
+        files = ctx.outputs["prepare_data"]["files"]
+        _, values = self._parameters(ctx)
+        trainer = LocalTrainer(
+            model_dir,
+            output_dir=ctx.run_dir / "training",
+            parameters=values,
+            device=local.device,
+            mlflow_tracking_uri=ctx.config.mlflow_tracking_uri,
+        )
+        result = trainer.train(files["train"], validation=files.get("validation") or files.get("test"))
+        ctx.created("local_model", str(result.merged_dir), billable=False)
+        return {
+            "job_name": f"local-{ctx.journal.run_id}",
+            "status": "Completed",
+            "base_model": model_dir,
+            "merged_dir": str(result.merged_dir),
+            "adapter_dir": str(result.adapter_dir),
+            "final_loss": result.final_loss,
+            "eval_loss": result.eval_loss,
+            "steps": result.steps,
+            "tokens_trained": result.tokens_trained,
+            "duration_s": result.duration_s,
+            "device": result.device,
+            "mlflow_run_id": result.mlflow_run_id,
+            "history": result.metrics,
+            "ignored": {i.name: i.reason for i in result.ignored},
+        }
+
+    def register(self, ctx: StepContext) -> dict[str, Any]:
+        from phi_finetune.local.registry import LocalRegistry
+        from phi_finetune.names import default_model_name
+
+        config = ctx.config
+        registry = LocalRegistry(config.state_dir)
+        trained = ctx.outputs["fine_tune"]
+        # The training run is reused for the model when both live in the same store.
+        same_store = config.mlflow_tracking_uri == registry.tracking_uri
+        base = config.local.base_model or TEST_MODEL_NAME
+        name = config.deploy.model_name or default_model_name(Path(str(base)).name)
+        model = registry.log_model(
+            trained["merged_dir"],
+            name=name,
+            alias=config.local.registered_model_alias,
+            run_id=trained.get("mlflow_run_id") if same_store else None,
+            description=f"fine-tuned by phi_finetune run {ctx.journal.run_id}",
+        )
+        ctx.created("model", model.name, version=str(model.version), billable=False)
+        return {
+            "name": model.name,
+            "version": str(model.version),
+            "id": model.version_uri,
+            "model_uri": model.version_uri,
+            "alias": model.alias,
+            "tracking_uri": model.tracking_uri,
+        }
+
+    def deploy(self, ctx: StepContext) -> Endpoint:
+        from phi_finetune._atomic import atomic_write_text
+        from phi_finetune.local.server import LocalServer
+
+        # A server of an earlier (crashed) attempt of this run is stopped first.
+        for old in ctx.existing(SERVER_KIND):
+            self.delete_resource(ctx, old)
+            ctx.journal.mark_deleted(SERVER_KIND, old.name)
+        reg = ctx.outputs["register"]
+        key = secrets.token_urlsafe(32)
+        key_file = ctx.run_dir / "endpoint.key"
+        atomic_write_text(key_file, key, mode=0o600)
+        name = ctx.config.deploy.endpoint_name or f"local-{ctx.journal.run_id[-12:]}"
+        server = LocalServer(
+            reg["model_uri"],
+            key=key,
+            tracking_uri=reg["tracking_uri"],
+            port=ctx.config.local.port,
+            log_path=ctx.run_dir / "server.log",
+        )
+        server.start()
+        self._servers[name] = server
+        ctx.created(
+            SERVER_KIND,
+            name,
+            billable=True,
+            details={"pid": server.pid, "scoring_uri": server.scoring_uri, "key_file": str(key_file)},
+        )
+        return self._endpoint(name, server.scoring_uri, key, server)
+
+    def endpoint(self, ctx: StepContext) -> Endpoint | None:
+        for record in reversed(ctx.existing(SERVER_KIND)):
+            server = self._servers.get(record.name)
+            if server is not None and server.running:
+                return self._endpoint(record.name, server.scoring_uri, server.key, server)
+        return None
+
+    def delete_resource(self, ctx: StepContext, resource: ResourceRecord) -> None:
+        if resource.kind != SERVER_KIND:
+            return
+        server = self._servers.pop(resource.name, None)
+        if server is not None:
+            server.stop()
+            return
+        _stop_orphan(resource.details.get("pid"))
+
+    def _endpoint(self, name: str, scoring_uri: str, key: str, server: LocalServer) -> Endpoint:
+        from phi_finetune.endpoint import Endpoint
+
+        def delete() -> None:
+            self._servers.pop(name, None)
+            server.stop()
+
+        return Endpoint(
+            name,
+            scoring_uri,
+            key,
+            deployment_name="local",
+            fetch_logs=lambda lines: server.log_tail(lines),
+            deleter=delete,
+            kind="local",
+        )
+
+
+def _training_texts(train_file: str, limit: int = 2000) -> list[str]:
+    """Message texts to train the test model's tokenizer on (so it fits the data)."""
+    import orjson
+
+    texts: list[str] = []
+    with open(train_file, "rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            for message in orjson.loads(line).get("messages", []):
+                texts.append(str(message.get("content", "")))
+            if len(texts) >= limit:
+                break
+    return texts
+
+
+def _stop_orphan(pid: Any) -> None:
+    """Stop a server left by a killed process, only if that pid really is our server."""
+    if not isinstance(pid, int):
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return  # already gone (or not Linux: the server's watchdog stops it anyway)
+    if b"phi_finetune.local.server" not in cmdline:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    logger.info("stopped the orphaned local server (pid %s)", pid)
