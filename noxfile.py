@@ -80,7 +80,9 @@ def build(session: nox.Session) -> None:
     # Run the quickstart from outside the checkout so the installed wheel is what runs.
     session.chdir(str(workdir))
     session.run(
-        str(bindir / "python"), str(ROOT / "examples" / "quickstart_local.py"), external=True,
+        str(bindir / "python"),
+        str(ROOT / "examples" / "quickstart_local.py"),
+        external=True,
         env={"PHI_FINETUNE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"},
     )
 

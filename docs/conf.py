@@ -47,7 +47,14 @@ def _write_cli_reference() -> None:
     subactions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     for action in subactions:
         for name, sub in action.choices.items():
-            lines += [f"## `phi-finetune {name}`", "", "```text", sub.format_help().rstrip(), "```", ""]
+            lines += [
+                f"## `phi-finetune {name}`",
+                "",
+                "```text",
+                sub.format_help().rstrip(),
+                "```",
+                "",
+            ]
             nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
             for inner in nested:
                 for inner_name, inner_sub in inner.choices.items():

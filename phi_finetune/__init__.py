@@ -32,7 +32,26 @@ _EXPORTS: dict[str, str] = {
     "PhiFinetuneError": "phi_finetune.errors",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "ComputeSelector",
+    "Endpoint",
+    "EndpointDeployer",
+    "FineTuneJob",
+    "FineTuneParameters",
+    "FineTuneSession",
+    "FoundationModel",
+    "ModelRegistrar",
+    "PhiFinetuneError",
+    "RunConfig",
+    "ScoreResult",
+    "UltraChatDataset",
+    "Workspace",
+    "WorkspaceConfig",
+    "__version__",
+    "build_request",
+    "load_run_config",
+    "parse_response",
+]
 
 if TYPE_CHECKING:
     from phi_finetune.compute import ComputeSelector

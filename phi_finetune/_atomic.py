@@ -22,8 +22,8 @@ def atomic_write_bytes(
             handle.flush()
             os.fsync(handle.fileno())
         if mode is not None:
-            os.chmod(tmp_name, mode)
-        os.replace(tmp_name, target)
+            Path(tmp_name).chmod(mode)
+        Path(tmp_name).replace(target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

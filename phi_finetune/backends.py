@@ -1,4 +1,5 @@
-"""The contract a backend (Azure ML or local) fulfils for :class:`~phi_finetune.session.FineTuneSession`.
+"""The contract a backend (Azure ML or local) fulfils for a
+:class:`~phi_finetune.session.FineTuneSession`.
 
 The session owns the order of steps, the journal and resume/teardown; a backend does the work of
 each step and reports every resource it creates through :meth:`StepContext.created` *before*
@@ -152,7 +153,7 @@ def sample_scoring_request(
     path = files.get("test_gen") or files.get("test") or files.get("train")
     if not path:
         raise DataValidationError("no prepared split to take a scoring sample from")
-    with open(path, "rb") as handle:
+    with Path(path).open("rb") as handle:
         lines = [line for line in handle if line.strip()]
     if not lines:
         raise DataValidationError(f"{path} is empty: no scoring sample to take")

@@ -94,14 +94,15 @@ def validate_parameters(
             names = "/".join(t.__name__ for t in expected)
             problems.append(f"parameters.{name} must be {names}, got {value!r}")
             continue
-        if name == "temperature" and value < 0:
+        number = float(parameters[name])
+        if name == "temperature" and number < 0:
             problems.append("parameters.temperature must be >= 0")
-        if name == "top_p" and not 0 < value <= 1:
+        if name == "top_p" and not 0 < number <= 1:
             problems.append("parameters.top_p must be in (0, 1]")
         if name == "max_new_tokens":
-            if value < 1:
+            if number < 1:
                 problems.append("parameters.max_new_tokens must be >= 1")
-            elif max_new_tokens_limit is not None and value > max_new_tokens_limit:
+            elif max_new_tokens_limit is not None and number > max_new_tokens_limit:
                 problems.append(
                     f"parameters.max_new_tokens must be <= {max_new_tokens_limit}, got {value}"
                 )
@@ -117,10 +118,11 @@ def build_request(
     ``parameters`` are merged over :data:`DEFAULT_PARAMETERS`. Raises ``ValueError`` naming the
     problem when a conversation or parameter is malformed.
     """
-    if conversations and isinstance(conversations[0], Mapping):
-        batch: list[list[dict[str, str]]] = [[dict(m) for m in conversations]]  # type: ignore[arg-type]
+    items: list[Any] = list(conversations)
+    if items and isinstance(items[0], Mapping):
+        batch: list[list[dict[str, str]]] = [[dict(m) for m in items]]
     else:
-        batch = [[dict(m) for m in conv] for conv in conversations]  # type: ignore[union-attr]
+        batch = [[dict(m) for m in conv] for conv in items]
     problems: list[str] = []
     if not batch:
         problems.append("at least one conversation is needed")

@@ -44,7 +44,11 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         name = host.decode() if isinstance(host, bytes) else host
-        if name is not None and str(name) not in _LOOPBACK_HOSTS and not str(name).startswith("127."):
+        if (
+            name is not None
+            and str(name) not in _LOOPBACK_HOSTS
+            and not str(name).startswith("127.")
+        ):
             attempts.append(f"resolve {name!r}")
             raise NetworkBlocked(f"test tried to resolve {name!r}")
         return real_getaddrinfo(host, *args, **kwargs)

@@ -70,8 +70,8 @@ def build_job(config: Any, *, offline: bool) -> Any:
     data: dict[str, Any] = {}
     if output_dir is not None:
         data = {
-            "train_data": str(output_dir / "train_sft.jsonl"),
-            "test_data": str(output_dir / "test_sft.jsonl"),
+            "train_data": str(output_dir / "train.jsonl"),
+            "test_data": str(output_dir / "test.jsonl"),
         }
     return FineTuneJob(
         ml_client=ml_client,

@@ -37,8 +37,8 @@ def handle(args: argparse.Namespace) -> int:
     journal = Journal.load(args.state_dir, args.run_id)
     data = journal.to_dict()
     lines = [f"run {journal.run_id} ({journal.backend})"]
-    for step in data.get("steps", []):
-        lines.append(f"  {step['name']:13} {step['status']}")
+    for name, step in journal.steps.items():
+        lines.append(f"  {name:13} {step.status}")
     for res in data.get("resources", []):
         extra = " (billable)" if res.get("billable") else ""
         version = f":{res['version']}" if res.get("version") else ""

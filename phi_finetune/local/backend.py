@@ -93,7 +93,9 @@ class LocalBackend:
             device=local.device,
             mlflow_tracking_uri=ctx.config.mlflow_tracking_uri,
         )
-        result = trainer.train(files["train"], validation=files.get("validation") or files.get("test"))
+        result = trainer.train(
+            files["train"], validation=files.get("validation") or files.get("test")
+        )
         ctx.created("local_model", str(result.merged_dir), billable=False)
         return {
             "job_name": f"local-{ctx.journal.run_id}",
@@ -166,7 +168,11 @@ class LocalBackend:
             SERVER_KIND,
             name,
             billable=True,
-            details={"pid": server.pid, "scoring_uri": server.scoring_uri, "key_file": str(key_file)},
+            details={
+                "pid": server.pid,
+                "scoring_uri": server.scoring_uri,
+                "key_file": str(key_file),
+            },
         )
         return self._endpoint(name, server.scoring_uri, key, server)
 
@@ -209,7 +215,7 @@ def _training_texts(train_file: str, limit: int = 2000) -> list[str]:
     import orjson
 
     texts: list[str] = []
-    with open(train_file, "rb") as handle:
+    with Path(train_file).open("rb") as handle:
         for line in handle:
             if not line.strip():
                 continue

@@ -134,7 +134,7 @@ def _pyfunc_class() -> Any:
 
 
 def _define_pyfunc_class(base: Any) -> Any:
-    class _ChatPyfuncModel(base):  # type: ignore[misc,valid-type]
+    class _ChatPyfuncModel(base):  # type: ignore[misc]
         model: Any = None
         tokenizer: Any = None
 

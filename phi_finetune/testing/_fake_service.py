@@ -217,10 +217,9 @@ class FakeAzureML:
         global _active
         if not self._saved:
             return
+        import requests.adapters
         from azure.ai.ml.operations._run_history_constants import RunHistoryConstants
         from azure.core.pipeline.transport import RequestsTransport
-
-        import requests.adapters
 
         requests.adapters.HTTPAdapter.send = self._saved["adapter_send"]  # type: ignore[method-assign]
         RequestsTransport.send = self._saved["send"]
