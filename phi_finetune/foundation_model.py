@@ -306,6 +306,28 @@ _REFERENCE_INFERENCE = (
 )
 
 
+#: Phi-3-mini-4k-instruct's ``model_specific_defaults`` tag (registry version 15).
+PHI3_MODEL_SPECIFIC_DEFAULTS: Mapping[str, Any] = {
+    "apply_deepspeed": "true",
+    "deepspeed_stage": 2,
+    "apply_lora": "true",
+    "apply_ort": "false",
+    "precision": 16,
+    "ignore_mismatched_sizes": "false",
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 5e-6,
+    "learning_rate_min": 5e-7,
+    "learning_rate_max": 5e-5,
+    "lr_scheduler_type": "cosine",
+    "logging_strategy": "steps",
+    "logging_steps": 10,
+    "save_total_limit": 1,
+}
+
+
 def reference_model() -> FoundationModel:
     """Pinned facts of ``Phi-3-mini-4k-instruct`` version 15 in ``azureml`` (for offline plans).
 
@@ -328,27 +350,7 @@ def reference_model() -> FoundationModel:
                 "inferenceRetirementDate": "2025-08-30T00:00:00.000000Z",
             },
         },
-        tags={
-            "model_specific_defaults": {
-                "apply_deepspeed": "true",
-                "deepspeed_stage": 2,
-                "apply_lora": "true",
-                "apply_ort": "false",
-                "precision": 16,
-                "ignore_mismatched_sizes": "false",
-                "num_train_epochs": 1,
-                "per_device_train_batch_size": 1,
-                "per_device_eval_batch_size": 1,
-                "gradient_accumulation_steps": 1,
-                "learning_rate": 5e-6,
-                "learning_rate_min": 5e-7,
-                "learning_rate_max": 5e-5,
-                "lr_scheduler_type": "cosine",
-                "logging_strategy": "steps",
-                "logging_steps": 10,
-                "save_total_limit": 1,
-            }
-        },
+        tags={"model_specific_defaults": dict(PHI3_MODEL_SPECIFIC_DEFAULTS)},
     )
 
 

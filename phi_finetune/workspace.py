@@ -1,4 +1,4 @@
-"""``Workspace``: the credential and the lazily created workspace and registry ``MLClient``s.
+"""``Workspace``: the credential and the lazily created workspace and registry ``MLClient`` objects.
 
 Constructing a :class:`Workspace` is free: no network call, and neither ``azure.identity`` nor
 ``azure.ai.ml`` is imported until the credential or a client is first used.
@@ -72,7 +72,7 @@ def default_client_factory(
 
 
 class Workspace:
-    """An Azure ML workspace and registry: credential plus two lazily created ``MLClient``s.
+    """An Azure ML workspace and registry: credential plus two lazily created ``MLClient`` objects.
 
     ``Workspace(config)`` only stores its arguments. ``credential``, ``ml_client`` and
     ``registry_client`` are created on first access (thread-safe) and then reused.

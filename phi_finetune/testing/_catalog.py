@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from phi_finetune.foundation_model import PHI3_MODEL_SPECIFIC_DEFAULTS
+
 __all__ = [
     "CHAT_COMPLETION_COMPONENT",
     "CHAT_COMPLETION_VERSION",
@@ -149,27 +151,7 @@ PHI3_MODEL: dict[str, Any] = {
     "name": "Phi-3-mini-4k-instruct",
     "version": "15",
     "tags": {
-        "model_specific_defaults": str(
-            {
-                "apply_deepspeed": "true",
-                "deepspeed_stage": 2,
-                "apply_lora": "true",
-                "apply_ort": "false",
-                "precision": 16,
-                "ignore_mismatched_sizes": "false",
-                "num_train_epochs": 1,
-                "per_device_train_batch_size": 1,
-                "per_device_eval_batch_size": 1,
-                "gradient_accumulation_steps": 1,
-                "learning_rate": 5e-6,
-                "learning_rate_min": 5e-7,
-                "learning_rate_max": 5e-5,
-                "lr_scheduler_type": "cosine",
-                "logging_strategy": "steps",
-                "logging_steps": 10,
-                "save_total_limit": 1,
-            }
-        ),
+        "model_specific_defaults": str(dict(PHI3_MODEL_SPECIFIC_DEFAULTS)),
         "finetune_compute_allow_list": str(_FINETUNE_SKUS),
         "inference_compute_allow_list": str(_INFERENCE_SKUS),
     },
