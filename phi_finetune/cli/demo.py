@@ -45,7 +45,7 @@ def demo_config(workdir: str | Path, *, max_steps: int | None = None) -> Any:
 #: Fine-tuning parameters of the demo (pipeline input names, as on Azure).
 DEMO_PARAMETERS = {
     "num_train_epochs": 3,
-    "learning_rate": 2e-3,
+    "learning_rate": 1e-2,
     "per_device_train_batch_size": 4,
     "lora_r": 8,
     "lora_alpha": 16,
@@ -116,4 +116,5 @@ def _describe(label: str, out: Any) -> str:
         "reply",
     )
     shown = {k: out[k] for k in keys if k in out}
-    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "done"
+    text = ", ".join(f"{k}={v}" for k, v in shown.items()) or "done"
+    return text if len(text) <= 160 else text[:157] + "..."

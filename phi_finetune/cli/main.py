@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from phi_finetune._version import __version__
@@ -108,6 +110,10 @@ def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if verbosity < 2:
+        # MLflow installs its own INFO handler at import time; this is how it is told not to.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
         for noisy in ("azure", "urllib3", "mlflow", "httpx", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 

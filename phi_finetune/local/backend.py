@@ -77,6 +77,8 @@ class LocalBackend:
     def fine_tune(self, ctx: StepContext) -> dict[str, Any]:
         from phi_finetune.local.training import LocalTrainer
 
+        _follow_progress_switch()
+
         local = ctx.config.local
         model_dir = local.base_model
         if model_dir is None:
@@ -118,6 +120,7 @@ class LocalBackend:
         from phi_finetune.local.registry import LocalRegistry
         from phi_finetune.names import default_model_name
 
+        _follow_progress_switch()
         config = ctx.config
         registry = LocalRegistry(config.state_dir)
         trained = ctx.outputs["fine_tune"]
@@ -208,6 +211,19 @@ class LocalBackend:
             deleter=delete,
             kind="local",
         )
+
+
+def _follow_progress_switch() -> None:
+    """Make transformers' and MLflow's own progress bars obey phi_finetune's progress switch."""
+    from phi_finetune.progress import progress_enabled
+
+    if progress_enabled():
+        return
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _training_texts(train_file: str, limit: int = 2000) -> list[str]:
