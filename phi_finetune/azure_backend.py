@@ -10,19 +10,23 @@ as the service accepts it, before any waiting.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.backends import StepContext, prepare_data_files
 
 if TYPE_CHECKING:
     from phi_finetune.endpoint import Endpoint
-    from phi_finetune.job import FineTuneJob
+    from phi_finetune.job import FineTuneJob, JobHandle
     from phi_finetune.journal import ResourceRecord
     from phi_finetune.workspace import Workspace
 
 __all__ = ["AzureBackend"]
 
 logger = logging.getLogger(__name__)
+
+#: Job statuses after which resuming submits a new job instead of reattaching.
+_ENDED_BADLY = frozenset({"Failed", "Canceled", "NotResponding"})
 
 
 class AzureBackend:
@@ -58,7 +62,7 @@ class AzureBackend:
         prepared, outputs = prepare_data_files(ctx)
         ml_client = self.workspace(ctx).ml_client
         registered = prepared.register(ml_client)
-        for role, asset in registered.assets.items():
+        for asset in registered.assets.values():
             ctx.created("data_asset", asset.name, version=asset.version, billable=False)
         outputs["assets"] = registered.input_paths()
         return outputs
@@ -98,12 +102,8 @@ class AzureBackend:
         return outputs
 
     def fine_tune(self, ctx: StepContext) -> dict[str, Any]:
-        from phi_finetune.job import JobHandle
-
-        ml_client = self.workspace(ctx).ml_client
-        existing = ctx.existing("job")
-        if existing:
-            handle = JobHandle.attach(ml_client, existing[-1].name)
+        handle = self._reattach(ctx)
+        if handle is not None:
             handle.poll_interval = self.poll_interval_s
             logger.info("reattached to job %s instead of submitting again", handle.name)
         else:
@@ -125,6 +125,46 @@ class AzureBackend:
             "studio_url": handle.studio_url,
             "trained_model": handle.trained_model_path,
         }
+
+    def _reattach(self, ctx: StepContext) -> JobHandle | None:
+        """The job an earlier attempt of this run submitted, unless it failed or was canceled.
+
+        The journal names it; when the process died between the service accepting the job and
+        the journal write, the job is found by its ``phi_finetune.run_id`` tag.
+        """
+        from phi_finetune.job import JobHandle
+
+        ml_client = self.workspace(ctx).ml_client
+        existing = [r for r in ctx.existing("job") if r.details.get("status") not in _ENDED_BADLY]
+        name = existing[-1].name if existing else None
+        step = ctx.journal.get_step("fine_tune")
+        if name is None and step is not None and step.attempts > 1:
+            name = self._find_job_of_run(ml_client, ctx.journal.run_id)
+            if name is not None:
+                ctx.created("job", name, billable=True)
+        if name is None:
+            return None
+        handle = JobHandle.attach(ml_client, name)
+        status = handle.status()
+        if status in _ENDED_BADLY:
+            logger.info("job %s of an earlier attempt is %s; submitting a new one", name, status)
+            ctx.created("job", name, billable=False, details={"status": status})
+            return None
+        return handle
+
+    @staticmethod
+    def _find_job_of_run(ml_client: Any, run_id: str, *, limit: int = 200) -> str | None:
+        """The newest job tagged with ``run_id`` among the workspace's ``limit`` newest jobs."""
+        try:
+            for index, job in enumerate(ml_client.jobs.list()):
+                if index >= limit:
+                    break
+                tags = getattr(job, "tags", None) or {}
+                if tags.get("phi_finetune.run_id") == run_id:
+                    return str(job.name)
+        except Exception as exc:  # the lookup is a best effort; submitting is the fallback
+            logger.warning("could not list jobs to find run %s's job: %s", run_id, exc)
+        return None
 
     def register(self, ctx: StepContext) -> dict[str, Any]:
         from phi_finetune.registrar import ModelRegistrar
@@ -161,7 +201,7 @@ class AzureBackend:
             wait_timeout_s=deploy.wait_timeout_s,
             poll_interval_s=self.poll_interval_s,
         )
-        return deployer.deploy(
+        endpoint = deployer.deploy(
             reg.get("asset_id") or reg["id"],
             endpoint_name=earlier[-1].name if earlier else deploy.endpoint_name,
             deployment_name=deploy.deployment_name,
@@ -172,9 +212,19 @@ class AzureBackend:
             request_timeout_ms=deploy.request_timeout_ms,
             reuse_endpoint=bool(earlier),
             run_id=ctx.journal.run_id,
-            on_created=lambda kind, name, version=None: ctx.created(kind, name, billable=True),
-            on_deleted=lambda kind, name, version=None: ctx.journal.mark_deleted(kind, name),
+            # Journaled before the create request: a kill while it is in flight still leaves
+            # the (possibly created) endpoint's name in the journal.
+            on_creating=lambda kind, name: ctx.journal.record_resource(
+                kind, name, billable=True, state="creating"
+            ),
+            on_created=lambda kind, name: ctx.created(kind, name, billable=True),
+            on_deleted=_journal_deleted(ctx),
         )
+        # A reused endpoint or deployment (left "creating" by a killed attempt) gets no
+        # on_created call from the deployer: record that both exist now.
+        ctx.created("endpoint", endpoint.name, billable=True)
+        ctx.created("deployment", endpoint.deployment_name or deploy.deployment_name, billable=True)
+        return endpoint
 
     def endpoint(self, ctx: StepContext) -> Endpoint | None:
         deployed = ctx.outputs.get("deploy")
@@ -184,7 +234,9 @@ class AzureBackend:
         from phi_finetune.deployer import EndpointDeployer
 
         return EndpointDeployer(self.workspace(ctx).ml_client).attach(
-            deployed["endpoint_name"], deployment_name=deployed.get("deployment_name")
+            deployed["endpoint_name"],
+            deployment_name=deployed.get("deployment_name"),
+            on_deleted=_journal_deleted(ctx),
         )
 
     def delete_resource(self, ctx: StepContext, resource: ResourceRecord) -> None:
@@ -198,3 +250,16 @@ class AzureBackend:
 
             JobHandle.attach(ml_client, resource.name).cancel()
         # Deployments go with their endpoint; computes scale to zero and are left to the user.
+
+
+def _journal_deleted(ctx: StepContext) -> Callable[[str, str], None]:
+    """An ``on_deleted`` callback recording deletions in the run's journal; deleting an endpoint
+    deletes its deployments, so they are recorded deleted with it."""
+
+    def deleted(kind: str, name: str) -> None:
+        ctx.journal.mark_deleted(kind, name)
+        if kind == "endpoint":
+            for deployment in ctx.existing("deployment"):
+                ctx.journal.mark_deleted("deployment", deployment.name)
+
+    return deleted

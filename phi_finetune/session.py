@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from phi_finetune.config import RunConfig
     from phi_finetune.endpoint import Endpoint
     from phi_finetune.journal import Journal, RunSummary
+    from phi_finetune.report import RunReport
     from phi_finetune.workspace import Workspace
 
 __all__ = ["FineTuneSession", "RunResult"]
@@ -298,7 +299,10 @@ class FineTuneSession:
         """
         try:
             self.register()
-            if self.config.deploy.enabled:
+            # A resumed run that already scored (or deployed, when scoring is off) only has
+            # teardown left: deploying again would create a second endpoint.
+            last = "score" if self.config.score.enabled else "deploy"
+            if self.config.deploy.enabled and not self.journal.is_completed(last):
                 self.deploy()
                 if self.config.score.enabled:
                     self.score_sample()
@@ -312,7 +316,23 @@ class FineTuneSession:
             raise
         if self.config.deploy.enabled and not self.config.deploy.keep_endpoint:
             self.teardown()
+        self.journal.finish()
         return self.result()
+
+    def report(
+        self, *, out_dir: str | os.PathLike[str] | None = None, ml_client: Any = None
+    ) -> RunReport:
+        """Write this run's loss curves (``report.png``) and summary (``report.md``) to
+        ``out_dir`` (default: the run's folder); see :func:`phi_finetune.report.build_report`."""
+        from phi_finetune.report import build_report
+
+        return build_report(
+            self.run_id,
+            state_dir=self.state_dir,
+            out_dir=out_dir,
+            ml_client=ml_client,
+            journal=self.journal,
+        )
 
     def result(self) -> RunResult:
         """The run's outputs so far."""

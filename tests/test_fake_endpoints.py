@@ -315,3 +315,16 @@ def test_whole_flow_compute_to_delete_is_fast(fake_azureml: FakeAzureML, tmp_pat
     assert fake.billable() == []
     assert fake.unrouted == []
     assert elapsed < 10, f"whole fake flow took {elapsed:.2f}s"
+
+
+def test_abandoned_poller_stops_before_the_fake_does() -> None:
+    # a caller that gives up waiting leaves azure-core's polling thread behind; it must not
+    # outlive the fake and poll the real management.azure.com
+    with FakeAzureML() as fake:
+        fake.lro_polls = 10**9
+        poller = fake.workspace_client().online_endpoints.begin_create_or_update(
+            ManagedOnlineEndpoint(name="never-done", auth_mode="key")
+        )
+        assert not poller.done()
+    assert poller.done()
+    assert poller.status() == "Canceled"

@@ -85,6 +85,7 @@ def test_pipeline_job_create_get_stream_completes(
     assert job.status == "NotStarted"
     assert job.experiment_name == "e"
     assert job.studio_url and job.name in job.studio_url
+    assert job.studio_url.count("tid=") <= 1, job.studio_url
     (put,) = fake_azureml.find_requests("PUT", f"/jobs/{job.name}")
     assert put.json["properties"]["jobType"] == "Pipeline"
     assert put.json["properties"]["displayName"] == "phi-ft"

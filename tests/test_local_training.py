@@ -249,6 +249,8 @@ def test_checkpoint_per_epoch_and_mlflow_metrics(
     run = client.get_run(result.mlflow_run_id)
     assert run.data.params["lora_r"] == "8"
     assert run.info.status == "FINISHED"
+    # artifacts go beside the store, not into ./mlruns of the working folder
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
 
 
 @pytest.mark.slow

@@ -802,6 +802,18 @@ class LocalTrainer:
         )
 
 
+def _artifact_location_beside(uri: str) -> str | None:
+    """``<folder of the SQLite file>/mlartifacts`` for a ``sqlite:///`` store, else ``None``.
+
+    Without it MLflow puts a SQLite store's artifacts in ``./mlruns`` of whatever folder the
+    process runs in; this is the layout :class:`~phi_finetune.local.registry.LocalRegistry` uses.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return (Path(uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
+
+
 class _MlflowTracker:
     """Metrics to an MLflow run through ``MlflowClient`` (no global mlflow state); or nothing."""
 
@@ -825,7 +837,13 @@ class _MlflowTracker:
         if run_id is not None:
             return cls(client, run_id, False)
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        experiment_id = (
+            found.experiment_id
+            if found
+            else client.create_experiment(
+                experiment, artifact_location=_artifact_location_beside(uri)
+            )
+        )
         run = client.create_run(experiment_id, tags={"mlflow.runName": "local-lora"})
         return cls(client, run.info.run_id, True)
 

@@ -11,6 +11,7 @@ import itertools
 import os
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
@@ -133,6 +134,8 @@ class FakeAzureML:
         self._jobs: dict[str, JobState] = {}
         self._endpoints: dict[str, dict[str, Any]] = {}
         self._endpoint_keys: dict[str, tuple[str, str]] = {}
+        self.keys_issued: list[str] = []
+        """Every endpoint key ever issued, deleted endpoints' included (for leak scans)."""
         self._deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self._deployment_logs: dict[tuple[str, str], list[str]] = {}
         self._blobs: dict[str, bytes] = {}
@@ -150,6 +153,7 @@ class FakeAzureML:
         self._saved: dict[str, Any] = {}
         self._saved_env: dict[str, str] = {}
         self._clients: list[Any] = []
+        self._threads_at_start: set[threading.Thread] = set()
         if seed:
             self._seed_defaults()
 
@@ -194,6 +198,7 @@ class FakeAzureML:
         from phi_finetune.testing._requests_bridge import make_adapter_send
 
         real_adapter_send = requests.adapters.HTTPAdapter.__dict__["send"]
+        self._threads_at_start = set(threading.enumerate())
         self._saved = {
             "adapter_send": real_adapter_send,
             "send": RequestsTransport.__dict__["send"],
@@ -212,11 +217,26 @@ class FakeAzureML:
             if name in os.environ:
                 self._saved_env[name] = os.environ.pop(name)
 
+    def _end_abandoned_pollers(self, timeout_s: float = 5.0) -> None:
+        """Finish operations nobody waited for and let their poller threads see it.
+
+        A caller that gives up on an ``LROPoller`` (a wait timeout) leaves azure-core's polling
+        thread running; once the transport is restored its next poll would reach the real
+        ``management.azure.com``. Ending the operations first lets those threads stop here.
+        """
+        for operation in self._operations.values():
+            operation.abandon()
+        deadline = time.monotonic() + timeout_s
+        for thread in set(threading.enumerate()) - self._threads_at_start:
+            if thread.name.startswith("LROPoller") and thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
     def stop(self) -> None:
         """Undo the patches and restore the environment (what ``with`` does on exit)."""
         global _active
         if not self._saved:
             return
+        self._end_abandoned_pollers()
         import requests.adapters
         from azure.ai.ml.operations._run_history_constants import RunHistoryConstants
         from azure.core.pipeline.transport import RequestsTransport
@@ -301,10 +321,8 @@ class FakeAzureML:
         return f"https://{endpoint_name}.{self.location}.inference.ml.azure.com/score"
 
     def studio_url(self, job_name: str) -> str:
-        return (
-            f"https://ml.azure.com/runs/{job_name}?wsid={self.workspace_id}"
-            f"&tid=00000000-0000-0000-0000-0000000000aa"
-        )
+        # azure-ai-ml appends "&tid=<tenant>" itself, as it does to the real service's URL
+        return f"https://ml.azure.com/runs/{job_name}?wsid={self.workspace_id}"
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -787,6 +805,11 @@ class FakeAzureML:
     def endpoint_keys(self, endpoint_name: str) -> tuple[str, str]:
         """``(primary, secondary)`` key of an endpoint (for tests that score directly)."""
         return self._endpoint_keys[endpoint_name]
+
+    def secrets_issued(self) -> list[str]:
+        """Every endpoint key and access token the fake handed out, for tests that scan logs,
+        reprs and files for leaks."""
+        return [*self.keys_issued, *self._credential.tokens_issued]
 
     def billable(self) -> list[str]:
         """Names of things that would still cost money: endpoints and running jobs."""

@@ -108,6 +108,7 @@ def _endpoint_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Repl
     body = _endpoint_body(fake, name, sent)
     fake._endpoints[name] = body
     fake._endpoint_keys[name] = (secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+    fake.keys_issued.extend(fake._endpoint_keys[name])
 
     def created() -> None:
         body["properties"]["provisioningState"] = "Succeeded"
@@ -171,6 +172,7 @@ def _regenerate(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
         return not_found("Online endpoint", m["ep"])
     which = str((req.json or {}).get("keyType", "Primary")).lower()
     new = secrets.token_urlsafe(32)
+    fake.keys_issued.append(new)
     fake._endpoint_keys[m["ep"]] = (new, keys[1]) if which == "primary" else (keys[0], new)
     return lro_accepted(fake, 202, None)
 

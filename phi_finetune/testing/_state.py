@@ -98,6 +98,12 @@ class Operation:
     done: bool = False
     seen: int = 0
 
+    def abandon(self) -> None:
+        """End the operation on its next poll (the service went away while it ran)."""
+        if not self.done and self.seen < self.polls:
+            self.polls = self.seen
+            self.final = "Canceled"
+
     def poll(self) -> dict[str, Any]:
         if self.seen < self.polls:
             self.seen += 1

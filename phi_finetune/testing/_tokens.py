@@ -59,13 +59,18 @@ class FakeCredential:
         self._lifetime_s = lifetime_s
         self._lock = threading.Lock()
         self.scopes_requested: list[str] = []
+        self.tokens_issued: list[str] = []
+        """Every token handed out (for tests that scan output for leaked secrets)."""
 
     def _token(self, scopes: tuple[str, ...]) -> tuple[str, int]:
         scope = scopes[0] if scopes else "https://management.azure.com/.default"
         with self._lock:
             self.scopes_requested.extend(scopes)
         expires = int(time.time()) + self._lifetime_s
-        return make_jwt(_audience(scope), lifetime_s=self._lifetime_s), expires
+        token = make_jwt(_audience(scope), lifetime_s=self._lifetime_s)
+        with self._lock:
+            self.tokens_issued.append(token)
+        return token, expires
 
     def get_token(
         self,
