@@ -12,7 +12,7 @@ import pytest
 from phi_finetune.data import UltraChatDataset
 from phi_finetune.errors import DataSourceError
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ultrachat_200k_sample20.jsonl"
+REAL = Path(__file__).resolve().parent / "data" / "ultrachat_200k_sample20.jsonl"
 
 
 def demo_rows(split: str = "train_sft") -> list[dict[str, Any]]:
@@ -61,8 +61,6 @@ def test_pandas_and_records() -> None:
 
 
 def test_real_ultrachat_sample_loads_and_validates() -> None:
-    if not REAL.exists():
-        pytest.skip("shared sample not present")
     ds = UltraChatDataset.from_files(REAL)
     report = ds.validate(mode="report")
     assert report.rows_checked == 20 and report.ok
