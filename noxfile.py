@@ -68,14 +68,14 @@ def build(session: nox.Session) -> None:
     session.run("python", "-m", "build", "--outdir", str(dist))
     session.run("twine", "check", "--strict", *[str(p) for p in dist.glob("*")])
     wheel = next(dist.glob("*.whl"))
-    venv = Path(session.create_tmp()) / "wheel-venv"
-    session.run(sys.executable, "-m", "venv", "--clear", str(venv))
+    venv = Path(session.create_tmp()).resolve() / "wheel-venv"
+    session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     pip = str(bindir / "pip")
     session.run(pip, "install", "-q", *CONSTRAINTS, "torch==2.13.0", external=True)
     session.run(pip, "install", "-q", *CONSTRAINTS, f"{wheel}[local]", external=True)
     session.run(str(bindir / "phi-finetune"), "--version", external=True)
-    workdir = Path(session.create_tmp()) / "quickstart"
+    workdir = Path(session.create_tmp()).resolve() / "quickstart"
     workdir.mkdir(parents=True, exist_ok=True)
     # Run the quickstart from outside the checkout so the installed wheel is what runs.
     session.chdir(str(workdir))

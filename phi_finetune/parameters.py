@@ -477,7 +477,8 @@ class FineTuneParameters:
                 f"model_specific_defaults keys that are not inputs of {interface.name} "
                 f"{interface.version} were dropped (not passed to the job): {', '.join(dropped)}"
             )
-            logger.warning("%s", message)
+            # Expected for Phi-3 (tuning-range hints); shown in the plan, not on every run's log.
+            logger.info("%s", message)
             warnings.append(message)
 
         values: dict[str, ParameterValue] = {}

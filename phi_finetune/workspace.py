@@ -59,15 +59,20 @@ def default_client_factory(
     """Create a real ``MLClient`` (imports azure.ai.ml; the registry client calls the service)."""
     from azure.ai.ml import MLClient
 
+    from phi_finetune.progress import progress_enabled
+
+    # The SDK's own upload/download bars follow the same switch as ours.
+    show_progress = progress_enabled()
     if kind == "workspace":
         return MLClient(
             credential,
             subscription_id=config.subscription_id,
             resource_group_name=config.resource_group,
             workspace_name=config.workspace_name,
+            show_progress=show_progress,
         )
     if kind == "registry":
-        return MLClient(credential, registry_name=config.registry_name)
+        return MLClient(credential, registry_name=config.registry_name, show_progress=show_progress)
     raise ValueError(f"unknown client kind {kind!r}; use 'workspace' or 'registry'")
 
 

@@ -121,6 +121,36 @@ def test_assistant_only_mask(tiny: Path) -> None:
     assert len(short_ids) == len(short_mask) == 10
 
 
+def test_padded_batch_loss_equals_each_example_alone(
+    tiny: Path, data: list[dict[str, Any]]
+) -> None:
+    # _loss_sum passes no padding mask (right padding + causal attention): a padded batch must
+    # score exactly what each example scores on its own, with the mask or without padding.
+    import torch
+
+    model, tokenizer = load_model_and_tokenizer(tiny)
+    model.eval()
+    examples = [encode_conversation(tokenizer, r["messages"]) for r in data[:6]]
+    assert len({len(ids) for ids, _ in examples}) > 1  # the batch really is padded
+    pad_id = int(tokenizer.pad_token_id)
+    with torch.no_grad():
+        ids, attention, labels = LocalTrainer._collate(examples, range(6), pad_id, "cpu")
+        batch_loss, batch_count = LocalTrainer._loss_sum(model, ids, labels)
+        alone_loss, alone_count = 0.0, 0
+        for index in range(6):
+            one = LocalTrainer._collate(examples, [index], pad_id, "cpu")
+            loss, count = LocalTrainer._loss_sum(model, one[0], one[2])
+            alone_loss += float(loss)
+            alone_count += count
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1, :]
+        masked_loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), reduction="sum"
+        )
+    assert batch_count == alone_count > 0
+    assert float(batch_loss) == pytest.approx(alone_loss, rel=1e-5)
+    assert float(batch_loss) == pytest.approx(float(masked_loss), rel=1e-5)
+
+
 # --------------------------------------------------------------------------- parameters
 
 

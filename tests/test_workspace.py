@@ -620,5 +620,7 @@ def test_default_factory_builds_a_workspace_mlclient_offline() -> None:
         "rg-ml",
         "ws-ml",
     )
+    # conftest sets PHI_FINETUNE_NO_PROGRESS: the SDK's upload bars follow it
+    assert client._operation_config.show_progress is False
     with pytest.raises(ValueError, match="unknown client kind"):
         workspace_module.default_client_factory("other", SecretCredential(), CONFIG)  # type: ignore[arg-type]

@@ -496,12 +496,17 @@ class LocalTrainer:
         return ids.to(device), attention.to(device), labels.to(device)
 
     @staticmethod
-    def _loss_sum(model: Any, ids: Any, attention: Any, labels: Any) -> tuple[Any, int]:
+    def _loss_sum(model: Any, ids: Any, labels: Any) -> tuple[Any, int]:
         """Summed next-token loss over assistant tokens, and how many there were.
 
         The LM head runs only on the positions that predict an assistant token (not on the
         prompt or padding): with real vocabularies (32k+) that is most of the step's compute
         and memory. Models without a separable decoder / LM head get the full logits.
+
+        No padding mask is passed: batches are right-padded (:meth:`_collate`), so under the
+        causal mask no real token attends to a pad, position ids are ``0..n-1`` either way and
+        pad positions carry no label. The mask would change nothing that is scored; without it
+        attention runs the plain causal kernel instead of building a (batch, 1, n, n) mask.
         """
         import torch
 
@@ -512,12 +517,12 @@ class LocalTrainer:
         decoder = getattr(causal_lm, "model", None)
         head = causal_lm.get_output_embeddings() if decoder is not None else None
         if decoder is not None and head is not None:
-            hidden = decoder(input_ids=ids, attention_mask=attention).last_hidden_state
+            hidden = decoder(input_ids=ids).last_hidden_state
             picked = hidden[:, :-1, :][wanted]
             logits = head(picked).float()
             loss = torch.nn.functional.cross_entropy(logits, shift_labels[wanted], reduction="sum")
             return loss, count
-        full = model(input_ids=ids, attention_mask=attention).logits[:, :-1, :].float()
+        full = model(input_ids=ids).logits[:, :-1, :].float()
         loss = torch.nn.functional.cross_entropy(
             full.reshape(-1, full.shape[-1]),
             shift_labels.reshape(-1),
@@ -560,9 +565,9 @@ class LocalTrainer:
             for batch in self._batches(
                 examples, self.parameters["per_device_eval_batch_size"], None
             ):
-                ids, attention, labels = self._collate(examples, batch, pad_id, device)
+                ids, _, labels = self._collate(examples, batch, pad_id, device)
                 with autocast():
-                    loss, n = self._loss_sum(model, ids, attention, labels)
+                    loss, n = self._loss_sum(model, ids, labels)
                 total += float(loss.item())
                 count += n
         model.train(was_training)
@@ -701,9 +706,9 @@ class LocalTrainer:
                     )
                     n_tokens = sum(int(att.sum().item()) for _, att, _ in collated)
                     loss_total = 0.0
-                    for ids, attention, labels in collated:
+                    for ids, _, labels in collated:
                         with autocast():
-                            loss, _ = self._loss_sum(peft_model, ids, attention, labels)
+                            loss, _ = self._loss_sum(peft_model, ids, labels)
                         (loss / max(n_targets, 1)).backward()
                         loss_total += float(loss.item())
                     optimizer.step()

@@ -264,10 +264,12 @@ class FakeAzureML:
         return self._credential
 
     def workspace_client(self, **kwargs: Any) -> MLClient:
-        """A real ``MLClient`` for the fake workspace (extra kwargs go to ``MLClient``)."""
+        """A real ``MLClient`` for the fake workspace (extra kwargs go to ``MLClient``; no
+        upload progress bars unless ``show_progress=True``)."""
         from azure.ai.ml import MLClient
 
         self._require_active()
+        kwargs.setdefault("show_progress", False)
         client = MLClient(
             self._credential,
             subscription_id=self.subscription_id,
@@ -283,6 +285,7 @@ class FakeAzureML:
         from azure.ai.ml import MLClient
 
         self._require_active()
+        kwargs.setdefault("show_progress", False)
         client = MLClient(self._credential, registry_name=registry_name, **kwargs)
         os.environ.pop("AZUREML_CURRENT_CLOUD", None)
         return client
