@@ -276,6 +276,34 @@ def test_metrics_without_tracking_uri_is_empty_with_reason(fake: FakeAzureML) ->
     assert metrics.reason
 
 
+@pytest.mark.slow
+def test_metrics_read_the_child_step_runs_from_mlflow(tmp_path: Path) -> None:
+    # Azure ML's run id is the job name; the pipeline's steps are child runs tagged with it.
+    # A local MLflow store stands in for the workspace's tracking service.
+    from types import SimpleNamespace
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("chat_completion_e", artifact_location=tmp_path.as_uri())
+    child = client.create_run(experiment, tags={"mlflow.parentRunId": "calm_kiwi"})
+    other = client.create_run(experiment, tags={"mlflow.parentRunId": "someone_else"})
+    client.log_batch(
+        child.info.run_id,
+        metrics=[Metric("train_loss", v, 0, step) for step, v in enumerate([2.0, 1.5, 1.2])]
+        + [Metric("eval_loss", 1.4, 0, 3)],
+    )
+    client.log_batch(other.info.run_id, metrics=[Metric("train_loss", 9.0, 0, 0)])
+
+    job = SimpleNamespace(experiment_name="chat_completion_e")
+    metrics = JobHandle(object(), "calm_kiwi", job=job).metrics(tracking_uri=uri)
+    assert metrics.reason is None
+    assert metrics.values["train_loss"] == ((0, 2.0), (1, 1.5), (2, 1.2))
+    assert metrics.values["eval_loss"] == ((3, 1.4),)
+
+
 def test_submit_needs_training_data(fake: FakeAzureML) -> None:
     ml = fake.workspace_client()
     job = FineTuneJob(
