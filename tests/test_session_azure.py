@@ -292,6 +292,24 @@ def test_process_killed_after_each_step_then_resume(
     _assert_one_of_each(fake)
 
 
+def _run_killed_inside(
+    monkeypatch: pytest.MonkeyPatch,
+    operations: type,
+    method: str,
+    session: FineTuneSession,
+    *,
+    before: bool = False,
+) -> None:
+    """Run ``session`` until the process is "killed" inside ``operations.method``, then put the
+    journal back as the killed process left it on disk and undo the patch."""
+    restore: list[Callable[[], None]] = []
+    _kill_inside(monkeypatch, operations, method, session, restore, before=before)
+    with pytest.raises(Killed):
+        session.run(teardown_on_error=False)  # a killed process cleans nothing up
+    restore[0]()
+    monkeypatch.undo()
+
+
 def _kill_inside(
     monkeypatch: pytest.MonkeyPatch,
     operations: type,
@@ -322,12 +340,7 @@ def test_kill_right_after_job_submission_reattaches(
     from azure.ai.ml.operations import JobOperations
 
     session = _session(tmp_path, workspace)
-    restore: list[Callable[[], None]] = []
-    _kill_inside(monkeypatch, JobOperations, "create_or_update", session, restore)
-    with pytest.raises(Killed):
-        session.run(teardown_on_error=False)  # a killed process cleans nothing up
-    restore[0]()
-    monkeypatch.undo()
+    _run_killed_inside(monkeypatch, JobOperations, "create_or_update", session)
     assert len(fake.jobs) == 1
     (submitted,) = fake.jobs
     # the reply was lost: the journal does not name the job, its run_id tag finds it
@@ -344,12 +357,7 @@ def test_kill_right_before_job_submission_submits_on_resume(
     from azure.ai.ml.operations import JobOperations
 
     session = _session(tmp_path, workspace)
-    restore: list[Callable[[], None]] = []
-    _kill_inside(monkeypatch, JobOperations, "create_or_update", session, restore, before=True)
-    with pytest.raises(Killed):
-        session.run(teardown_on_error=False)
-    restore[0]()
-    monkeypatch.undo()
+    _run_killed_inside(monkeypatch, JobOperations, "create_or_update", session, before=True)
     assert dict(fake.jobs) == {}
 
     assert _resume(session, workspace).run().reply
@@ -362,12 +370,7 @@ def test_kill_right_after_model_registration_reuses_the_version(
     from azure.ai.ml.operations import ModelOperations
 
     session = _session(tmp_path, workspace)
-    restore: list[Callable[[], None]] = []
-    _kill_inside(monkeypatch, ModelOperations, "create_or_update", session, restore)
-    with pytest.raises(Killed):
-        session.run(teardown_on_error=False)
-    restore[0]()
-    monkeypatch.undo()
+    _run_killed_inside(monkeypatch, ModelOperations, "create_or_update", session)
     (registered,) = fake.models
 
     result = _resume(session, workspace).run()
@@ -432,19 +435,9 @@ def test_kill_while_creating_the_endpoint_reuses_it(
     from azure.ai.ml.operations import OnlineEndpointOperations
 
     session = _session(tmp_path, workspace)
-    restore: list[Callable[[], None]] = []
-    _kill_inside(
-        monkeypatch,
-        OnlineEndpointOperations,
-        "begin_create_or_update",
-        session,
-        restore,
-        before=before,
+    _run_killed_inside(
+        monkeypatch, OnlineEndpointOperations, "begin_create_or_update", session, before=before
     )
-    with pytest.raises(Killed):
-        session.run(teardown_on_error=False)  # a killed process cleans nothing up
-    restore[0]()
-    monkeypatch.undo()
     # the journal knows the endpoint (and its name) before the create request goes out
     journal = Journal.load(tmp_path / "state", session.run_id)
     (endpoint,) = journal.resources(kind="endpoint", alive_only=True)
@@ -462,14 +455,7 @@ def test_kill_before_deployment_finished_reuses_the_endpoint(
     from azure.ai.ml.operations import OnlineDeploymentOperations
 
     session = _session(tmp_path, workspace)
-    restore: list[Callable[[], None]] = []
-    _kill_inside(
-        monkeypatch, OnlineDeploymentOperations, "begin_create_or_update", session, restore
-    )
-    with pytest.raises(Killed):
-        session.run(teardown_on_error=False)  # a killed process cleans nothing up
-    restore[0]()
-    monkeypatch.undo()
+    _run_killed_inside(monkeypatch, OnlineDeploymentOperations, "begin_create_or_update", session)
     (name,) = fake.endpoints
     assert FineTuneSession.list_runs(tmp_path / "state")[0].billable_alive
 
@@ -673,12 +659,7 @@ def test_kept_endpoint_reused_after_a_kill_is_journaled_as_created(
     import azure.ai.ml.operations as ops
 
     session = _session(tmp_path, workspace, keep_endpoint=True)
-    restore: list[Callable[[], None]] = []
-    _kill_inside(monkeypatch, getattr(ops, operations), "begin_create_or_update", session, restore)
-    with pytest.raises(Killed):
-        session.run(teardown_on_error=False)
-    restore[0]()
-    monkeypatch.undo()
+    _run_killed_inside(monkeypatch, getattr(ops, operations), "begin_create_or_update", session)
 
     result = _resume(session, workspace).run()
     assert list(fake.endpoints) == [result.endpoint_name]
@@ -746,12 +727,7 @@ def test_deployment_failure_on_a_reused_endpoint_deletes_it(
     from azure.ai.ml.operations import OnlineEndpointOperations
 
     session = _session(tmp_path, workspace, keep_endpoint=True)
-    restore: list[Callable[[], None]] = []
-    _kill_inside(monkeypatch, OnlineEndpointOperations, "begin_create_or_update", session, restore)
-    with pytest.raises(Killed):
-        session.run(teardown_on_error=False)
-    restore[0]()
-    monkeypatch.undo()
+    _run_killed_inside(monkeypatch, OnlineEndpointOperations, "begin_create_or_update", session)
     (name,) = fake.endpoints
 
     fake.script_deployment("Failed", logs=["model load failed (fake)"])
