@@ -2,8 +2,9 @@
 local backend for the report page. Blocks run in page order in one namespace, after a set-up
 that provides what the page assumes (a ``workspace``, a ``model``, an ``endpoint``, files).
 
-A block preceded by ``% docs-test: skip: <reason>`` (a MyST comment, not rendered) is not run;
-the reason is required and is checked here, so nothing is left out silently.
+A block preceded by ``% docs-test: skip: <reason>`` (a MyST comment, not rendered; in the README
+``<!-- docs-test: skip: <reason> -->``) is not run; the reason is required and is checked here,
+so nothing is left out silently. The README's and getting-started's local quickstarts run too.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import pytest
 
 from phi_finetune.testing import FakeAzureML
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 _BLOCK = re.compile(r"^```python[^\n]*\n(.*?)^```", re.S | re.M)
-_SKIP = re.compile(r"^% docs-test: skip: (?P<reason>\S.*)$")
+_SKIP = re.compile(r"^(?:% |<!-- )docs-test: skip: (?P<reason>\S.*?)(?: -->)?$")
 
 
 def python_blocks(page: Path) -> list[tuple[int, str, str | None]]:
@@ -179,3 +181,17 @@ def test_report_page_runs_on_the_local_backend(
     namespace: dict[str, Any] = {"__name__": "docs_howto_report"}
     run_page(DOCS / "howto" / "report.md", namespace)
     assert Path(namespace["report"].png).is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["README.md", "docs/getting-started.md"])
+def test_local_quickstart_runs(
+    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    blocks = python_blocks(ROOT / page)
+    assert all(skip for _, code, skip in blocks if "backend=\"local\"" not in code)
+    namespace: dict[str, Any] = {"__name__": "docs_quickstart"}
+    run_page(ROOT / page, namespace)
+    assert namespace["result"].reply
+    assert namespace["result"].reply in capsys.readouterr().out
