@@ -190,7 +190,7 @@ def test_local_quickstart_runs(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     blocks = python_blocks(ROOT / page)
-    assert all(skip for _, code, skip in blocks if "backend=\"local\"" not in code)
+    assert all(skip for _, code, skip in blocks if 'backend="local"' not in code)
     namespace: dict[str, Any] = {"__name__": "docs_quickstart"}
     run_page(ROOT / page, namespace)
     assert namespace["result"].reply
