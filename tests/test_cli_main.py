@@ -63,3 +63,28 @@ def test_console_script_runs() -> None:
     )
     assert out.returncode == 0
     assert __version__ in out.stdout
+
+
+def test_main_in_process_leaves_logging_and_warnings_as_it_found_them(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+    import os
+    import warnings
+
+    names = ("azure", "urllib3", "mlflow")
+    for name in names:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    filters = list(warnings.filters)
+    env = os.environ.get("MLFLOW_LOGGING_LEVEL")
+    try:
+        assert cli_main.main(["status", "--state-dir", str(tmp_path)]) == 0
+        assert [logging.getLogger(n).level for n in names] == [logging.DEBUG] * len(names)
+        assert root.handlers == handlers and root.level == level
+        assert warnings.filters == filters
+        assert os.environ.get("MLFLOW_LOGGING_LEVEL") == env
+    finally:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.NOTSET)

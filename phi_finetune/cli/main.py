@@ -9,12 +9,13 @@ with ``-v``), 2 a usage error. Only argparse is imported here so ``--help`` stay
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from phi_finetune._version import __version__
 
@@ -86,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    with _cli_logging(args.verbose):
+        return _dispatch(parser, args)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr if args.command else sys.stdout)
@@ -106,16 +111,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _configure_logging(verbosity: int) -> None:
+_NOISY_LOGGERS = ("azure", "urllib3", "mlflow", "httpx", "filelock")
+
+
+@contextlib.contextmanager
+def _cli_logging(verbosity: int) -> Iterator[None]:
+    """Logging and warning filters for one CLI call, undone afterwards (``main()`` may be called
+    in-process, from tests or a notebook)."""
+    root = logging.getLogger()
+    saved_root_level, saved_handlers = root.level, list(root.handlers)
+    saved_levels = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    saved_env = os.environ.get("MLFLOW_LOGGING_LEVEL")
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if verbosity < 2:
-        # MLflow installs its own INFO handler at import time; this is how it is told not to.
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        for noisy in ("azure", "urllib3", "mlflow", "httpx", "filelock"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        if verbosity < 2:
+            # MLflow installs its own INFO handler at import time; this is how it is told not to.
+            os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+            warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+            for noisy in _NOISY_LOGGERS:
+                logging.getLogger(noisy).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for name, saved in saved_levels.items():
+                logging.getLogger(name).setLevel(saved)
+            for added in [h for h in root.handlers if h not in saved_handlers]:
+                root.removeHandler(added)
+            root.setLevel(saved_root_level)
+            if saved_env is None:
+                os.environ.pop("MLFLOW_LOGGING_LEVEL", None)
+            else:
+                os.environ["MLFLOW_LOGGING_LEVEL"] = saved_env
 
 
 if __name__ == "__main__":  # pragma: no cover
