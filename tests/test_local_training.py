@@ -134,12 +134,15 @@ def test_padded_batch_loss_equals_each_example_alone(
     assert len({len(ids) for ids, _ in examples}) > 1  # the batch really is padded
     pad_id = int(tokenizer.pad_token_id)
     with torch.no_grad():
-        ids, attention, labels = LocalTrainer._collate(examples, range(6), pad_id, "cpu")
+        ids, labels = LocalTrainer._collate(examples, range(6), pad_id, "cpu")
+        attention = torch.zeros_like(ids)
+        for row, (tokens, _) in enumerate(examples):
+            attention[row, : len(tokens)] = 1
         batch_loss, batch_count = LocalTrainer._loss_sum(model, ids, labels)
         alone_loss, alone_count = 0.0, 0
         for index in range(6):
             one = LocalTrainer._collate(examples, [index], pad_id, "cpu")
-            loss, count = LocalTrainer._loss_sum(model, one[0], one[2])
+            loss, count = LocalTrainer._loss_sum(model, one[0], one[1])
             alone_loss += float(loss)
             alone_count += count
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1, :]

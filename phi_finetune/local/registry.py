@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 DEFAULT_EXPERIMENT = "phi-finetune-local"
+#: Artifacts live in this folder beside the SQLite store (``state_dir/mlartifacts``).
+ARTIFACT_FOLDER = "mlartifacts"
 _PIP_REQUIREMENTS = ["mlflow", "torch", "transformers", "safetensors", "tokenizers", "phi-finetune"]
 
 
@@ -238,7 +240,7 @@ class LocalRegistry:
         self.state_dir = Path(state_dir).resolve()
         self.experiment = experiment
         self.tracking_uri = f"sqlite:///{self.state_dir / 'mlflow.db'}"
-        self.artifact_root = self.state_dir / "mlartifacts"
+        self.artifact_root = self.state_dir / ARTIFACT_FOLDER
         self._client: Any = None
 
     def __repr__(self) -> str:

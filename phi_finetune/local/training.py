@@ -37,6 +37,7 @@ import attrs
 from phi_finetune._atomic import atomic_write_json
 from phi_finetune.errors import LocalBackendError, ParameterError, ParameterProblem
 from phi_finetune.local._chat import PHI3_CHAT_TEMPLATE, encode_conversation
+from phi_finetune.local.registry import ARTIFACT_FOLDER
 from phi_finetune.progress import progress_bar
 from phi_finetune.scoring import validate_conversation
 
@@ -478,22 +479,22 @@ class LocalTrainer:
         batch: Sequence[int],
         pad_id: int,
         device: str,
-    ) -> tuple[Any, Any, Any]:
+    ) -> tuple[Any, Any]:
+        """``(ids, labels)`` of a batch, right-padded to its longest example (no mask needed:
+        see :meth:`_loss_sum`)."""
         import torch
 
         width = max(len(examples[i][0]) for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
         for row, index in enumerate(batch):
             tokens, mask = examples[index]
             n = len(tokens)
             ids[row, :n] = torch.tensor(tokens, dtype=torch.long)
-            attention[row, :n] = 1
             labels[row, :n] = torch.where(
                 torch.tensor(mask), torch.tensor(tokens, dtype=torch.long), torch.tensor(-100)
             )
-        return ids.to(device), attention.to(device), labels.to(device)
+        return ids.to(device), labels.to(device)
 
     @staticmethod
     def _loss_sum(model: Any, ids: Any, labels: Any) -> tuple[Any, int]:
@@ -565,7 +566,7 @@ class LocalTrainer:
             for batch in self._batches(
                 examples, self.parameters["per_device_eval_batch_size"], None
             ):
-                ids, _, labels = self._collate(examples, batch, pad_id, device)
+                ids, labels = self._collate(examples, batch, pad_id, device)
                 with autocast():
                     loss, n = self._loss_sum(model, ids, labels)
                 total += float(loss.item())
@@ -701,12 +702,10 @@ class LocalTrainer:
                         break
                     t0 = time.perf_counter()
                     collated = [self._collate(examples, b, pad_id, device) for b in group]
-                    n_targets = sum(
-                        int((lab[:, 1:] != -100).sum().item()) for _, _, lab in collated
-                    )
-                    n_tokens = sum(int(att.sum().item()) for _, att, _ in collated)
+                    n_targets = sum(int((lab[:, 1:] != -100).sum().item()) for _, lab in collated)
+                    n_tokens = sum(len(examples[i][0]) for b in group for i in b)
                     loss_total = 0.0
-                    for ids, _, labels in collated:
+                    for ids, labels in collated:
                         with autocast():
                             loss, _ = self._loss_sum(peft_model, ids, labels)
                         (loss / max(n_targets, 1)).backward()
@@ -816,7 +815,7 @@ def _artifact_location_beside(uri: str) -> str | None:
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return None
-    return (Path(uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
+    return (Path(uri[len(prefix) :]).resolve().parent / ARTIFACT_FOLDER).as_uri()
 
 
 class _MlflowTracker:
