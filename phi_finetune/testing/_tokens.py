@@ -64,11 +64,10 @@ class FakeCredential:
 
     def _token(self, scopes: tuple[str, ...]) -> tuple[str, int]:
         scope = scopes[0] if scopes else "https://management.azure.com/.default"
-        with self._lock:
-            self.scopes_requested.extend(scopes)
         expires = int(time.time()) + self._lifetime_s
         token = make_jwt(_audience(scope), lifetime_s=self._lifetime_s)
         with self._lock:
+            self.scopes_requested.extend(scopes)
             self.tokens_issued.append(token)
         return token, expires
 
