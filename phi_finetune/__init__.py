@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from phi_finetune._sdk_notices import quiet_internal_schema_notices
 from phi_finetune._version import __version__
+
+# Every use of azure-ai-ml goes through this package; installing the filter here covers them all.
+quiet_internal_schema_notices()
 
 # name -> module that defines it
 _EXPORTS: dict[str, str] = {

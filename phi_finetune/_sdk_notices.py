@@ -3,7 +3,8 @@
 When a pipeline job or an asset is serialized, azure-ai-ml logs "Class XxxSchema: This is an
 experimental class, and may change at any time" for marshmallow schemas the user never touches
 (auto-delete settings, intellectual property). The filter drops only those ``...Schema`` notices;
-experimental classes a user builds themselves are still announced.
+experimental classes a user builds themselves are still announced. ``import phi_finetune``
+installs it.
 """
 
 from __future__ import annotations

@@ -304,9 +304,6 @@ class FineTuneJob:
             raise JobError("submit needs a workspace MLClient (ml_client=...)")
         if self.data["train"] is None:
             raise JobError("submit needs training data: FineTuneJob(train_data=...)")
-        from phi_finetune._sdk_notices import quiet_internal_schema_notices
-
-        quiet_internal_schema_notices()
         plan = self._plan(create_compute=True)
         component, *_ = self._resolve_component([])
         pipeline = self._build_pipeline(

@@ -59,10 +59,7 @@ def default_client_factory(
     """Create a real ``MLClient`` (imports azure.ai.ml; the registry client calls the service)."""
     from azure.ai.ml import MLClient
 
-    from phi_finetune._sdk_notices import quiet_internal_schema_notices
     from phi_finetune.progress import progress_enabled
-
-    quiet_internal_schema_notices()
 
     # The SDK's own upload/download bars follow the same switch as ours.
     show_progress = progress_enabled()
@@ -203,9 +200,6 @@ class Workspace:
         then :attr:`config` is ``None``). Without ``registry_client``, it is created on first
         use through ``client_factory`` (that needs a config).
         """
-        from phi_finetune._sdk_notices import quiet_internal_schema_notices
-
-        quiet_internal_schema_notices()
         if config is None:
             config = _config_from_client(ml_client, registry_client)
         self = cls.__new__(cls)
