@@ -98,12 +98,8 @@ def setup_job(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str,
     return {"workspace": _workspace(fake, mp)}
 
 
-def setup_register(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, Any]:
-    _workspace(fake, mp)
-    return {}
-
-
-def setup_deploy(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, Any]:
+def setup_resolve_only(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, Any]:
+    """Pages that call ``Workspace.resolve()`` themselves."""
     _workspace(fake, mp)
     return {}
 
@@ -135,8 +131,8 @@ SETUPS: dict[str, Callable[[FakeAzureML, pytest.MonkeyPatch, Path], dict[str, An
     "data": setup_data,
     "parameters": setup_parameters,
     "job": setup_job,
-    "register": setup_register,
-    "deploy": setup_deploy,
+    "register": setup_resolve_only,
+    "deploy": setup_resolve_only,
     "score": setup_score,
     "teardown": setup_teardown,
 }
