@@ -9,11 +9,13 @@ as the service accepts it, before any waiting.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.backends import StepContext, prepare_data_files
+from phi_finetune.names import RUN_ID_TAG
 
 if TYPE_CHECKING:
     from phi_finetune.endpoint import Endpoint
@@ -92,7 +94,7 @@ class AzureBackend:
             validation_data=assets.get("validation_file_path"),
             test_data=assets.get("test_file_path"),
             experiment_name=config.effective_experiment_name,
-            tags={"phi_finetune.run_id": ctx.journal.run_id},
+            tags={RUN_ID_TAG: ctx.journal.run_id},
         )
 
     def plan(self, ctx: StepContext) -> dict[str, Any]:
@@ -156,11 +158,8 @@ class AzureBackend:
     def _find_job_of_run(ml_client: Any, run_id: str, *, limit: int = 200) -> str | None:
         """The newest job tagged with ``run_id`` among the workspace's ``limit`` newest jobs."""
         try:
-            for index, job in enumerate(ml_client.jobs.list()):
-                if index >= limit:
-                    break
-                tags = getattr(job, "tags", None) or {}
-                if tags.get("phi_finetune.run_id") == run_id:
+            for job in itertools.islice(ml_client.jobs.list(), limit):
+                if (getattr(job, "tags", None) or {}).get(RUN_ID_TAG) == run_id:
                     return str(job.name)
         except Exception as exc:  # the lookup is a best effort; submitting is the fallback
             logger.warning("could not list jobs to find run %s's job: %s", run_id, exc)

@@ -28,6 +28,7 @@ from phi_finetune.errors import (
     WaitTimeoutError,
 )
 from phi_finetune.names import (
+    RUN_ID_TAG,
     generate_endpoint_name,
     validate_deployment_name,
     validate_endpoint_name,
@@ -49,7 +50,7 @@ DEFAULT_INSTANCE_TYPE = "Standard_NC6s_v3"
 #: The service's upper bound for ``request_settings.request_timeout_ms``.
 MAX_REQUEST_TIMEOUT_MS = 180_000
 ENDPOINT_TAG_CREATOR = "created_by"
-ENDPOINT_TAG_RUN = "phi_finetune.run_id"
+ENDPOINT_TAG_RUN = RUN_ID_TAG
 
 ResourceCallback = Callable[[str, str], object]
 

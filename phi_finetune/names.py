@@ -22,6 +22,7 @@ __all__ = [
     "ENDPOINT_NAME_PATTERN",
     "MODEL_NAME_MAX",
     "MODEL_NAME_PATTERN",
+    "RUN_ID_TAG",
     "default_model_name",
     "generate_endpoint_name",
     "generate_model_version",
@@ -33,6 +34,9 @@ __all__ = [
     "validate_model_name",
     "validate_model_version",
 ]
+
+#: Tag on every job, model and endpoint a run creates, valued with the run id (its journal).
+RUN_ID_TAG = "phi_finetune.run_id"
 
 ENDPOINT_NAME_MIN = 3
 ENDPOINT_NAME_MAX = 32

@@ -16,6 +16,7 @@ import attrs
 from phi_finetune._redact import redact
 from phi_finetune.errors import ModelError, ServiceError
 from phi_finetune.names import (
+    RUN_ID_TAG,
     default_model_name,
     generate_model_version,
     validate_job_name,
@@ -31,7 +32,7 @@ TAG_PREFIX = "phi_finetune."
 TAG_SOURCE = TAG_PREFIX + "source_path"
 TAG_JOB = TAG_PREFIX + "job_name"
 TAG_BASE = TAG_PREFIX + "base_model"
-TAG_RUN = TAG_PREFIX + "run_id"
+TAG_RUN = RUN_ID_TAG
 _JOB_PATH = re.compile(r"^azureml://jobs/([^/]+)/outputs/([^/]+)/?$")
 _MAX_TAG_VALUE = 256
 

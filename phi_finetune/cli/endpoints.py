@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from phi_finetune.cli._common import emit
+from phi_finetune.names import RUN_ID_TAG
 
 __all__ = ["register"]
 
-_TAG_RUN = "phi_finetune.run_id"
 _TAG_CREATOR = "created_by"
 
 
@@ -141,8 +141,8 @@ def collect(args: Any) -> list[dict[str, Any]]:
         tags = dict(getattr(endpoint, "tags", None) or {})
         entries = [e for e in index.get(name, []) if e["kind"] == "endpoint"]
         entry = entries[-1] if entries else None
-        run_id = entry["run_id"] if entry else tags.get(_TAG_RUN)
-        ours = entry is not None or tags.get(_TAG_CREATOR) == "phi_finetune" or _TAG_RUN in tags
+        run_id = entry["run_id"] if entry else tags.get(RUN_ID_TAG)
+        ours = entry is not None or tags.get(_TAG_CREATOR) == "phi_finetune" or RUN_ID_TAG in tags
         should_be_gone = entry is not None and entry["journal_state"] == "deleted"
         if should_be_gone:
             note = (
