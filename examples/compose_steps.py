@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from phi_finetune.compute import ComputeSelector
+from phi_finetune.azure.compute import ComputeSelector
+from phi_finetune.azure.deployer import EndpointDeployer
+from phi_finetune.azure.job import FineTuneJob
+from phi_finetune.azure.registrar import ModelRegistrar
 from phi_finetune.data import UltraChatDataset
-from phi_finetune.deployer import EndpointDeployer
-from phi_finetune.job import FineTuneJob
-from phi_finetune.registrar import ModelRegistrar
 
 CLUSTER = "gpu-cluster"
 
@@ -103,7 +103,7 @@ def main(
 
 
 if __name__ == "__main__":
-    from phi_finetune.workspace import Workspace
+    from phi_finetune.azure.workspace import Workspace
 
     workspace = Workspace.from_config()
     main(workspace.ml_client, workspace.registry_client)

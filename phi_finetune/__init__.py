@@ -9,25 +9,28 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from phi_finetune import _moved
 from phi_finetune._sdk_notices import quiet_internal_schema_notices
 from phi_finetune._version import __version__
 
 # Every use of azure-ai-ml goes through this package; installing the filter here covers them all.
 quiet_internal_schema_notices()
+# 0.1.0's module paths (phi_finetune.workspace, ...) keep importing for one release.
+_moved.install()
 
 # name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "WorkspaceConfig": "phi_finetune.config",
     "RunConfig": "phi_finetune.config",
     "load_run_config": "phi_finetune.config",
-    "Workspace": "phi_finetune.workspace",
+    "Workspace": "phi_finetune.azure.workspace",
     "UltraChatDataset": "phi_finetune.data",
-    "FoundationModel": "phi_finetune.foundation_model",
-    "ComputeSelector": "phi_finetune.compute",
+    "FoundationModel": "phi_finetune.azure.foundation_model",
+    "ComputeSelector": "phi_finetune.azure.compute",
     "FineTuneParameters": "phi_finetune.parameters",
-    "FineTuneJob": "phi_finetune.job",
-    "ModelRegistrar": "phi_finetune.registrar",
-    "EndpointDeployer": "phi_finetune.deployer",
+    "FineTuneJob": "phi_finetune.azure.job",
+    "ModelRegistrar": "phi_finetune.azure.registrar",
+    "EndpointDeployer": "phi_finetune.azure.deployer",
     "Endpoint": "phi_finetune.endpoint",
     "FineTuneSession": "phi_finetune.session",
     "build_request": "phi_finetune.scoring",
@@ -58,19 +61,19 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from phi_finetune.compute import ComputeSelector
+    from phi_finetune.azure.compute import ComputeSelector
+    from phi_finetune.azure.deployer import EndpointDeployer
+    from phi_finetune.azure.foundation_model import FoundationModel
+    from phi_finetune.azure.job import FineTuneJob
+    from phi_finetune.azure.registrar import ModelRegistrar
+    from phi_finetune.azure.workspace import Workspace
     from phi_finetune.config import RunConfig, WorkspaceConfig, load_run_config
     from phi_finetune.data import UltraChatDataset
-    from phi_finetune.deployer import EndpointDeployer
     from phi_finetune.endpoint import Endpoint
     from phi_finetune.errors import PhiFinetuneError
-    from phi_finetune.foundation_model import FoundationModel
-    from phi_finetune.job import FineTuneJob
     from phi_finetune.parameters import FineTuneParameters
-    from phi_finetune.registrar import ModelRegistrar
     from phi_finetune.scoring import ScoreResult, build_request, parse_response
     from phi_finetune.session import FineTuneSession
-    from phi_finetune.workspace import Workspace
 
 
 def __getattr__(name: str) -> Any:

@@ -127,11 +127,11 @@ def delete_online_endpoint(ml_client: Any, name: str) -> bool:
 class Endpoint:
     """A deployed model you can score.
 
-    Build one with :meth:`EndpointDeployer.deploy <phi_finetune.deployer.EndpointDeployer.deploy>`
-    or :meth:`~phi_finetune.deployer.EndpointDeployer.attach` (Azure), from the local backend,
-    or directly from a scoring URI and key. ``ml_client`` (or the ``fetch_logs``/``deleter``
-    callbacks) enables :meth:`logs` and :meth:`delete`; ``on_deleted(kind, name)`` is called
-    after a deletion, e.g. to record it in a run journal.
+    Build one with :meth:`~phi_finetune.azure.deployer.EndpointDeployer.deploy`
+    or :meth:`~phi_finetune.azure.deployer.EndpointDeployer.attach` (Azure), from the local
+    backend, or directly from a scoring URI and key. ``ml_client`` (or the
+    ``fetch_logs``/``deleter`` callbacks) enables :meth:`logs` and :meth:`delete`;
+    ``on_deleted(kind, name)`` is called after a deletion, e.g. to record it in a run journal.
     """
 
     def __init__(

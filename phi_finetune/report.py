@@ -204,7 +204,7 @@ def _local_curves(history: Sequence[Any], outputs: Mapping[str, Any]) -> _Curves
 
 
 def _job_curves(ml_client: Any, job_name: str) -> _Curves:
-    from phi_finetune.job import JobHandle
+    from phi_finetune.azure.job import JobHandle
 
     try:
         metrics = JobHandle.attach(ml_client, job_name).metrics()

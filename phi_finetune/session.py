@@ -28,11 +28,11 @@ from phi_finetune.backends import STEPS, Backend, StepContext
 from phi_finetune.errors import PhiFinetuneError, RunStateError
 
 if TYPE_CHECKING:
+    from phi_finetune.azure.workspace import Workspace
     from phi_finetune.config import RunConfig
     from phi_finetune.endpoint import Endpoint
     from phi_finetune.journal import Journal, RunSummary
     from phi_finetune.report import RunReport
-    from phi_finetune.workspace import Workspace
 
 __all__ = ["FineTuneSession", "RunResult"]
 
@@ -361,7 +361,7 @@ def _make_backend(config: RunConfig, *, workspace: Workspace | None) -> Backend:
 
         return LocalBackend()
     if config.backend == "azure":
-        from phi_finetune.azure_backend import AzureBackend
+        from phi_finetune.azure.backend import AzureBackend
 
         return AzureBackend(workspace=workspace)
     raise RunStateError(f"unknown backend {config.backend!r}; use 'azure' or 'local'")

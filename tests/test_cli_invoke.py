@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import requests
 
+from phi_finetune.azure.deployer import EndpointDeployer
+from phi_finetune.azure.registrar import ModelRegistrar
 from phi_finetune.cli import endpoints as endpoints_cli
 from phi_finetune.cli import invoke as invoke_cli
 from phi_finetune.cli.main import main
-from phi_finetune.deployer import EndpointDeployer
 from phi_finetune.journal import Journal
-from phi_finetune.registrar import ModelRegistrar
 from phi_finetune.testing import FakeAzureML
 
 KEY = "local-Secret-Key-0123456789abcdefXYZ"

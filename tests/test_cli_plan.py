@@ -76,7 +76,7 @@ def test_plan_offline_with_interface_file(
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAzureML]:
-    from phi_finetune.workspace import Workspace
+    from phi_finetune.azure.workspace import Workspace
 
     with FakeAzureML() as service:
         service.add_compute("gpu", "Standard_NC24ads_A100_v4")
@@ -111,8 +111,8 @@ def test_plan_live_quota_problem_exits_1(
 
 
 def test_job_status_stream_cancel(fake: FakeAzureML, capsys: pytest.CaptureFixture[str]) -> None:
-    from phi_finetune.compute import ComputeSelector
-    from phi_finetune.job import FineTuneJob
+    from phi_finetune.azure.compute import ComputeSelector
+    from phi_finetune.azure.job import FineTuneJob
 
     fake.script_job("Completed", statuses=["Running"] * 5)
     ml = fake.workspace_client()

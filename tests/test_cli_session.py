@@ -15,13 +15,13 @@ import pytest
 pytest.importorskip("azure.ai.ml")
 
 from phi_finetune import session as session_module
-from phi_finetune.azure_backend import AzureBackend
+from phi_finetune.azure.backend import AzureBackend
+from phi_finetune.azure.workspace import Workspace
 from phi_finetune.cli.main import main as cli
 from phi_finetune.config import DataConfig, DeployConfig, RunConfig
 from phi_finetune.errors import PhiFinetuneError
 from phi_finetune.journal import Journal
 from phi_finetune.testing import FakeAzureML
-from phi_finetune.workspace import Workspace
 
 _NOISY = ("azure", "urllib3", "mlflow", "httpx", "filelock")
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from phi_finetune.compute import ComputeSelection, ComputeSelector
+from phi_finetune.azure.compute import ComputeSelection, ComputeSelector
 from phi_finetune.errors import (
     ComputeError,
     ComputeFailedStateError,

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import requests
 
-from phi_finetune.deployer import EndpointDeployer, check_instance_type, parse_allow_list
+from phi_finetune.azure.deployer import EndpointDeployer, check_instance_type, parse_allow_list
+from phi_finetune.azure.registrar import ModelRegistrar, RegisteredModel
 from phi_finetune.errors import (
     ComputeNotAllowedError,
     ConfigurationError,
@@ -19,7 +20,6 @@ from phi_finetune.errors import (
     WaitTimeoutError,
 )
 from phi_finetune.journal import Journal
-from phi_finetune.registrar import ModelRegistrar, RegisteredModel
 from phi_finetune.testing import FakeAzureML, autospec_ml_client
 
 MODEL = RegisteredModel(name="phi-ultrachat", version="1")

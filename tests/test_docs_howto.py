@@ -55,7 +55,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAzureM
 
 def _workspace(fake: FakeAzureML, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A Workspace on the fake; ``Workspace.resolve()`` on the pages returns it too."""
-    from phi_finetune.workspace import Workspace
+    from phi_finetune.azure.workspace import Workspace
 
     workspace = Workspace.from_clients(fake.workspace_client(), fake.registry_client())
     monkeypatch.setattr(Workspace, "resolve", classmethod(lambda cls, *a, **k: workspace))
@@ -84,7 +84,7 @@ def setup_data(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str
 
 
 def setup_parameters(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, Any]:
-    from phi_finetune.foundation_model import resolve_foundation_model
+    from phi_finetune.azure.foundation_model import resolve_foundation_model
 
     workspace = _workspace(fake, mp)
     model = resolve_foundation_model(

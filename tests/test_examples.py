@@ -55,8 +55,8 @@ def test_finetune_phi3_ultrachat_is_short_and_its_config_loads() -> None:
 def test_finetune_phi3_ultrachat_against_the_fake(
     fake: FakeAzureML, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from phi_finetune.azure_backend import AzureBackend
-    from phi_finetune.workspace import Workspace
+    from phi_finetune.azure.backend import AzureBackend
+    from phi_finetune.azure.workspace import Workspace
 
     # The shipped configuration, with the Hugging Face data set (unreachable offline) replaced
     # by the demo set shipped in the package.

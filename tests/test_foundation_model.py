@@ -7,14 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from phi_finetune.errors import ModelNotFoundError, ModelRetiredError
-from phi_finetune.foundation_model import (
+from phi_finetune.azure.foundation_model import (
     FoundationModel,
     parse_literal_list,
     parse_model_defaults,
     reference_model,
     resolve_foundation_model,
 )
+from phi_finetune.errors import ModelNotFoundError, ModelRetiredError
 from phi_finetune.testing import FakeAzureML
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

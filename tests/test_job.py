@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from phi_finetune.compute import ComputeSelection, ComputeSelector
+from phi_finetune.azure.compute import ComputeSelection, ComputeSelector
+from phi_finetune.azure.foundation_model import reference_model
+from phi_finetune.azure.job import FineTuneJob, JobHandle
 from phi_finetune.errors import (
     JobError,
     JobFailedError,
@@ -16,9 +18,7 @@ from phi_finetune.errors import (
     QuotaExceededError,
     WaitTimeoutError,
 )
-from phi_finetune.foundation_model import reference_model
 from phi_finetune.interface import load_pinned_interface
-from phi_finetune.job import FineTuneJob, JobHandle
 from phi_finetune.parameters import ParameterSource
 from phi_finetune.testing import FakeAzureML
 

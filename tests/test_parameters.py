@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from phi_finetune.azure.foundation_model import reference_model
 from phi_finetune.errors import ParameterError
-from phi_finetune.foundation_model import reference_model
 from phi_finetune.parameters import (
     CROSS_FIELD_RULES,
     REFERENCE_DEFAULTS,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from phi_finetune.azure.registrar import ModelRegistrar, RegisteredModel, job_output_path
 from phi_finetune.errors import InvalidNameError, ModelError, ServiceError
-from phi_finetune.registrar import ModelRegistrar, RegisteredModel, job_output_path
 from phi_finetune.testing import FakeAzureML, autospec_ml_client
 
 BASE = "Phi-3-mini-4k-instruct"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from phi_finetune.azure.job import JobHandle, JobMetrics
 from phi_finetune.cli.main import main as cli
 from phi_finetune.errors import RunStateError
-from phi_finetune.job import JobHandle, JobMetrics
 from phi_finetune.journal import Journal
 from phi_finetune.report import RunReport, build_report
 from phi_finetune.session import FineTuneSession

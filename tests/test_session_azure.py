@@ -17,13 +17,13 @@ import pytest
 
 pytest.importorskip("azure.ai.ml")
 
-from phi_finetune.azure_backend import AzureBackend
+from phi_finetune.azure.backend import AzureBackend
+from phi_finetune.azure.workspace import Workspace
 from phi_finetune.config import DataConfig, DeployConfig, RunConfig
 from phi_finetune.errors import ConfigurationError, DeploymentError, PhiFinetuneError
 from phi_finetune.journal import Journal
 from phi_finetune.session import FineTuneSession
 from phi_finetune.testing import FakeAzureML
-from phi_finetune.workspace import Workspace
 
 
 class Killed(BaseException):
@@ -381,7 +381,7 @@ def test_kill_right_after_model_registration_reuses_the_version(
 def test_kill_while_job_runs_reattaches(
     tmp_path: Path, fake: FakeAzureML, workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from phi_finetune.job import JobHandle
+    from phi_finetune.azure.job import JobHandle
 
     fake.script_job(statuses=["NotStarted", "Running", "Running", "Running"])
     session = _session(tmp_path, workspace)
@@ -696,7 +696,7 @@ def test_deleting_the_endpoint_handle_is_journaled(
 def test_teardown_of_a_killed_run_cancels_its_running_job(
     tmp_path: Path, fake: FakeAzureML, workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from phi_finetune.job import JobHandle
+    from phi_finetune.azure.job import JobHandle
 
     fake.script_job(statuses=["Running"] * 50)
     session = _session(tmp_path, workspace)

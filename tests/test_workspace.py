@@ -18,7 +18,8 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-import phi_finetune.workspace as workspace_module
+import phi_finetune.azure.workspace as workspace_module
+from phi_finetune.azure.workspace import MANAGEMENT_SCOPE, Workspace
 from phi_finetune.config import (
     CONFIG_SEARCH_LEVELS,
     WorkspaceConfig,
@@ -31,7 +32,6 @@ from phi_finetune.errors import (
     ServiceError,
     WorkspaceConfigNotFoundError,
 )
-from phi_finetune.workspace import MANAGEMENT_SCOPE, Workspace
 
 SUB = "11111111-2222-3333-4444-555555555555"
 SUB2 = "99999999-8888-7777-6666-555555555555"
@@ -326,7 +326,7 @@ def test_constructing_a_workspace_imports_no_azure_sdk() -> None:
     code = f"""
 import sys
 from phi_finetune.config import WorkspaceConfig
-from phi_finetune.workspace import Workspace
+from phi_finetune.azure.workspace import Workspace
 ws = Workspace(WorkspaceConfig("{SUB}", "rg", "ws-1"))
 repr(ws)
 ws.config
@@ -436,7 +436,7 @@ def test_fallback_to_interactive_when_allowed(
     default, interactive = fake_identity
     default.error = _failing(f"no az login; Bearer {TOKEN}")
     ws = Workspace(CONFIG, allow_interactive=True)
-    with caplog.at_level(logging.INFO, logger="phi_finetune.workspace"):
+    with caplog.at_level(logging.INFO, logger="phi_finetune.azure.workspace"):
         cred = ws.credential
     assert cred is interactive.instances[0]
     assert interactive.instances[0].scopes == [(MANAGEMENT_SCOPE,)]

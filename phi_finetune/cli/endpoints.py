@@ -65,7 +65,7 @@ def _usage(parser: argparse.ArgumentParser) -> Any:
 
 
 def _ml_client(args: Any) -> Any:
-    module = importlib.import_module("phi_finetune.workspace")
+    module = importlib.import_module("phi_finetune.azure.workspace")
     return module.Workspace.resolve().ml_client
 
 
@@ -214,7 +214,7 @@ def run_list(args: Any) -> int:
 def run_delete(args: Any) -> int:
     import sys
 
-    from phi_finetune.deployer import EndpointDeployer
+    from phi_finetune.azure.deployer import EndpointDeployer
     from phi_finetune.journal import Journal, default_state_dir, list_runs
     from phi_finetune.names import validate_endpoint_name
 

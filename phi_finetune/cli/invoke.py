@@ -99,7 +99,7 @@ def _key_from_env(var: str) -> str:
 
 def _ml_client(args: Any) -> Any:
     """The workspace ``MLClient`` (Workspace.resolve: explicit > environment > config.json)."""
-    module = importlib.import_module("phi_finetune.workspace")
+    module = importlib.import_module("phi_finetune.azure.workspace")
     return module.Workspace.resolve().ml_client
 
 
@@ -114,7 +114,7 @@ def endpoint_for(args: Any) -> Endpoint:
         name = args.endpoint or "endpoint"
         return Endpoint(name, args.scoring_uri, key, deployment_name=args.deployment, **options)
     if args.endpoint:
-        from phi_finetune.deployer import EndpointDeployer
+        from phi_finetune.azure.deployer import EndpointDeployer
 
         endpoint = EndpointDeployer(_ml_client(args)).attach(
             args.endpoint, deployment_name=args.deployment
@@ -145,7 +145,7 @@ def endpoint_for(args: Any) -> Endpoint:
         details = dict(record.details)
         deployment = args.deployment or details.get("deployment") or _deployment_of(journal)
         if kind == "endpoint" and journal.backend == "azure":
-            from phi_finetune.deployer import EndpointDeployer
+            from phi_finetune.azure.deployer import EndpointDeployer
 
             if args.key_env:
                 uri = details.get("scoring_uri")

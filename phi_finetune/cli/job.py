@@ -48,7 +48,7 @@ def _usage(parser: argparse.ArgumentParser) -> Any:
 
 def _ml_client(args: Any) -> Any:
     """The workspace client from ``--config`` (or the usual workspace search); tests replace it."""
-    from phi_finetune.workspace import Workspace
+    from phi_finetune.azure.workspace import Workspace
 
     workspace_config = None
     if getattr(args, "config", None):
@@ -59,7 +59,7 @@ def _ml_client(args: Any) -> Any:
 
 
 def _handle(args: Any) -> Any:
-    from phi_finetune.job import JobHandle
+    from phi_finetune.azure.job import JobHandle
 
     return JobHandle.attach(_ml_client(args), args.job_name)
 

@@ -36,17 +36,21 @@ def register(subparsers: Any) -> None:
 
 def _make_workspace(config: Any) -> Any:
     """The workspace for a live plan (tests replace this)."""
-    from phi_finetune.workspace import Workspace
+    from phi_finetune.azure.workspace import Workspace
 
     return Workspace.resolve(getattr(config, "workspace", None))
 
 
 def build_job(config: Any, *, offline: bool) -> Any:
-    """A :class:`~phi_finetune.job.FineTuneJob` from a ``RunConfig``."""
-    from phi_finetune.compute import ComputeSelector
-    from phi_finetune.foundation_model import DEFAULT_MODEL_NAME, FoundationModel, reference_model
+    """A :class:`~phi_finetune.azure.job.FineTuneJob` from a ``RunConfig``."""
+    from phi_finetune.azure.compute import ComputeSelector
+    from phi_finetune.azure.foundation_model import (
+        DEFAULT_MODEL_NAME,
+        FoundationModel,
+        reference_model,
+    )
+    from phi_finetune.azure.job import FineTuneJob
     from phi_finetune.interface import interface_from_yaml, load_pinned_interface
-    from phi_finetune.job import FineTuneJob
 
     model_cfg, compute_cfg, ft = config.model, config.compute, config.finetune
     component: Any = ft.interface_file

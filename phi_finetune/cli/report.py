@@ -67,8 +67,8 @@ def handle(args: argparse.Namespace) -> int:
 def _ml_client(args: argparse.Namespace, journal: Any) -> Any:
     """The workspace client from ``--config``, else from the run's configuration (tests
     replace it)."""
+    from phi_finetune.azure.workspace import Workspace
     from phi_finetune.config import RunConfig, load_run_config
-    from phi_finetune.workspace import Workspace
 
     if getattr(args, "config", None):
         workspace_config = load_run_config(args.config).workspace

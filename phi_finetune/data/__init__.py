@@ -13,7 +13,7 @@ Only the standard library, ``attrs`` and ``orjson`` are imported here; ``dataset
 
 from __future__ import annotations
 
-from phi_finetune.data.assets import RegisteredAsset, RegisteredData, asset_version
+from phi_finetune.azure.data_assets import RegisteredAsset, RegisteredData, asset_version
 from phi_finetune.data.dataset import PreparedData, UltraChatDataset
 from phi_finetune.data.records import (
     CHARS_PER_TOKEN,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from phi_finetune.data.assets import RegisteredData, register_file
+from phi_finetune.azure.data_assets import RegisteredData, register_file
 from phi_finetune.data.records import SPLIT_FILES, TokenizerLike, canonical_split
 from phi_finetune.data.sampling import (
     check_sampling,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from phi_finetune.foundation_model import PHI3_MODEL_SPECIFIC_DEFAULTS
+from phi_finetune.azure.foundation_model import PHI3_MODEL_SPECIFIC_DEFAULTS
 
 __all__ = [
     "CHAT_COMPLETION_COMPONENT",

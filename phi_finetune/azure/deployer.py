@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from phi_finetune._redact import redact
+from phi_finetune.azure.registrar import RegisteredModel
 from phi_finetune.endpoint import Endpoint, delete_online_endpoint, sdk_output_to_stderr
 from phi_finetune.errors import (
     ComputeNotAllowedError,
@@ -34,7 +35,6 @@ from phi_finetune.names import (
     validate_endpoint_name,
 )
 from phi_finetune.progress import progress_bar
-from phi_finetune.registrar import RegisteredModel
 
 __all__ = [
     "DEFAULT_INSTANCE_TYPE",

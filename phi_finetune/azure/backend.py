@@ -1,10 +1,11 @@
 """The Azure ML backend of :class:`~phi_finetune.session.FineTuneSession`.
 
-Composes :class:`~phi_finetune.workspace.Workspace`, :class:`~phi_finetune.data.UltraChatDataset`,
-:class:`~phi_finetune.job.FineTuneJob` (with :class:`~phi_finetune.compute.ComputeSelector`),
-:class:`~phi_finetune.registrar.ModelRegistrar` and
-:class:`~phi_finetune.deployer.EndpointDeployer`. Every resource is reported to the journal as soon
-as the service accepts it, before any waiting.
+Composes :class:`~phi_finetune.azure.workspace.Workspace`,
+:class:`~phi_finetune.data.UltraChatDataset`, :class:`~phi_finetune.azure.job.FineTuneJob` (with
+:class:`~phi_finetune.azure.compute.ComputeSelector`),
+:class:`~phi_finetune.azure.registrar.ModelRegistrar` and
+:class:`~phi_finetune.azure.deployer.EndpointDeployer`. Every resource is reported to the journal
+as soon as the service accepts it, before any waiting.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from phi_finetune.backends import StepContext, prepare_data_files
 from phi_finetune.names import RUN_ID_TAG
 
 if TYPE_CHECKING:
+    from phi_finetune.azure.job import FineTuneJob, JobHandle
+    from phi_finetune.azure.workspace import Workspace
     from phi_finetune.endpoint import Endpoint
-    from phi_finetune.job import FineTuneJob, JobHandle
     from phi_finetune.journal import ResourceRecord
-    from phi_finetune.workspace import Workspace
 
 __all__ = ["AzureBackend"]
 
@@ -53,7 +54,7 @@ class AzureBackend:
 
     def workspace(self, ctx: StepContext) -> Workspace:
         if self._workspace is None:
-            from phi_finetune.workspace import Workspace
+            from phi_finetune.azure.workspace import Workspace
 
             self._workspace = Workspace.resolve(ctx.config.workspace)
         return self._workspace
@@ -70,8 +71,8 @@ class AzureBackend:
         return outputs
 
     def _job(self, ctx: StepContext) -> FineTuneJob:
-        from phi_finetune.compute import ComputeSelector
-        from phi_finetune.job import FineTuneJob
+        from phi_finetune.azure.compute import ComputeSelector
+        from phi_finetune.azure.job import FineTuneJob
 
         config = ctx.config
         workspace = self.workspace(ctx)
@@ -134,7 +135,7 @@ class AzureBackend:
         The journal names it; when the process died between the service accepting the job and
         the journal write, the job is found by its ``phi_finetune.run_id`` tag.
         """
-        from phi_finetune.job import JobHandle
+        from phi_finetune.azure.job import JobHandle
 
         ml_client = self.workspace(ctx).ml_client
         existing = [r for r in ctx.existing("job") if r.details.get("status") not in _ENDED_BADLY]
@@ -166,7 +167,7 @@ class AzureBackend:
         return None
 
     def register(self, ctx: StepContext) -> dict[str, Any]:
-        from phi_finetune.registrar import ModelRegistrar
+        from phi_finetune.azure.registrar import ModelRegistrar
 
         config = ctx.config
         plan = ctx.outputs.get("plan", {})
@@ -188,7 +189,7 @@ class AzureBackend:
         return model.to_dict()
 
     def deploy(self, ctx: StepContext) -> Endpoint:
-        from phi_finetune.deployer import EndpointDeployer
+        from phi_finetune.azure.deployer import EndpointDeployer
 
         deploy = ctx.config.deploy
         plan = ctx.outputs.get("plan", {})
@@ -230,7 +231,7 @@ class AzureBackend:
         alive = ctx.existing("endpoint")
         if not deployed or not alive:
             return None
-        from phi_finetune.deployer import EndpointDeployer
+        from phi_finetune.azure.deployer import EndpointDeployer
 
         return EndpointDeployer(self.workspace(ctx).ml_client).attach(
             deployed["endpoint_name"],
@@ -241,11 +242,11 @@ class AzureBackend:
     def delete_resource(self, ctx: StepContext, resource: ResourceRecord) -> None:
         ml_client = self.workspace(ctx).ml_client
         if resource.kind == "endpoint":
-            from phi_finetune.deployer import EndpointDeployer
+            from phi_finetune.azure.deployer import EndpointDeployer
 
             EndpointDeployer(ml_client).delete(resource.name)
         elif resource.kind == "job":
-            from phi_finetune.job import JobHandle
+            from phi_finetune.azure.job import JobHandle
 
             JobHandle.attach(ml_client, resource.name).cancel()
         # Deployments go with their endpoint; computes scale to zero and are left to the user.

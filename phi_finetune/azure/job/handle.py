@@ -1,0 +1,341 @@
+"""A submitted fine-tuning job: status, logs, wait, cancel, failure details and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from phi_finetune.azure.boundary import is_transient, translate
+from phi_finetune.errors import JobError, JobFailedError, WaitTimeoutError
+
+__all__ = ["TERMINAL_STATUSES", "JobHandle", "JobMetrics"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
+_FAILED = frozenset({"Failed", "Canceled", "NotResponding"})
+
+
+@attrs.frozen
+class JobMetrics:
+    """Training/evaluation metric histories of a job (empty with a ``reason`` when unavailable)."""
+
+    values: Mapping[str, tuple[tuple[int, float], ...]] = attrs.field(factory=dict)
+    """metric name -> ((step, value), ...)."""
+    reason: str | None = None
+
+    def last(self, name: str) -> float | None:
+        history = self.values.get(name) or ()
+        return history[-1][1] if history else None
+
+
+class JobHandle:
+    """A submitted pipeline job: ``status()``, ``stream()``, ``wait()``, ``cancel()``, outputs.
+
+    Reattach after a crash with :meth:`attach`. Transient service errors while polling are
+    retried (bounded, logged at DEBUG).
+    """
+
+    def __init__(
+        self,
+        ml_client: Any,
+        name: str,
+        *,
+        job: Any = None,
+        poll_interval: float = 15.0,
+        retry_attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.ml_client = ml_client
+        self.name = name
+        self._job = job
+        self.poll_interval = poll_interval
+        self.retry_attempts = retry_attempts
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"JobHandle(name={self.name!r})"
+
+    @classmethod
+    def attach(cls, ml_client: Any, job_name: str, **kwargs: Any) -> JobHandle:
+        """Reattach to a submitted job by name (raises :class:`JobError` when it is unknown)."""
+        handle = cls(ml_client, job_name, **kwargs)
+        handle.refresh()
+        return handle
+
+    # -------------------------------------------------------------- polling
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        import tenacity
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            stop=tenacity.stop_after_attempt(max(1, self.retry_attempts)),
+            wait=tenacity.wait_exponential(multiplier=1, max=30),
+            sleep=self._sleep,
+            before_sleep=lambda state: logger.debug(
+                "%s failed (attempt %d), retrying: %s",
+                what,
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "",
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except Exception as exc:
+            from azure.core.exceptions import ResourceNotFoundError
+
+            if isinstance(exc, ResourceNotFoundError):
+                raise JobError(
+                    f"job {self.name!r} not found in the workspace; check the name (the studio "
+                    "lists jobs under the experiment) and the workspace in your configuration"
+                ) from exc
+            raise translate(what, exc) from exc
+
+    def refresh(self) -> Any:
+        """Fetch the job from the service (retrying transient errors)."""
+        self._job = self._call(f"get job {self.name!r}", lambda: self.ml_client.jobs.get(self.name))
+        return self._job
+
+    def status(self) -> str:
+        return _status_text(getattr(self.refresh(), "status", None))
+
+    @property
+    def studio_url(self) -> str | None:
+        job = self._job
+        if job is None:
+            return None
+        url = getattr(job, "studio_url", None)
+        if url:
+            return str(url)
+        services = getattr(job, "services", None) or {}
+        studio = services.get("Studio") if isinstance(services, Mapping) else None
+        endpoint = getattr(studio, "endpoint", None)
+        return str(endpoint) if endpoint else None
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return {"trained_model": self.trained_model_path}
+
+    @property
+    def trained_model_path(self) -> str:
+        return f"azureml://jobs/{self.name}/outputs/trained_model"
+
+    # -------------------------------------------------------------- watching
+    def stream(self) -> str:
+        """Stream the job's logs until it ends; returns the final status.
+
+        Ctrl-C stops watching and returns the current status; the job keeps running (reattach
+        with ``phi-finetune job stream NAME``). A failed job raises :class:`JobFailedError`.
+        """
+        from phi_finetune.progress import progress_enabled
+
+        started = time.monotonic()
+        try:
+            try:
+                self.ml_client.jobs.stream(self.name)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                if type(exc).__name__ != "JobException" and not is_transient(exc):
+                    raise translate(f"stream job {self.name!r}", exc) from exc
+                logger.debug("stream of %s ended with %s", self.name, exc)
+        except KeyboardInterrupt:
+            logger.warning(
+                "stopped watching %s; the job keeps running (reattach: phi-finetune job stream "
+                "%s; cancel: phi-finetune job cancel %s)",
+                self.name,
+                self.name,
+                self.name,
+            )
+            return self.status()
+        status = self.status()
+        if progress_enabled():
+            import sys
+
+            sys.stderr.write(f"{self.name}: {status} after {time.monotonic() - started:.0f}s\n")
+        self._raise_if_failed(status)
+        return status
+
+    def watch(self, *, poll_interval: float | None = None) -> Iterator[str]:
+        """Yield the status at each poll until the job ends (no logs)."""
+        while True:
+            status = self.status()
+            yield status
+            if status in TERMINAL_STATUSES:
+                return
+            self._sleep(self.poll_interval if poll_interval is None else poll_interval)
+
+    def wait(self, timeout: float | None = None, *, poll_interval: float | None = None) -> str:
+        """Poll until the job ends; raise :class:`WaitTimeoutError` after ``timeout`` seconds.
+
+        Shows a progress line (status and elapsed time) when progress is enabled; Ctrl-C stops
+        waiting and never cancels the job.
+        """
+        from phi_finetune.progress import progress_bar
+
+        interval = self.poll_interval if poll_interval is None else poll_interval
+        started = time.monotonic()
+        bar = progress_bar(desc=self.name, total=None, unit="poll")
+        try:
+            while True:
+                status = self.status()
+                elapsed = time.monotonic() - started
+                bar.set_postfix_str(f"{status}, {elapsed:.0f}s")
+                bar.update(1)
+                if status in TERMINAL_STATUSES:
+                    break
+                if timeout is not None and elapsed >= timeout:
+                    raise WaitTimeoutError(
+                        f"job {self.name!r} still {status} after {elapsed:.0f}s (timeout "
+                        f"{timeout:.0f}s); it keeps running. Wait again with "
+                        f"JobHandle.attach(ml_client, {self.name!r}).wait()"
+                    )
+                self._sleep(interval)
+        except KeyboardInterrupt:
+            logger.warning("stopped waiting for %s; the job keeps running", self.name)
+            raise
+        finally:
+            bar.close()
+        self._raise_if_failed(status)
+        return status
+
+    def cancel(self) -> str:
+        """Cancel the job (nothing happens when it already ended); returns the status."""
+        status = self.status()
+        if status in TERMINAL_STATUSES:
+            return status
+        poller = self._call(
+            f"cancel job {self.name!r}", lambda: self.ml_client.jobs.begin_cancel(self.name)
+        )
+        result = getattr(poller, "result", None)
+        if callable(result):
+            self._call(f"cancel job {self.name!r}", result)
+        return self.status()
+
+    # -------------------------------------------------------------- results
+    def failure(self) -> tuple[str | None, str | None]:
+        """``(failing child step, service message)`` of a failed job, as far as known."""
+        step: str | None = None
+        message: str | None = None
+        try:
+            children = list(self.ml_client.jobs.list(parent_job_name=self.name))
+        except Exception as exc:
+            logger.debug("could not list child jobs of %s: %s", self.name, exc)
+            children = []
+        for child in children:
+            if _status_text(getattr(child, "status", None)) in _FAILED:
+                step = str(getattr(child, "display_name", None) or getattr(child, "name", ""))
+                message = _error_message(child)
+                break
+        if message is None or step is None:
+            run_step, run_message = self._run_history_error()
+            step = step or run_step
+            message = message or run_message
+        job = self._job
+        if message is None and job is not None:
+            message = _error_message(job)
+        if step is None and job is not None:
+            props = getattr(job, "properties", None) or {}
+            step = props.get("azureml.failedNodeName") or props.get("failing_step")
+        return step, message
+
+    def _run_history_error(self) -> tuple[str | None, str | None]:
+        """The pipeline run's error from run history (the SDK's job entities drop it)."""
+        try:
+            run = self.ml_client.jobs._runs_operations.get_run(self.name)
+        except Exception as exc:  # best effort: private SDK surface
+            logger.debug("run history of %s unavailable: %s", self.name, exc)
+            return None, None
+        response = getattr(run, "error", None)
+        error = getattr(response, "error", None)
+        message = getattr(error, "message", None)
+        step = getattr(response, "component_name", None) or getattr(error, "target", None)
+        return (str(step) if step else None), (str(message) if message else None)
+
+    def _raise_if_failed(self, status: str) -> None:
+        if status not in _FAILED:
+            return
+        step, message = self.failure()
+        where = f" in step {step!r}" if step else ""
+        detail = f": {message}" if message else ""
+        url = self.studio_url
+        raise JobFailedError(
+            f"job {self.name!r} ended {status}{where}{detail}"
+            + (f"\nstudio: {url}" if url else "")
+            + "\nFix the cause, then submit again (a new job; nothing is reused).",
+            job_name=self.name,
+            status=status,
+            failing_step=step,
+            service_message=message,
+            studio_url=url,
+        )
+
+    def metrics(self, *, tracking_uri: str | None = None) -> JobMetrics:
+        """Training/eval loss histories from the run history through MLflow, when available."""
+        try:
+            import mlflow
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            return JobMetrics(reason="mlflow is not installed")
+        try:
+            uri = self._tracking_uri() if tracking_uri is None else tracking_uri
+            if not uri:
+                return JobMetrics(reason="the workspace has no MLflow tracking URI")
+            client = MlflowClient(tracking_uri=uri)
+            runs = [self.name]
+            experiment = getattr(self._job, "experiment_name", None)
+            if experiment:
+                exp = client.get_experiment_by_name(str(experiment))
+                if exp is not None:
+                    children = client.search_runs(
+                        [exp.experiment_id], f"tags.mlflow.parentRunId = '{self.name}'"
+                    )
+                    runs += [r.info.run_id for r in children]
+            values: dict[str, tuple[tuple[int, float], ...]] = {}
+            for run_id in runs:
+                try:
+                    run = client.get_run(run_id)
+                except mlflow.exceptions.MlflowException:
+                    continue
+                for key in run.data.metrics:
+                    history = client.get_metric_history(run_id, key)
+                    values[key] = tuple((int(m.step), float(m.value)) for m in history)
+        except Exception as exc:
+            return JobMetrics(reason=f"metrics unavailable: {type(exc).__name__}: {exc}")
+        if not values:
+            return JobMetrics(reason="no metrics were logged (yet)")
+        return JobMetrics(values=values)
+
+    def _tracking_uri(self) -> str | None:
+        workspace_name = getattr(self.ml_client, "workspace_name", None)
+        if not workspace_name:
+            return None
+        workspace = self.ml_client.workspaces.get(workspace_name)
+        uri = getattr(workspace, "mlflow_tracking_uri", None)
+        return str(uri) if uri else None
+
+
+def _error_message(job: Any) -> str | None:
+    error = getattr(job, "error", None)
+    if error is not None:
+        text = getattr(error, "message", None) or str(error)
+        return str(text) if text else None
+    props = getattr(job, "properties", None) or {}
+    if isinstance(props, Mapping):
+        for key in ("azureml.error", "error_message", "errorMessage"):
+            if props.get(key):
+                return str(props[key])
+    return None
+
+
+def _status_text(status: Any) -> str:
+    """A job status as its service string (the SDK may return a ``JobStatus`` enum)."""
+    if status is None:
+        return "Unknown"
+    return str(getattr(status, "value", status))
