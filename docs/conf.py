@@ -24,7 +24,6 @@ autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 nitpicky = False
-suppress_warnings = ["myst.header", "myst.xref_missing", "ref.python", "autodoc.import_object"]
 myst_heading_anchors = 3
 html_theme = "alabaster"
 html_title = f"phi_finetune {__version__}"
