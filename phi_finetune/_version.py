@@ -1,3 +1,3 @@
 """The single place the package version is defined."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
