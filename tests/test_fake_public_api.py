@@ -109,9 +109,7 @@ METHODS = {
     ),
     "next_id": "(self) -> 'int'",
     "raw_header": "(self, name: 'str') -> 'str | None'",
-    "registry_client": (
-        "(self, registry_name: 'str' = 'azureml', **kwargs: 'Any') -> 'MLClient'"
-    ),
+    "registry_client": "(self, registry_name: 'str' = 'azureml', **kwargs: 'Any') -> 'MLClient'",
     "scoring_uri": "(self, endpoint_name: 'str') -> 'str'",
     "script_deployment": (
         "(self, outcome: \"Literal['Succeeded', 'Failed']\" = 'Succeeded', "
