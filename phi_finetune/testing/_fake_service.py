@@ -2,75 +2,38 @@
 
 While active it replaces ``azure.core.pipeline.transport.RequestsTransport.send`` and ``.sleep``
 at class level, so every client built on azure-core's requests transport (azure-ai-ml, the blob
-storage client, registry discovery) talks to it instead of the network.
+storage client, registry discovery) talks to it instead of the network. The state lives in a
+``FakeStore``; route handlers see only that store, this class is the user-facing API over it.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from phi_finetune.testing import _catalog
-from phi_finetune.testing._http import (
-    FakeRequest,
-    Reply,
-    azure_error,
-    parse_request,
-    to_transport_response,
-)
-from phi_finetune.testing._router import Route
+from phi_finetune.testing._dispatch import Dispatcher, all_routes
+from phi_finetune.testing._forward import Forward
+from phi_finetune.testing._http import FakeRequest
+from phi_finetune.testing._scope import FakeScope
 from phi_finetune.testing._scoring import Scorer, echo_scorer
-from phi_finetune.testing._state import DeploymentScript, Fault, JobScript, JobState, Operation
+from phi_finetune.testing._state import DeploymentScript, Fault, JobScript, JobState
+from phi_finetune.testing._store import FakeStore
 from phi_finetune.testing._tokens import FakeCredential
+from phi_finetune.testing._transport import TransportPatch
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
 __all__ = ["FakeAzureML"]
 
-_ENV_TO_CLEAR = ("AZUREML_CURRENT_CLOUD", "ARM_CLOUD_METADATA_URL")
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
-_FAULT_CODES = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "AuthorizationFailed",
-    404: "ResourceNotFound",
-    408: "RequestTimeout",
-    409: "Conflict",
-    429: "TooManyRequests",
-    500: "InternalServerError",
-    502: "BadGateway",
-    503: "ServiceUnavailable",
-    504: "GatewayTimeout",
-}
 
 _active_lock = threading.Lock()
 _active: FakeAzureML | None = None
-
-
-def _all_routes() -> list[Route]:
-    from phi_finetune.testing import (
-        _routes_assets,
-        _routes_endpoints,
-        _routes_jobs,
-        _routes_registry,
-        _routes_workspace,
-    )
-
-    return [
-        *_routes_workspace.ROUTES,
-        *_routes_registry.ROUTES,
-        *_routes_jobs.ROUTES,
-        *_routes_assets.ROUTES,
-        *_routes_endpoints.ROUTES,
-    ]
 
 
 class FakeAzureML:
@@ -88,6 +51,28 @@ class FakeAzureML:
     tags and system metadata), common GPU VM sizes and generous quotas.
     """
 
+    subscription_id = Forward[str]("_scope")
+    resource_group = Forward[str]("_scope")
+    workspace_name = Forward[str]("_scope")
+    location = Forward[str]("_scope")
+    registry_subscription_id = Forward[str]("_scope")
+    registry_resource_group = Forward[str]("_scope")
+    storage_account = Forward[str]("_scope")
+    storage_container = Forward[str]("_scope")
+    lro_polls = Forward[int](
+        "_store", "How many in-progress answers a long-running operation gives before it finishes."
+    )
+    keys_issued = Forward[list[str]](
+        "_store", "Every endpoint key ever issued, deleted endpoints' included (for leak scans)."
+    )
+    unrouted = Forward[list[FakeRequest]](
+        "_dispatcher",
+        "Requests no route answered (they got a 501); a test may assert this stays empty.",
+    )
+    scoring_calls = Forward[list[tuple[str, str | None, Any]]](
+        "_store", "``(endpoint, deployment or None, request JSON)`` of every accepted scoring call."
+    )
+
     def __init__(
         self,
         *,
@@ -99,61 +84,20 @@ class FakeAzureML:
         registry_resource_group: str = "registry-rg",
         seed: bool = True,
     ) -> None:
-        self.subscription_id = subscription_id
-        self.resource_group = resource_group
-        self.workspace_name = workspace_name
-        self.location = location
-        self.registry_subscription_id = registry_subscription_id
-        self.registry_resource_group = registry_resource_group
-        self.storage_account = "fakestorageacct"
-        self.storage_container = "azureml-blobstore-fake"
-
-        self._lock = threading.RLock()
-        self._routes = _all_routes()
-        self._requests: list[FakeRequest] = []
-        self.unrouted: list[FakeRequest] = []
-        """Requests no route answered (they got a 501); a test may assert this stays empty."""
+        self._scope = FakeScope(
+            subscription_id=subscription_id,
+            resource_group=resource_group,
+            workspace_name=workspace_name,
+            location=location,
+            registry_subscription_id=registry_subscription_id,
+            registry_resource_group=registry_resource_group,
+        )
+        self._store = FakeStore(self._scope)
+        self._dispatcher = Dispatcher(self._store, all_routes())
         self.sleeps: list[float] = []
         """Every sleep the SDK asked the transport for (skipped, but recorded)."""
-        self._faults: list[Fault] = []
-        self._ids = itertools.count(1)
         self._credential = FakeCredential()
-
-        self._computes: dict[str, dict[str, Any]] = {}
-        self._vm_sizes: dict[str, dict[str, Any]] = {}
-        self._usages: dict[str, dict[str, Any]] = {}
-        self._registries: set[str] = {"azureml"}
-        self._registry_models: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self._registry_components: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self._models: dict[tuple[str, str], dict[str, Any]] = {}
-        self._model_containers: dict[str, dict[str, Any]] = {}
-        self._data: dict[tuple[str, str], dict[str, Any]] = {}
-        self._data_containers: dict[str, dict[str, Any]] = {}
-        self._components: dict[tuple[str, str], dict[str, Any]] = {}
-        self._environments: dict[tuple[str, str], dict[str, Any]] = {}
-        self._jobs: dict[str, JobState] = {}
-        self._endpoints: dict[str, dict[str, Any]] = {}
-        self._endpoint_keys: dict[str, tuple[str, str]] = {}
-        self.keys_issued: list[str] = []
-        """Every endpoint key ever issued, deleted endpoints' included (for leak scans)."""
-        self._deployments: dict[tuple[str, str], dict[str, Any]] = {}
-        self._deployment_logs: dict[tuple[str, str], list[str]] = {}
-        self._blobs: dict[str, bytes] = {}
-        self._blob_metadata: dict[str, dict[str, str]] = {}
-        self._operations: dict[str, Operation] = {}
-        self._job_scripts: deque[JobScript] = deque()
-        self._deployment_scripts: deque[DeploymentScript] = deque()
-        self._scorer: Scorer = echo_scorer("output")
-        self.scoring_calls: list[tuple[str, str | None, Any]] = []
-        """``(endpoint, deployment or None, request JSON)`` of every accepted scoring call."""
-        self.lro_polls = 0
-        """How many in-progress answers a long-running operation gives before it finishes."""
-
-        self._raw_headers: Mapping[str, str] = {}
-        self._saved: dict[str, Any] = {}
-        self._saved_env: dict[str, str] = {}
-        self._clients: list[Any] = []
-        self._threads_at_start: set[threading.Thread] = set()
+        self._patch = TransportPatch()
         if seed:
             self._seed_defaults()
 
@@ -173,87 +117,28 @@ class FakeAzureML:
 
     @property
     def active(self) -> bool:
-        return bool(self._saved)
+        return self._patch.applied
 
     def start(self) -> None:
         """Patch the transport (what ``with`` does on enter)."""
         global _active
-        from azure.ai.ml.operations._run_history_constants import RunHistoryConstants
-        from azure.core.pipeline.transport import RequestsTransport
-
         with _active_lock:
             if _active is not None:
                 raise RuntimeError("another FakeAzureML is already active; stop it first")
             _active = self
-        fake = self
-
-        def send(transport: Any, request: Any, **kwargs: Any) -> Any:
-            return fake._send(request, **kwargs)
-
-        def sleep(transport: Any, duration: float) -> None:
-            fake.sleeps.append(float(duration))
-
-        import requests.adapters
-
-        from phi_finetune.testing._requests_bridge import make_adapter_send
-
-        real_adapter_send = requests.adapters.HTTPAdapter.__dict__["send"]
-        self._threads_at_start = set(threading.enumerate())
-        self._saved = {
-            "adapter_send": real_adapter_send,
-            "send": RequestsTransport.__dict__["send"],
-            "sleep": RequestsTransport.__dict__.get("sleep"),
-            "min": RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MIN,
-            "max": RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MAX,
-        }
-        RequestsTransport.send = send
-        RequestsTransport.sleep = sleep
-        requests.adapters.HTTPAdapter.send = make_adapter_send(  # type: ignore[method-assign]
-            lambda request: fake._send(request), real_adapter_send
-        )
-        RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MIN = 0
-        RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MAX = 0
-        for name in _ENV_TO_CLEAR:
-            if name in os.environ:
-                self._saved_env[name] = os.environ.pop(name)
-
-    def _end_abandoned_pollers(self, timeout_s: float = 5.0) -> None:
-        """Finish operations nobody waited for and let their poller threads see it.
-
-        A caller that gives up on an ``LROPoller`` (a wait timeout) leaves azure-core's polling
-        thread running; once the transport is restored its next poll would reach the real
-        ``management.azure.com``. Ending the operations first lets those threads stop here.
-        """
-        for operation in self._operations.values():
-            operation.abandon()
-        deadline = time.monotonic() + timeout_s
-        for thread in set(threading.enumerate()) - self._threads_at_start:
-            if thread.name.startswith("LROPoller") and thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
+        self._patch.apply(self._dispatcher.send, lambda duration: self.sleeps.append(duration))
 
     def stop(self) -> None:
         """Undo the patches and restore the environment (what ``with`` does on exit)."""
         global _active
-        if not self._saved:
+        if not self._patch.applied:
             return
-        self._end_abandoned_pollers()
-        import requests.adapters
-        from azure.ai.ml.operations._run_history_constants import RunHistoryConstants
-        from azure.core.pipeline.transport import RequestsTransport
-
-        requests.adapters.HTTPAdapter.send = self._saved["adapter_send"]  # type: ignore[method-assign]
-        RequestsTransport.send = self._saved["send"]
-        if self._saved["sleep"] is None:
-            del RequestsTransport.sleep
-        else:
-            RequestsTransport.sleep = self._saved["sleep"]
-        RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MIN = self._saved["min"]
-        RunHistoryConstants._WAIT_COMPLETION_POLLING_INTERVAL_MAX = self._saved["max"]
-        self._saved = {}
-        for name in _ENV_TO_CLEAR:
-            os.environ.pop(name, None)
-        os.environ.update(self._saved_env)
-        self._saved_env = {}
+        # A caller that gave up on an LROPoller (a wait timeout) leaves azure-core's polling
+        # thread running; once the transport is restored its next poll would reach the real
+        # management.azure.com. Ending the operations first lets those threads stop here.
+        self._store.abandon_operations()
+        self._patch.join_pollers(timeout_s=5.0)
+        self._patch.restore()
         with _active_lock:
             _active = None
 
@@ -298,45 +183,40 @@ class FakeAzureML:
 
     @property
     def api_host(self) -> str:
-        return f"{self.location}.api.azureml.ms"
+        return self._scope.api_host
 
     @property
     def api_url(self) -> str:
         """Data-plane root (``https://<location>.api.azureml.ms/``)."""
-        return f"https://{self.api_host}/"
+        return self._scope.api_url
 
     @property
     def discovery_url(self) -> str:
-        return f"{self.api_url}discovery"
+        return self._scope.discovery_url
 
     @property
     def workspace_id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}"
-        )
+        return self._scope.workspace_id
 
     @property
     def blob_account_url(self) -> str:
-        return f"https://{self.storage_account}.blob.core.windows.net"
+        return self._scope.blob_account_url
 
     def scoring_uri(self, endpoint_name: str) -> str:
-        return f"https://{endpoint_name}.{self.location}.inference.ml.azure.com/score"
+        return self._scope.scoring_uri(endpoint_name)
 
     def studio_url(self, job_name: str) -> str:
-        # azure-ai-ml appends "&tid=<tenant>" itself, as it does to the real service's URL
-        return f"https://ml.azure.com/runs/{job_name}?wsid={self.workspace_id}"
+        return self._scope.studio_url(job_name)
 
     def next_id(self) -> int:
-        return next(self._ids)
+        return self._store.next_id()
 
     # ------------------------------------------------------------------ requests
 
     @property
     def requests(self) -> list[FakeRequest]:
         """Every request the fake received, in order (a copy; headers are redacted)."""
-        with self._lock:
-            return list(self._requests)
+        return self._dispatcher.requests
 
     def find_requests(
         self,
@@ -347,82 +227,14 @@ class FakeAzureML:
         route: str | None = None,
     ) -> list[FakeRequest]:
         """Recorded requests filtered by method, a path substring, host substring or route name."""
-        found = []
-        for req in self.requests:
-            if method is not None and req.method != method.upper():
-                continue
-            if path_contains is not None and path_contains.lower() not in req.path.lower():
-                continue
-            if host_contains is not None and host_contains.lower() not in req.host:
-                continue
-            if route is not None and req.route != route:
-                continue
-            found.append(req)
-        return found
+        return self._dispatcher.find(method, path_contains, host_contains, route)
 
     def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
-            self.unrouted.clear()
-
-    def _send(self, request: Any, **kwargs: Any) -> Any:
-        from azure.core.exceptions import ServiceResponseError
-
-        with self._lock:
-            fake_req, raw_headers = parse_request(request)
-            for fault in self._faults:
-                if fault.matches(fake_req.method, fake_req.url):
-                    fault.hits += 1
-                    if fault.connection_reset:
-                        self._requests.append(_with(fake_req, "fault", None))
-                        raise ServiceResponseError(
-                            "Connection aborted: ConnectionResetError(104, 'Connection reset by "
-                            "peer') (injected by FakeAzureML)",
-                            error=ConnectionResetError(104, "Connection reset by peer"),
-                        )
-                    reply = Reply(
-                        status=fault.reply.status,
-                        json=fault.reply.json,
-                        body=fault.reply.body,
-                        headers=dict(fault.reply.headers),
-                    )
-                    self._requests.append(_with(fake_req, "fault", reply.status))
-                    return to_transport_response(request, reply, stream=bool(kwargs.get("stream")))
-            reply, route_name = self._dispatch(fake_req, raw_headers)
-            recorded = _with(fake_req, route_name, reply.status)
-            self._requests.append(recorded)
-            if route_name is None:
-                self.unrouted.append(recorded)
-            return to_transport_response(request, reply, stream=bool(kwargs.get("stream")))
-
-    def _dispatch(
-        self, req: FakeRequest, raw_headers: Mapping[str, str]
-    ) -> tuple[Reply, str | None]:
-        target = req.host + req.path
-        self._raw_headers = raw_headers
-        for r in self._routes:
-            if r.method != req.method and r.method != "*":
-                continue
-            match = r.pattern.fullmatch(target)
-            if match is None:
-                continue
-            return r.handler(self, req, match), r.name
-        return (
-            azure_error(
-                501,
-                "NotImplementedInFake",
-                f"FakeAzureML has no route for {req.method} {req.host}{req.path}",
-            ),
-            None,
-        )
+        self._dispatcher.clear()
 
     def raw_header(self, name: str) -> str | None:
         """An unredacted header of the request being answered (for auth checks in routes)."""
-        lowered = name.lower()
-        for key, value in self._raw_headers.items():
-            if key.lower() == lowered:
-                return value
-        return None
+        return self._store.raw_header(name)
 
     # ------------------------------------------------------------------ faults
 
@@ -449,43 +261,24 @@ class FakeAzureML:
         JSON value, ``str`` or ``bytes``) replaces the Azure-shaped error body. ``quota=True``
         answers a quota-exceeded error. Returns the ``Fault`` (``.hits`` counts its uses).
         """
-        if status is None:
-            status = 400 if quota else 500
-        if quota:
-            code = code or "QuotaExceeded"
-            message = message or (
-                "Not enough quota available for the requested VM size in subscription "
-                f"{self.subscription_id}. Current usage/limit: 96/96. Additional needed: 24. "
-                "Please request a quota increase."
-            )
-        code = code or _FAULT_CODES.get(status, "Error")
-        message = message or f"Injected fault: {status} {code}."
-        if body is None:
-            reply = azure_error(status, code, message)
-        elif isinstance(body, bytes):
-            reply = Reply(status=status, body=body)
-        elif isinstance(body, str):
-            reply = Reply(status=status, body=body.encode(), headers={"content-type": "text/plain"})
-        else:
-            reply = Reply(status=status, json=body)
-        if retry_after is not None:
-            reply.headers["Retry-After"] = f"{retry_after:g}"
-        fault = Fault(
-            method=method.upper() if method else None,
-            pattern=re.compile(url_pattern),
+        fault = Fault.build(
+            method,
+            url_pattern,
             status=status,
             times=times,
             retry_after=retry_after,
             connection_reset=connection_reset,
-            reply=reply,
+            body=body,
+            code=code,
+            message=message,
+            quota=quota,
+            subscription_id=self.subscription_id,
         )
-        with self._lock:
-            self._faults.append(fault)
+        self._dispatcher.add_fault(fault)
         return fault
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._dispatcher.clear_faults()
 
     @staticmethod
     def is_transient(status: int) -> bool:
@@ -503,20 +296,7 @@ class FakeAzureML:
         polls: int | None = None,
     ) -> tuple[str, str]:
         """Register a long-running operation; returns ``(op_id, status URL)``."""
-        op_id = f"fake-op-{self.next_id()}"
-        self._operations[op_id] = Operation(
-            op_id=op_id,
-            polls=self.lro_polls if polls is None else polls,
-            final=final,
-            error=error,
-            on_done=on_done,
-        )
-        url = (
-            f"https://management.azure.com/subscriptions/{self.subscription_id}/providers/"
-            f"Microsoft.MachineLearningServices/locations/{self.location}/mfeOperationsStatus/"
-            f"{op_id}?api-version=2024-10-01"
-        )
-        return op_id, url
+        return self._store.begin_operation(final=final, error=error, on_done=on_done, polls=polls)
 
     # ------------------------------------------------------------------ seeding
 
@@ -537,7 +317,7 @@ class FakeAzureML:
         )
         for name, (vcpus, gpus, family, memory) in _catalog.DEFAULT_VM_SIZES.items():
             self.add_vm_size(name, vcpus, gpus, family, memory)
-            if family not in self._usages:
+            if self._store.get_usage(family) is None:
                 self.set_usage(family, 0, 200)
 
     def add_model(
@@ -562,7 +342,7 @@ class FakeAzureML:
         from phi_finetune.testing._routes_registry import registry_model_body
 
         body = registry_model_body(
-            self,
+            self._store,
             registry,
             name,
             str(version),
@@ -574,9 +354,7 @@ class FakeAzureML:
             model_type=model_type,
             labels=list(labels or []),
         )
-        with self._lock:
-            self._registries.add(registry)
-            self._registry_models[(registry, name, str(version))] = body
+        self._store.put_registry_asset("models", registry, name, str(version), body)
         return body
 
     def add_component(
@@ -595,7 +373,7 @@ class FakeAzureML:
         from phi_finetune.testing._routes_registry import registry_component_body
 
         body = registry_component_body(
-            self,
+            self._store,
             registry,
             name,
             str(version),
@@ -605,14 +383,11 @@ class FakeAzureML:
             display_name=display_name,
             archived=archived,
         )
-        with self._lock:
-            self._registries.add(registry)
-            self._registry_components[(registry, name, str(version))] = body
+        self._store.put_registry_asset("components", registry, name, str(version), body)
         return body
 
     def add_registry(self, name: str) -> None:
-        with self._lock:
-            self._registries.add(name)
+        self._store.add_registry(name)
 
     def add_compute(
         self,
@@ -629,7 +404,7 @@ class FakeAzureML:
         from phi_finetune.testing._routes_workspace import compute_body
 
         body = compute_body(
-            self,
+            self._scope,
             name,
             vm_size,
             state=state,
@@ -638,43 +413,22 @@ class FakeAzureML:
             tier=tier,
             errors=errors,
         )
-        with self._lock:
-            self._computes[name] = body
+        self._store.put_compute(name, body)
         return body
 
     def add_vm_size(
         self, name: str, vcpus: int, gpus: int, family: str, memory_gb: float = 0.0
     ) -> None:
         """Add (or replace) a VM size that ``compute.list_sizes()`` reports."""
-        with self._lock:
-            self._vm_sizes[name] = {
-                "name": name,
-                "family": family,
-                "vCPUs": vcpus,
-                "gpus": gpus,
-                "osVhdSizeMB": 1047552,
-                "maxResourceVolumeMB": 688128,
-                "memoryGB": memory_gb,
-                "lowPriorityCapable": True,
-                "premiumIO": True,
-                "supportedComputeTypes": ["Compute Instance", "AmlCompute"],
-            }
+        from phi_finetune.testing._routes_workspace import vm_size_body
+
+        self._store.put_vm_size(name, vm_size_body(name, vcpus, gpus, family, memory_gb))
 
     def set_usage(self, family: str, current: int, limit: int) -> None:
         """Set the vCPU usage and quota of a VM family (``compute.list_usage()``)."""
-        with self._lock:
-            self._usages[family] = {
-                "id": (
-                    f"/subscriptions/{self.subscription_id}/providers/"
-                    f"Microsoft.MachineLearningServices/locations/{self.location}/usages/{family}"
-                ),
-                "amlWorkspaceLocation": self.location,
-                "type": "Microsoft.MachineLearningServices/totalcores/usages",
-                "unit": "Count",
-                "currentValue": current,
-                "limit": limit,
-                "name": {"value": family, "localizedValue": f"{family} Cores"},
-            }
+        from phi_finetune.testing._routes_workspace import usage_body
+
+        self._store.put_usage(family, usage_body(self._scope, family, current, limit))
 
     def script_job(
         self,
@@ -692,23 +446,15 @@ class FakeAzureML:
         by default ``NotStarted -> Running -> <outcome>``. A failed job names ``failing_step``
         (default ``chat_completion_finetune``) and ``error_message``.
         """
-        if statuses is None:
-            statuses = ["NotStarted", "Running", outcome]
-        if statuses[-1] != outcome:
-            statuses = [*statuses, outcome]
-        if outcome == "Failed":
-            failing_step = failing_step or "chat_completion_finetune"
-            error_message = error_message or (
-                f"Execution failed. User process in step {failing_step!r} exited with status 1."
-            )
-        if logs is None:
-            logs = [f"step {s}: started" for s in ("model_import", "preprocess", "finetune")]
-            if outcome == "Failed":
-                logs.append(f"Error: {error_message}")
-        with self._lock:
-            self._job_scripts.append(
-                JobScript(outcome, list(statuses), failing_step, error_message, list(logs), name)
-            )
+        script = JobScript.build(
+            outcome,
+            statuses=statuses,
+            failing_step=failing_step,
+            error_message=error_message,
+            logs=logs,
+            name=name,
+        )
+        self._store.add_job_script(script)
 
     def script_deployment(
         self,
@@ -724,24 +470,15 @@ class FakeAzureML:
 
         A failed deployment stays behind in state ``Failed`` (as on Azure) with its ``logs``.
         """
-        if outcome == "Failed":
-            error_message = error_message or (
-                "ResourceNotReady: User container has crashed or terminated."
-            )
-        if logs is None:
-            logs = ["Starting inference server", "Loading model"]
-            logs.append("Model loaded" if outcome == "Succeeded" else f"ERROR {error_message}")
-        with self._lock:
-            self._deployment_scripts.append(
-                DeploymentScript(
-                    outcome,
-                    list(logs),
-                    error_message,
-                    self.lro_polls if polls is None else polls,
-                    endpoint,
-                    name,
-                )
-            )
+        script = DeploymentScript.build(
+            outcome,
+            logs,
+            polls=self.lro_polls if polls is None else polls,
+            error_message=error_message,
+            endpoint=endpoint,
+            name=name,
+        )
+        self._store.add_deployment_script(script)
 
     def set_scorer(
         self,
@@ -755,59 +492,62 @@ class FakeAzureML:
         the deterministic echo scorer, answering ``{"output": ...}`` (``shape="output"``) or
         ``[{"0": ...}]`` (``shape="list"``).
         """
-        self._scorer = scorer if scorer is not None else echo_scorer(shape)
+        self._store.scorer = scorer if scorer is not None else echo_scorer(shape)
 
     @property
     def scorer(self) -> Scorer:
-        return self._scorer
+        return self._store.scorer
 
     # ------------------------------------------------------------------ state views
 
     @property
     def computes(self) -> Mapping[str, dict[str, Any]]:
-        return MappingProxyType(self._computes)
+        return self._store.computes
 
     @property
     def endpoints(self) -> Mapping[str, dict[str, Any]]:
-        return MappingProxyType(self._endpoints)
+        return self._store.endpoints
 
     @property
     def deployments(self) -> Mapping[tuple[str, str], dict[str, Any]]:
         """Keyed by ``(endpoint_name, deployment_name)``."""
-        return MappingProxyType(self._deployments)
+        return self._store.deployments
 
     @property
     def models(self) -> Mapping[tuple[str, str], dict[str, Any]]:
         """Workspace models keyed by ``(name, version)``."""
-        return MappingProxyType(self._models)
+        return self._store.assets("models")
 
     @property
     def registry_models(self) -> Mapping[tuple[str, str, str], dict[str, Any]]:
         """Registry models keyed by ``(registry, name, version)``."""
-        return MappingProxyType(self._registry_models)
+        return self._store.registry_assets("models")
 
     @property
     def registry_components(self) -> Mapping[tuple[str, str, str], dict[str, Any]]:
-        return MappingProxyType(self._registry_components)
+        return self._store.registry_assets("components")
 
     @property
     def data_assets(self) -> Mapping[tuple[str, str], dict[str, Any]]:
         """Data assets keyed by ``(name, version)``."""
-        return MappingProxyType(self._data)
+        return self._store.assets("data")
 
     @property
     def jobs(self) -> Mapping[str, JobState]:
         """Submitted jobs by name (``.status``, ``.body``, ``.script``)."""
-        return MappingProxyType(self._jobs)
+        return self._store.jobs
 
     @property
     def blobs(self) -> Mapping[str, bytes]:
         """Uploaded blobs keyed by ``<container>/<path>``."""
-        return MappingProxyType(self._blobs)
+        return self._store.blobs
 
     def endpoint_keys(self, endpoint_name: str) -> tuple[str, str]:
         """``(primary, secondary)`` key of an endpoint (for tests that score directly)."""
-        return self._endpoint_keys[endpoint_name]
+        keys = self._store.endpoint_keys(endpoint_name)
+        if keys is None:
+            raise KeyError(endpoint_name)
+        return keys
 
     def secrets_issued(self) -> list[str]:
         """Every endpoint key and access token the fake handed out, for tests that scan logs,
@@ -816,23 +556,11 @@ class FakeAzureML:
 
     def billable(self) -> list[str]:
         """Names of things that would still cost money: endpoints and running jobs."""
-        left = [f"endpoint:{name}" for name in self._endpoints]
-        left += [
-            f"job:{name}"
-            for name, job in self._jobs.items()
-            if job.status not in ("Completed", "Failed", "Canceled")
-        ]
-        return left
+        return self._store.billable()
 
     def __iter__(self) -> Iterator[FakeRequest]:
         return iter(self.requests)
 
     def __repr__(self) -> str:
         state = "active" if self.active else "inactive"
-        return f"FakeAzureML({self.workspace_name!r}, {state}, {len(self._requests)} requests)"
-
-
-def _with(req: FakeRequest, route: str | None, status: int | None) -> FakeRequest:
-    import attrs
-
-    return attrs.evolve(req, route=route, status=status)
+        return f"FakeAzureML({self.workspace_name!r}, {state}, {len(self.requests)} requests)"

@@ -11,7 +11,7 @@ import attrs
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
 
 if TYPE_CHECKING:
-    from phi_finetune.testing._fake_service import FakeAzureML
+    from phi_finetune.testing._store import FakeStore
 
 __all__ = [
     "ARM",
@@ -19,12 +19,13 @@ __all__ = [
     "WS",
     "Handler",
     "Route",
-    "arm_id",
     "not_found",
     "route",
+    "system_data",
 ]
 
-Handler = Callable[["FakeAzureML", FakeRequest, "re.Match[str]"], Reply]
+Handler = Callable[["FakeStore", FakeRequest, "re.Match[str]"], Reply]
+"""``handler(store, request, url_match) -> Reply``: handlers see the store, never the fake."""
 
 ARM = r"management\.azure\.com"
 _SCOPE = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
@@ -58,13 +59,6 @@ def not_found(kind: str, name: str) -> Reply:
         "UserError",
         f"{kind} {name!r} not found.",
         details=[{"code": "NotFound", "message": f"{kind} {name!r} not found."}],
-    )
-
-
-def arm_id(fake: FakeAzureML, suffix: str) -> str:
-    return (
-        f"/subscriptions/{fake.subscription_id}/resourceGroups/{fake.resource_group}"
-        f"/providers/Microsoft.MachineLearningServices/workspaces/{fake.workspace_name}{suffix}"
     )
 
 

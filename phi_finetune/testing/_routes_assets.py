@@ -11,11 +11,13 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
-from phi_finetune.testing._router import WS, arm_id, not_found, route, system_data
+from phi_finetune.testing._router import WS, not_found, route, system_data
+from phi_finetune.testing._routes_registry import created_system_data
 from phi_finetune.testing._routes_workspace import check_workspace
 
 if TYPE_CHECKING:
-    from phi_finetune.testing._fake_service import FakeAzureML
+    from phi_finetune.testing._scope import FakeScope
+    from phi_finetune.testing._store import AssetKind, FakeStore
 
 __all__ = ["ROUTES", "datastore_body"]
 
@@ -26,15 +28,15 @@ _STAMP = "Thu, 01 Jan 2026 00:00:00 GMT"
 # ---------------------------------------------------------------------------- datastores
 
 
-def datastore_body(fake: FakeAzureML, name: str = "workspaceblobstore") -> dict[str, Any]:
+def datastore_body(scope: FakeScope, name: str = "workspaceblobstore") -> dict[str, Any]:
     return {
-        "id": arm_id(fake, f"/datastores/{name}"),
+        "id": scope.arm_id(f"/datastores/{name}"),
         "name": name,
         "type": "Microsoft.MachineLearningServices/workspaces/datastores",
         "properties": {
             "datastoreType": "AzureBlob",
-            "accountName": fake.storage_account,
-            "containerName": fake.storage_container,
+            "accountName": scope.storage_account,
+            "containerName": scope.storage_container,
             "endpoint": "core.windows.net",
             "protocol": "https",
             "isDefault": name == "workspaceblobstore",
@@ -51,27 +53,27 @@ def datastore_body(fake: FakeAzureML, name: str = "workspaceblobstore") -> dict[
 _DATASTORES = ("workspaceblobstore", "workspaceartifactstore")
 
 
-def _datastore_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _datastore_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
     if m["name"] not in _DATASTORES:
         return not_found("Datastore", m["name"])
-    return Reply(json=datastore_body(fake, m["name"]))
+    return Reply(json=datastore_body(store.scope, m["name"]))
 
 
-def _datastore_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _datastore_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
     names = list(_DATASTORES)
     if req.query.get("isDefault", "").lower() == "true":
         names = names[:1]
-    return Reply(json={"value": [datastore_body(fake, n) for n in names]})
+    return Reply(json={"value": [datastore_body(store.scope, n) for n in names]})
 
 
-def _datastore_secrets(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _datastore_secrets(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
     key = base64.b64encode(b"fake-storage-account-key-0123456789").decode()
@@ -85,8 +87,8 @@ def _blob_key(m: re.Match[str]) -> str:
     return f"{m['container']}/{unquote(m['path'])}"
 
 
-def _blob_headers(fake: FakeAzureML, key: str) -> dict[str, str]:
-    content = fake._blobs.get(key, b"")
+def _blob_headers(store: FakeStore, key: str) -> dict[str, str]:
+    content = store.get_blob(key) or b""
     headers = {
         "ETag": f'"0x{hashlib.md5(content).hexdigest()[:16].upper()}"',
         "Last-Modified": _STAMP,
@@ -99,13 +101,13 @@ def _blob_headers(fake: FakeAzureML, key: str) -> dict[str, str]:
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
     }
-    for meta_key, value in fake._blob_metadata.get(key, {}).items():
+    for meta_key, value in store.blob_metadata(key).items():
         headers[f"x-ms-meta-{meta_key}"] = value
     return headers
 
 
-def _write_ack(fake: FakeAzureML, key: str, content: bytes) -> Reply:
-    headers = _blob_headers(fake, key)
+def _write_ack(store: FakeStore, key: str, content: bytes) -> Reply:
+    headers = _blob_headers(store, key)
     headers["x-ms-request-server-encrypted"] = "true"
     headers["Content-MD5"] = base64.b64encode(hashlib.md5(content).digest()).decode()
     headers.pop("Content-Type", None)
@@ -120,29 +122,25 @@ def _metadata_from(req: FakeRequest) -> dict[str, str]:
     }
 
 
-def _blob_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+def _blob_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     key = _blob_key(m)
     comp = req.query.get("comp")
-    staged: dict[str, bytes] = fake.__dict__.setdefault("_staged_blocks", {})
     if comp == "block":
-        staged[f"{key}#{req.query.get('blockid', '')}"] = req.body
+        store.stage_block(key, req.query.get("blockid", ""), req.body)
         return Reply(status=201, body=b"", headers={"x-ms-request-server-encrypted": "true"})
     if comp == "blocklist":
         ids = re.findall(r"<(?:Latest|Uncommitted|Committed)>([^<]*)</", req.text)
-        content = b"".join(staged.pop(f"{key}#{block}", b"") for block in ids)
-        fake._blobs[key] = content
-        fake._blob_metadata[key] = _metadata_from(req)
-        return _write_ack(fake, key, content)
+        content = store.commit_blocks(key, ids, _metadata_from(req))
+        return _write_ack(store, key, content)
     if comp == "metadata":
-        if key not in fake._blobs:
+        if store.get_blob(key) is None:
             return _blob_missing()
-        fake._blob_metadata[key] = _metadata_from(req)
-        return Reply(status=200, body=b"", headers=_blob_headers(fake, key))
+        store.set_blob_metadata(key, _metadata_from(req))
+        return Reply(status=200, body=b"", headers=_blob_headers(store, key))
     if comp is not None:
-        return Reply(status=200, body=b"", headers=_blob_headers(fake, key))
-    fake._blobs[key] = req.body
-    fake._blob_metadata[key] = _metadata_from(req)
-    return _write_ack(fake, key, req.body)
+        return Reply(status=200, body=b"", headers=_blob_headers(store, key))
+    store.put_blob(key, req.body, _metadata_from(req))
+    return _write_ack(store, key, req.body)
 
 
 def _blob_missing() -> Reply:
@@ -157,32 +155,29 @@ def _blob_missing() -> Reply:
     )
 
 
-def _blob_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+def _blob_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     key = _blob_key(m)
-    if key not in fake._blobs:
+    content = store.get_blob(key)
+    if content is None:
         return _blob_missing()
-    content = fake._blobs[key]
-    headers = _blob_headers(fake, key)
+    headers = _blob_headers(store, key)
     if req.method == "HEAD":
         headers["Content-Length"] = str(len(content))
         return Reply(status=200, body=b"", headers=headers)
     return Reply(status=200, body=content, headers=headers)
 
 
-def _container_op(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+def _container_op(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     if req.query.get("comp") != "list":
         headers = {"ETag": '"0x1"', "Last-Modified": _STAMP, "x-ms-version": "2025-01-05"}
         return Reply(status=200, body=b"", headers=headers)
     container = m["container"]
     prefix = req.query.get("prefix", "")
     items = []
-    for key, content in sorted(fake._blobs.items()):
-        cont, _, name = key.partition("/")
-        if cont != container or not name.startswith(prefix):
-            continue
+    for name, content in store.list_blobs(container, prefix):
         meta = "".join(
             f"<{escape(k)}>{escape(v)}</{escape(k)}>"
-            for k, v in fake._blob_metadata.get(key, {}).items()
+            for k, v in store.blob_metadata(f"{container}/{name}").items()
         )
         items.append(
             f"<Blob><Name>{escape(name)}</Name><Properties>"
@@ -208,36 +203,25 @@ def _container_op(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Repl
 # ---------------------------------------------------------------------------- versioned assets
 
 
-def _store(fake: FakeAzureML, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
-    return fake._models if kind == "models" else fake._data
+def _kind(m: re.Match[str]) -> AssetKind:
+    return "models" if m["kind"].lower() == "models" else "data"
 
 
 def _uri_key(kind: str) -> str:
     return "modelUri" if kind == "models" else "dataUri"
 
 
-def _versions_of(fake: FakeAzureML, kind: str, name: str) -> list[dict[str, Any]]:
-    bodies = [b for (n, _), b in _store(fake, kind).items() if n == name]
-    return sorted(bodies, key=lambda b: str(b["systemData"]["createdAt"]), reverse=True)
-
-
-def _next_version(fake: FakeAzureML, kind: str, name: str) -> str:
-    numbers = [int(v) for (n, v) in _store(fake, kind) if n == name and v.isdigit()]
-    return str(max(numbers, default=0) + 1)
-
-
-def _version_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _version_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    kind = m["kind"].lower()
+    kind = _kind(m)
     name, version = m["name"], m["version"]
     sent = req.json if isinstance(req.json, dict) else {}
     props = sent.get("properties")
     if not isinstance(props, dict):
         return azure_error(400, "UserError", "The request body has no 'properties'.")
-    store = _store(fake, kind)
-    existing = store.get((name, version))
+    existing = store.get_asset(kind, name, version)
     uri = _uri_key(kind)
     if existing is not None:
         if existing["properties"].get(uri) != props.get(uri) or (
@@ -255,13 +239,11 @@ def _version_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply
             if key in props:
                 existing["properties"][key] = props[key]
         return Reply(json=existing)
-    from phi_finetune.testing._routes_registry import _created
-
     body = copy.deepcopy(sent)
-    body["id"] = arm_id(fake, f"/{kind}/{name}/versions/{version}")
+    body["id"] = store.scope.arm_id(f"/{kind}/{name}/versions/{version}")
     body["name"] = version
     body["type"] = f"Microsoft.MachineLearningServices/workspaces/{kind}/versions"
-    body["systemData"] = _created(fake)
+    body["systemData"] = created_system_data(store)
     body["properties"].setdefault("isArchived", False)
     body["properties"].setdefault("isAnonymous", False)
     body["properties"].setdefault("tags", {})
@@ -269,27 +251,27 @@ def _version_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply
     if kind == "models":
         body["properties"].setdefault("flavors", {})
         body["properties"]["provisioningState"] = "Succeeded"
-    store[(name, version)] = body
+    store.put_asset(kind, name, version, body)
     return Reply(status=201, json=body)
 
 
-def _version_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _version_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    kind = m["kind"].lower()
-    body = _store(fake, kind).get((m["name"], m["version"]))
+    kind = _kind(m)
+    body = store.get_asset(kind, m["name"], m["version"])
     if body is None:
         return not_found("Model" if kind == "models" else "Data", f"{m['name']}:{m['version']}")
     return Reply(json=body)
 
 
-def _version_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _version_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    kind = m["kind"].lower()
-    bodies = _versions_of(fake, kind, m["name"])
+    kind = _kind(m)
+    bodies = store.asset_versions(kind, m["name"])
     view = req.query.get("listViewType", "ActiveOnly").lower()
     if view == "activeonly":
         bodies = [b for b in bodies if not b["properties"].get("isArchived")]
@@ -300,22 +282,22 @@ def _version_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Repl
     return Reply(json={"value": bodies})
 
 
-def _container_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _container_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    kind = m["kind"].lower()
-    bodies = _versions_of(fake, kind, m["name"])
+    kind = _kind(m)
+    bodies = store.asset_versions(kind, m["name"])
     if not bodies:
         return not_found("Model" if kind == "models" else "Data", m["name"])
-    return Reply(json=_container_body(fake, kind, m["name"], bodies))
+    return Reply(json=_container_body(store, kind, m["name"], bodies))
 
 
 def _container_body(
-    fake: FakeAzureML, kind: str, name: str, bodies: list[dict[str, Any]]
+    store: FakeStore, kind: AssetKind, name: str, bodies: list[dict[str, Any]]
 ) -> dict[str, Any]:
     return {
-        "id": arm_id(fake, f"/{kind}/{name}"),
+        "id": store.scope.arm_id(f"/{kind}/{name}"),
         "name": name,
         "type": f"Microsoft.MachineLearningServices/workspaces/{kind}",
         "properties": {
@@ -324,29 +306,33 @@ def _container_body(
             "properties": {},
             "isArchived": False,
             "latestVersion": bodies[0]["name"] if bodies else None,
-            "nextVersion": _next_version(fake, kind, name),
+            "nextVersion": store.next_asset_version(kind, name),
             **({"dataType": bodies[0]["properties"].get("dataType")} if kind == "data" else {}),
         },
         "systemData": system_data(),
     }
 
 
-def _container_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _container_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    kind = m["kind"].lower()
-    names = sorted({n for (n, _) in _store(fake, kind)})
-    value = [_container_body(fake, kind, n, _versions_of(fake, kind, n)) for n in names]
+    kind = _kind(m)
+    value = [
+        _container_body(store, kind, n, store.asset_versions(kind, n))
+        for n in store.asset_names(kind)
+    ]
     return Reply(json={"value": value})
 
 
-def _container_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _container_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    kind = m["kind"].lower()
-    return Reply(json=_container_body(fake, kind, m["name"], _versions_of(fake, kind, m["name"])))
+    kind = _kind(m)
+    return Reply(
+        json=_container_body(store, kind, m["name"], store.asset_versions(kind, m["name"]))
+    )
 
 
 _ASSET = WS + r"/(?P<kind>models|data)"

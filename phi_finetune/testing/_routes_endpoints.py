@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import copy
 import re
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
-from phi_finetune.testing._router import WS, arm_id, not_found, route, system_data
+from phi_finetune.testing._router import WS, not_found, route, system_data
 from phi_finetune.testing._routes_workspace import check_workspace, lro_accepted
 from phi_finetune.testing._state import DeploymentScript
 
 if TYPE_CHECKING:
-    from phi_finetune.testing._fake_service import FakeAzureML
+    from phi_finetune.testing._store import FakeStore
 
 __all__ = ["ENDPOINT_NAME", "ROUTES"]
 
@@ -23,13 +22,13 @@ _DEP = _EP + r"/deployments/(?P<dep>[^/]+)"
 _SCORE = r"(?P<ep>[a-z0-9-]+)\.(?P<loc>[a-z0-9]+)\.inference\.ml\.azure\.com/score"
 
 
-def _endpoint_body(fake: FakeAzureML, name: str, sent: dict[str, Any]) -> dict[str, Any]:
+def _endpoint_body(store: FakeStore, name: str, sent: dict[str, Any]) -> dict[str, Any]:
     props = sent.get("properties") or {}
     return {
-        "id": arm_id(fake, f"/onlineEndpoints/{name}"),
+        "id": store.scope.arm_id(f"/onlineEndpoints/{name}"),
         "name": name,
         "type": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
-        "location": fake.location,
+        "location": store.scope.location,
         "kind": "Managed",
         "tags": dict(sent.get("tags") or {}),
         "identity": {
@@ -41,8 +40,8 @@ def _endpoint_body(fake: FakeAzureML, name: str, sent: dict[str, Any]) -> dict[s
             "authMode": props.get("authMode") or "Key",
             "description": props.get("description"),
             "properties": dict(props.get("properties") or {}),
-            "scoringUri": fake.scoring_uri(name),
-            "swaggerUri": fake.scoring_uri(name).removesuffix("/score") + "/swagger.json",
+            "scoringUri": store.scope.scoring_uri(name),
+            "swaggerUri": store.scope.scoring_uri(name).removesuffix("/score") + "/swagger.json",
             "provisioningState": "Creating",
             "traffic": dict(props.get("traffic") or {}),
             "mirrorTraffic": dict(props.get("mirrorTraffic") or {}),
@@ -52,10 +51,10 @@ def _endpoint_body(fake: FakeAzureML, name: str, sent: dict[str, Any]) -> dict[s
     }
 
 
-def _check_traffic(fake: FakeAzureML, name: str, traffic: dict[str, Any]) -> Reply | None:
+def _check_traffic(store: FakeStore, name: str, traffic: dict[str, Any]) -> Reply | None:
     total = 0
     for dep, share in traffic.items():
-        if (name, dep) not in fake._deployments:
+        if store.get_deployment(name, dep) is None:
             return azure_error(
                 400,
                 "BadArgument",
@@ -68,8 +67,8 @@ def _check_traffic(fake: FakeAzureML, name: str, traffic: dict[str, Any]) -> Rep
     return None
 
 
-def _endpoint_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _endpoint_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
     name = m["ep"]
@@ -82,9 +81,9 @@ def _endpoint_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Repl
             "use only letters, digits and '-' (not at the end).",
         )
     traffic = dict((sent.get("properties") or {}).get("traffic") or {})
-    existing = fake._endpoints.get(name)
+    existing = store.get_endpoint(name)
     if existing is not None:
-        bad = _check_traffic(fake, name, traffic)
+        bad = _check_traffic(store, name, traffic)
         if bad is not None:
             return bad
         props = sent.get("properties") or {}
@@ -100,104 +99,78 @@ def _endpoint_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Repl
         def updated() -> None:
             existing["properties"]["provisioningState"] = "Succeeded"
 
-        return lro_accepted(fake, 200, existing, on_done=updated)
+        return lro_accepted(store, 200, existing, on_done=updated)
     if traffic:
-        bad = _check_traffic(fake, name, traffic)
+        bad = _check_traffic(store, name, traffic)
         if bad is not None:
             return bad
-    body = _endpoint_body(fake, name, sent)
-    fake._endpoints[name] = body
-    fake._endpoint_keys[name] = (secrets.token_urlsafe(32), secrets.token_urlsafe(32))
-    fake.keys_issued.extend(fake._endpoint_keys[name])
+    body = _endpoint_body(store, name, sent)
+    store.put_endpoint(name, body)
 
     def created() -> None:
         body["properties"]["provisioningState"] = "Succeeded"
 
-    return lro_accepted(fake, 201, body, on_done=created)
+    return lro_accepted(store, 201, body, on_done=created)
 
 
-def _endpoint_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _endpoint_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    body = fake._endpoints.get(m["ep"])
+    body = store.get_endpoint(m["ep"])
     if body is None:
         return not_found("Online endpoint", m["ep"])
     return Reply(json=body)
 
 
-def _endpoint_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _endpoint_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    return Reply(json={"value": list(fake._endpoints.values())})
+    return Reply(json={"value": store.list_endpoints()})
 
 
-def _endpoint_delete(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _endpoint_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
     name = m["ep"]
-    body = fake._endpoints.get(name)
+    body = store.get_endpoint(name)
     if body is None:
         return Reply(status=204)
     body["properties"]["provisioningState"] = "Deleting"
-
-    def deleted() -> None:
-        fake._endpoints.pop(name, None)
-        fake._endpoint_keys.pop(name, None)
-        for key in [k for k in fake._deployments if k[0] == name]:
-            fake._deployments.pop(key, None)
-            fake._deployment_logs.pop(key, None)
-
-    return lro_accepted(fake, 202, None, on_done=deleted)
+    return lro_accepted(store, 202, None, on_done=lambda: store.delete_endpoint(name))
 
 
-def _keys(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _keys(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    keys = fake._endpoint_keys.get(m["ep"])
+    keys = store.endpoint_keys(m["ep"])
     if keys is None:
         return not_found("Online endpoint", m["ep"])
     return Reply(json={"primaryKey": keys[0], "secondaryKey": keys[1]})
 
 
-def _regenerate(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _regenerate(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    keys = fake._endpoint_keys.get(m["ep"])
-    if keys is None:
+    if store.endpoint_keys(m["ep"]) is None:
         return not_found("Online endpoint", m["ep"])
     which = str((req.json or {}).get("keyType", "Primary")).lower()
-    new = secrets.token_urlsafe(32)
-    fake.keys_issued.append(new)
-    fake._endpoint_keys[m["ep"]] = (new, keys[1]) if which == "primary" else (keys[0], new)
-    return lro_accepted(fake, 202, None)
+    store.regenerate_key(m["ep"], "primary" if which == "primary" else "secondary")
+    return lro_accepted(store, 202, None)
 
 
 # ---------------------------------------------------------------------------- deployments
 
 
-def _take_script(fake: FakeAzureML, endpoint: str, name: str) -> DeploymentScript:
-    for script in list(fake._deployment_scripts):
-        if script.endpoint in (None, endpoint) and script.name in (None, name):
-            fake._deployment_scripts.remove(script)
-            return script
-    return DeploymentScript(
-        "Succeeded",
-        ["Starting inference server", "Loading model", "Model loaded"],
-        None,
-        fake.lro_polls,
-    )
-
-
-def _quota_problem(fake: FakeAzureML, instance_type: str, count: int) -> Reply | None:
-    size = next((s for n, s in fake._vm_sizes.items() if n.lower() == instance_type.lower()), None)
+def _quota_problem(store: FakeStore, instance_type: str, count: int) -> Reply | None:
+    size = store.find_vm_size(instance_type)
     if size is None:
         return None
-    usage = fake._usages.get(size["family"])
+    usage = store.get_usage(size["family"])
     if usage is None:
         return None
     needed = int(size["vCPUs"]) * count
@@ -208,17 +181,18 @@ def _quota_problem(fake: FakeAzureML, instance_type: str, count: int) -> Reply |
         400,
         "QuotaExceeded",
         f"Not enough quota available for {instance_type} in SubscriptionId "
-        f"{fake.subscription_id}. Current usage/limit: {usage['currentValue']}/{usage['limit']}. "
+        f"{store.scope.subscription_id}. Current usage/limit: "
+        f"{usage['currentValue']}/{usage['limit']}. "
         f"Additional needed: {needed}. Family: {size['family']}.",
     )
 
 
-def _deployment_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _deployment_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
     endpoint, name = m["ep"], m["dep"]
-    if endpoint not in fake._endpoints:
+    if store.get_endpoint(endpoint) is None:
         return not_found("Online endpoint", endpoint)
     if not ENDPOINT_NAME.match(name) or not 3 <= len(name) <= 32:
         return azure_error(
@@ -234,25 +208,25 @@ def _deployment_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Re
     sku = sent.get("sku") or {}
     count = int(sku.get("capacity") or 1)
     instance_type = str(props.get("instanceType") or "")
-    if (endpoint, name) not in fake._deployments and instance_type:
-        quota = _quota_problem(fake, instance_type, count)
+    if store.get_deployment(endpoint, name) is None and instance_type:
+        quota = _quota_problem(store, instance_type, count)
         if quota is not None:
             return quota
-    script = _take_script(fake, endpoint, name)
+    script = store.take_deployment_script(endpoint, name) or DeploymentScript.build(
+        polls=store.lro_polls
+    )
     body = copy.deepcopy(sent)
-    body["id"] = arm_id(fake, f"/onlineEndpoints/{endpoint}/deployments/{name}")
+    body["id"] = store.scope.arm_id(f"/onlineEndpoints/{endpoint}/deployments/{name}")
     body["name"] = name
     body["type"] = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments"
-    body["location"] = fake.location
+    body["location"] = store.scope.location
     body["kind"] = "Managed"
     body["systemData"] = system_data()
     body["sku"] = {"name": "Default", "tier": "Standard", "capacity": count}
     body["properties"].setdefault("endpointComputeType", "Managed")
     body["properties"].setdefault("scaleSettings", {"scaleType": "Default"})
     body["properties"]["provisioningState"] = "Creating"
-    existed = (endpoint, name) in fake._deployments
-    fake._deployments[(endpoint, name)] = body
-    fake._deployment_logs[(endpoint, name)] = list(script.logs)
+    existed = store.put_deployment(endpoint, name, body, script.logs)
 
     error = None
     if script.outcome == "Failed":
@@ -268,7 +242,7 @@ def _deployment_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Re
         body["properties"]["provisioningState"] = script.outcome
 
     return lro_accepted(
-        fake,
+        store,
         200 if existed else 201,
         body,
         on_done=finished,
@@ -278,32 +252,31 @@ def _deployment_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Re
     )
 
 
-def _deployment_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _deployment_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    body = fake._deployments.get((m["ep"], m["dep"]))
+    body = store.get_deployment(m["ep"], m["dep"])
     if body is None:
         return not_found("Online deployment", f"{m['ep']}/{m['dep']}")
     return Reply(json=body)
 
 
-def _deployment_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _deployment_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    value = [b for (ep, _), b in fake._deployments.items() if ep == m["ep"]]
-    return Reply(json={"value": value})
+    return Reply(json={"value": store.list_deployments(m["ep"])})
 
 
-def _deployment_delete(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _deployment_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    key = (m["ep"], m["dep"])
-    if key not in fake._deployments:
+    endpoint, name = m["ep"], m["dep"]
+    if store.get_deployment(endpoint, name) is None:
         return Reply(status=204)
-    traffic = fake._endpoints.get(m["ep"], {}).get("properties", {}).get("traffic", {})
+    traffic = (store.get_endpoint(endpoint) or {}).get("properties", {}).get("traffic", {})
     if int(traffic.get(m["dep"], 0)) > 0:
         return azure_error(
             400,
@@ -311,21 +284,16 @@ def _deployment_delete(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) ->
             f"Deployment {m['dep']!r} still receives traffic; set its traffic to 0 first.",
         )
 
-    def deleted() -> None:
-        fake._deployments.pop(key, None)
-        fake._deployment_logs.pop(key, None)
-
-    return lro_accepted(fake, 202, None, on_done=deleted)
+    return lro_accepted(store, 202, None, on_done=lambda: store.delete_deployment(endpoint, name))
 
 
-def _deployment_logs(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _deployment_logs(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    key = (m["ep"], m["dep"])
-    if key not in fake._deployments:
+    if store.get_deployment(m["ep"], m["dep"]) is None:
         return not_found("Online deployment", f"{m['ep']}/{m['dep']}")
-    lines = fake._deployment_logs.get(key, [])
+    lines = store.deployment_logs(m["ep"], m["dep"])
     tail = (req.json or {}).get("tail") if isinstance(req.json, dict) else None
     if isinstance(tail, int) and tail > 0:
         lines = lines[-tail:]
@@ -335,26 +303,27 @@ def _deployment_logs(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> R
 # ---------------------------------------------------------------------------- scoring
 
 
-def _score(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    endpoint = next((n for n in fake._endpoints if n.lower() == m["ep"]), None)
+def _score(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    endpoint = store.find_endpoint(m["ep"])
     if endpoint is None:
         return Reply(status=404, json={"message": f"Endpoint {m['ep']!r} not found."})
-    auth = fake.raw_header("Authorization") or ""
+    auth = store.raw_header("Authorization") or ""
     token = auth.removeprefix("Bearer ").strip()
-    if not token or token not in fake._endpoint_keys.get(endpoint, ()):
+    if not token or token not in (store.endpoint_keys(endpoint) or ()):
         return Reply(
             status=401,
             body=b"key_auth_access_denied",
             headers={"content-type": "text/plain", "www-authenticate": "Bearer"},
         )
-    wanted = fake.raw_header("azureml-model-deployment")
-    traffic = fake._endpoints[endpoint]["properties"].get("traffic") or {}
+    wanted = store.raw_header("azureml-model-deployment")
+    traffic = (store.get_endpoint(endpoint) or {}).get("properties", {}).get("traffic") or {}
     if wanted:
         deployment: str | None = wanted
     else:
         routed = [(int(share), dep) for dep, share in traffic.items() if int(share) > 0]
         deployment = max(routed)[1] if routed else None
-    if deployment is None or (endpoint, deployment) not in fake._deployments:
+    deployment_body = None if deployment is None else store.get_deployment(endpoint, deployment)
+    if deployment is None or deployment_body is None:
         return Reply(
             status=404,
             json={
@@ -363,13 +332,13 @@ def _score(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
                 "specific header to route."
             },
         )
-    state = fake._deployments[(endpoint, deployment)]["properties"].get("provisioningState")
+    state = deployment_body["properties"].get("provisioningState")
     if state != "Succeeded":
         return Reply(status=503, json={"message": f"Deployment {deployment!r} is {state}."})
     if req.json is None:
         return Reply(status=400, json={"message": "The request body must be JSON."})
-    fake.scoring_calls.append((endpoint, deployment, req.json))
-    answer = fake.scorer(req.json, deployment)
+    store.record_scoring_call(endpoint, deployment, req.json)
+    answer = store.scorer(req.json, deployment)
     if isinstance(answer, Reply):
         return answer
     return Reply(json=answer, headers={"azureml-model-deployment": deployment})

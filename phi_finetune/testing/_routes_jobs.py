@@ -12,7 +12,7 @@ from phi_finetune.testing._routes_workspace import check_workspace, lro_accepted
 from phi_finetune.testing._state import JobScript, JobState
 
 if TYPE_CHECKING:
-    from phi_finetune.testing._fake_service import FakeAzureML
+    from phi_finetune.testing._store import FakeStore
 
 __all__ = ["PIPELINE_STEPS", "ROUTES"]
 
@@ -34,28 +34,6 @@ _LOG_HOST = r"[a-z0-9]+\.blob\.core\.windows\.net/azureml/ExperimentRun/dcid\.(?
 _PIPELINE_LOG = "logs/azureml/executionlogs.txt"
 
 
-def _default_script() -> JobScript:
-    return JobScript(
-        "Completed",
-        ["NotStarted", "Running", "Completed"],
-        None,
-        None,
-        ["step model_import: started", "step preprocess: started", "step finetune: started"],
-    )
-
-
-def _take_script(fake: FakeAzureML, name: str) -> JobScript:
-    for script in list(fake._job_scripts):
-        if script.name == name:
-            fake._job_scripts.remove(script)
-            return script
-    for script in list(fake._job_scripts):
-        if script.name is None:
-            fake._job_scripts.remove(script)
-            return script
-    return _default_script()
-
-
 def _compute_name(compute_id: Any) -> str | None:
     if not isinstance(compute_id, str) or not compute_id:
         return None
@@ -75,13 +53,13 @@ def _computes_referenced(props: dict[str, Any]) -> list[str]:
     return [name for name in (_compute_name(ref) for ref in refs) if name]
 
 
-def _refresh(fake: FakeAzureML, job: JobState, status: str | None = None) -> dict[str, Any]:
+def _refresh(job: JobState, status: str | None = None) -> dict[str, Any]:
     job.body["properties"]["status"] = status or job.status
     return job.body
 
 
-def _job_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _job_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
     name = m["name"]
@@ -89,65 +67,66 @@ def _job_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
     props = sent.get("properties")
     if not isinstance(props, dict):
         return azure_error(400, "UserError", "The request body has no 'properties'.")
-    existing = fake._jobs.get(name)
+    existing = store.get_job(name)
     if existing is not None:
         for key in ("displayName", "description", "tags"):
             if key in props:
                 existing.body["properties"][key] = props[key]
-        return Reply(json=_refresh(fake, existing))
+        return Reply(json=_refresh(existing))
     for compute in _computes_referenced(props):
-        if compute != "serverless" and compute not in fake._computes:
+        if compute != "serverless" and store.get_compute(compute) is None:
             return azure_error(
                 400,
                 "UserError",
-                f"Compute {compute!r} was not found in workspace {fake.workspace_name!r}.",
+                f"Compute {compute!r} was not found in workspace {store.scope.workspace_name!r}.",
             )
     body = copy.deepcopy(sent)
-    body["id"] = f"{fake.workspace_id}/jobs/{name}"
+    body["id"] = f"{store.scope.workspace_id}/jobs/{name}"
     body["name"] = name
     body["type"] = "Microsoft.MachineLearningServices/workspaces/jobs"
     body["systemData"] = system_data()
     body["properties"].setdefault("experimentName", "Default")
     body["properties"]["services"] = {
-        "Studio": {"jobServiceType": "Studio", "endpoint": fake.studio_url(name)},
+        "Studio": {"jobServiceType": "Studio", "endpoint": store.scope.studio_url(name)},
         "Tracking": {
             "jobServiceType": "Tracking",
-            "endpoint": f"azureml://{fake.api_host}/mlflow/v1.0{fake.workspace_id}",
+            "endpoint": store.scope.tracking_uri,
         },
     }
-    job = JobState(name=name, body=body, script=_take_script(fake, name))
-    fake._jobs[name] = job
-    return Reply(status=201, json=_refresh(fake, job))
+    script = store.take_job_script(name) or JobScript.build()
+    job = JobState(name=name, body=body, script=script)
+    store.put_job(job)
+    return Reply(status=201, json=_refresh(job))
 
 
-def _job_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _job_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    job = fake._jobs.get(m["name"])
+    job = store.get_job(m["name"])
     if job is None:
         return not_found("Job", m["name"])
     status = job.advance()
-    return Reply(json=_refresh(fake, job, status))
+    return Reply(json=_refresh(job, status))
 
 
-def _job_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _job_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    return Reply(json={"value": [_refresh(fake, j) for j in fake._jobs.values()]})
+    return Reply(json={"value": [_refresh(j) for j in store.list_jobs()]})
 
 
-def _job_cancel(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _job_cancel(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    job = fake._jobs.get(m["name"])
+    job = store.get_job(m["name"])
     if job is None:
         return not_found("Job", m["name"])
     if job.status not in ("Completed", "Failed", "Canceled"):
         job.canceled = True
-    return lro_accepted(fake, 202, None)
+    return lro_accepted(store, 202, None)
 
 
 def _error(job: JobState) -> dict[str, Any] | None:
@@ -168,15 +147,16 @@ def _error(job: JobState) -> dict[str, Any] | None:
     }
 
 
-def _log_url(fake: FakeAzureML, run: str, path: str) -> str:
-    return f"{fake.blob_account_url}/azureml/ExperimentRun/dcid.{run}/{path}?sv=2026-01-01&sig=fake"
+def _log_url(store: FakeStore, run: str, path: str) -> str:
+    root = store.scope.blob_account_url
+    return f"{root}/azureml/ExperimentRun/dcid.{run}/{path}?sv=2026-01-01&sig=fake"
 
 
-def _run_body(fake: FakeAzureML, job: JobState) -> dict[str, Any]:
+def _run_body(store: FakeStore, job: JobState) -> dict[str, Any]:
     props = job.body["properties"]
     return {
         "runId": job.name,
-        "runUuid": f"00000000-0000-0000-0000-{fake.next_id():012d}",
+        "runUuid": f"00000000-0000-0000-0000-{store.next_id():012d}",
         "rootRunId": job.name,
         "displayName": props.get("displayName") or job.name,
         "experimentId": "00000000-0000-0000-0000-0000000000ff",
@@ -191,22 +171,22 @@ def _run_body(fake: FakeAzureML, job: JobState) -> dict[str, Any]:
     }
 
 
-def _run_details(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _run_details(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    job = fake._jobs.get(m["run"])
+    job = store.get_job(m["run"])
     if job is None:
         return not_found("Run", m["run"])
     status = job.advance()
-    body = _run_body(fake, job)
+    body = _run_body(store, job)
     body["status"] = status
     if status != "Failed":
         body["error"] = None
     body.update(
         {
             "warnings": [],
-            "logFiles": {_PIPELINE_LOG: _log_url(fake, job.name, _PIPELINE_LOG)},
+            "logFiles": {_PIPELINE_LOG: _log_url(store, job.name, _PIPELINE_LOG)},
             "runDefinition": {},
             "services": {},
         }
@@ -214,21 +194,21 @@ def _run_details(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply
     return Reply(json=body)
 
 
-def _run_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _run_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    job = fake._jobs.get(m["run"])
+    job = store.get_job(m["run"])
     if job is None:
         return not_found("Run", m["run"])
-    return Reply(json=_run_body(fake, job))
+    return Reply(json=_run_body(store, job))
 
 
-def _children(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _children(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    job = fake._jobs.get(m["run"])
+    job = store.get_job(m["run"])
     if job is None:
         return not_found("Run", m["run"])
     failing = job.script.failing_step if job.status == "Failed" else None
@@ -268,8 +248,8 @@ def _children(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
     return Reply(json={"value": children, "nextLink": None})
 
 
-def _log(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    job = fake._jobs.get(m["run"])
+def _log(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    job = store.get_job(m["run"])
     if job is None:
         return azure_error(404, "BlobNotFound", "The specified blob does not exist.")
     text = "".join(f"{line}\n" for line in job.script.logs)

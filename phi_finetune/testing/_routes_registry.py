@@ -9,14 +9,14 @@ from phi_finetune.testing._http import FakeRequest, Reply, azure_error
 from phi_finetune.testing._router import REG, not_found, route, system_data
 
 if TYPE_CHECKING:
-    from phi_finetune.testing._fake_service import FakeAzureML
+    from phi_finetune.testing._store import FakeStore, RegistryKind
 
-__all__ = ["ROUTES", "registry_component_body", "registry_model_body"]
+__all__ = ["ROUTES", "created_system_data", "registry_component_body", "registry_model_body"]
 
 
-def _created(fake: FakeAzureML) -> dict[str, Any]:
+def created_system_data(store: FakeStore) -> dict[str, Any]:
     """System data whose ``createdAt`` grows with every asset (``latest`` = newest created)."""
-    n = fake.next_id()
+    n = store.next_id()
     stamp = f"2026-01-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}.000000+00:00"
     data = system_data()
     data["createdAt"] = stamp
@@ -25,7 +25,7 @@ def _created(fake: FakeAzureML) -> dict[str, Any]:
 
 
 def registry_model_body(
-    fake: FakeAzureML,
+    store: FakeStore,
     registry: str,
     name: str,
     version: str,
@@ -60,12 +60,12 @@ def registry_model_body(
         "name": version,
         "type": "Microsoft.MachineLearningServices/registries/models/versions",
         "properties": props,
-        "systemData": _created(fake),
+        "systemData": created_system_data(store),
     }
 
 
 def registry_component_body(
-    fake: FakeAzureML,
+    store: FakeStore,
     registry: str,
     name: str,
     version: str,
@@ -105,62 +105,57 @@ def registry_component_body(
             "isAnonymous": False,
             "isArchived": archived,
         },
-        "systemData": _created(fake),
+        "systemData": created_system_data(store),
     }
 
 
-def _discovery(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
+def _discovery(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     registry = m["reg"]
-    if registry not in fake._registries:
+    if not store.has_registry(registry):
         return azure_error(404, "NotFound", f"Registry {registry!r} was not found.")
+    scope = store.scope
     return Reply(
         json={
             "registryName": registry,
             "tenantId": "00000000-0000-0000-0000-0000000000aa",
-            "primaryRegion": fake.location,
-            "regions": [fake.location],
-            "subscriptionId": fake.registry_subscription_id,
-            "resourceGroup": fake.registry_resource_group,
+            "primaryRegion": scope.location,
+            "regions": [scope.location],
+            "subscriptionId": scope.registry_subscription_id,
+            "resourceGroup": scope.registry_resource_group,
             "workspaceName": None,
-            "primaryRegionResourceProviderUri": fake.api_url,
+            "primaryRegionResourceProviderUri": scope.api_url,
         }
     )
 
 
-def _store(fake: FakeAzureML, kind: str) -> dict[tuple[str, str, str], dict[str, Any]]:
-    return fake._registry_models if kind == "models" else fake._registry_components
+def _kind(m: re.Match[str]) -> RegistryKind:
+    return "models" if m["kind"].lower() == "models" else "components"
 
 
-def _versions(fake: FakeAzureML, kind: str, registry: str, name: str) -> list[dict[str, Any]]:
-    bodies = [b for (r, n, _), b in _store(fake, kind).items() if r == registry and n == name]
-    return sorted(bodies, key=lambda b: str(b["systemData"]["createdAt"]), reverse=True)
-
-
-def _registry_check(fake: FakeAzureML, m: re.Match[str]) -> Reply | None:
-    if m["reg"] not in fake._registries:
+def _registry_check(store: FakeStore, m: re.Match[str]) -> Reply | None:
+    if not store.has_registry(m["reg"]):
         return azure_error(404, "NotFound", f"Registry {m['reg']!r} was not found.")
     return None
 
 
-def _version_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = _registry_check(fake, m)
+def _version_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = _registry_check(store, m)
     if bad is not None:
         return bad
-    kind = m["kind"].lower()
-    body = _store(fake, kind).get((m["reg"], m["name"], m["version"]))
+    kind = _kind(m)
+    body = store.get_registry_asset(kind, m["reg"], m["name"], m["version"])
     if body is None:
         label = "Model" if kind == "models" else "Component"
         return not_found(label, f"{m['name']}:{m['version']}")
     return Reply(json=body)
 
 
-def _version_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = _registry_check(fake, m)
+def _version_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = _registry_check(store, m)
     if bad is not None:
         return bad
-    kind = m["kind"].lower()
     view = req.query.get("listViewType", "ActiveOnly").lower()
-    bodies = _versions(fake, kind, m["reg"], m["name"])
+    bodies = store.registry_versions(_kind(m), m["reg"], m["name"])
     if view == "activeonly":
         bodies = [b for b in bodies if not b["properties"].get("isArchived")]
     elif view == "archivedonly":
@@ -173,12 +168,12 @@ def _version_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Repl
     return Reply(json={"value": bodies})
 
 
-def _container_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = _registry_check(fake, m)
+def _container_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = _registry_check(store, m)
     if bad is not None:
         return bad
-    kind = m["kind"].lower()
-    bodies = _versions(fake, kind, m["reg"], m["name"])
+    kind = _kind(m)
+    bodies = store.registry_versions(kind, m["reg"], m["name"])
     if not bodies:
         return not_found("Model" if kind == "models" else "Component", m["name"])
     active = [b for b in bodies if not b["properties"].get("isArchived")]

@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
-from phi_finetune.testing._router import ARM, WS, arm_id, not_found, route, system_data
+from phi_finetune.testing._router import ARM, WS, not_found, route, system_data
 
 if TYPE_CHECKING:
-    from phi_finetune.testing._fake_service import FakeAzureML
+    from phi_finetune.testing._scope import FakeScope
+    from phi_finetune.testing._store import FakeStore
 
-__all__ = ["ROUTES", "check_workspace", "compute_body", "lro_accepted"]
+__all__ = [
+    "ROUTES",
+    "check_workspace",
+    "compute_body",
+    "lro_accepted",
+    "usage_body",
+    "vm_size_body",
+]
 
 _LOC = ARM + r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices"
 _LOC += r"/locations/(?P<loc>[^/]+)"
 
 
-def check_workspace(fake: FakeAzureML, m: re.Match[str]) -> Reply | None:
+def check_workspace(store: FakeStore, m: re.Match[str]) -> Reply | None:
     """A 404 reply when the URL names another subscription, resource group or workspace."""
+    scope = store.scope
     groups = m.groupdict()
     if (
-        groups.get("sub", fake.subscription_id).lower() != fake.subscription_id.lower()
-        or groups.get("rg", fake.resource_group).lower() != fake.resource_group.lower()
+        groups.get("sub", scope.subscription_id).lower() != scope.subscription_id.lower()
+        or groups.get("rg", scope.resource_group).lower() != scope.resource_group.lower()
     ):
         return azure_error(
             404, "ResourceGroupNotFound", f"Resource group '{groups.get('rg')}' could not be found."
         )
-    if groups.get("ws", fake.workspace_name).lower() != fake.workspace_name.lower():
+    if groups.get("ws", scope.workspace_name).lower() != scope.workspace_name.lower():
         return azure_error(
             404,
             "ResourceNotFound",
@@ -38,17 +48,17 @@ def check_workspace(fake: FakeAzureML, m: re.Match[str]) -> Reply | None:
 
 
 def lro_accepted(
-    fake: FakeAzureML,
+    store: FakeStore,
     status: int,
     body: dict[str, Any] | None,
     *,
-    on_done: Any = None,
+    on_done: Callable[[], None] | None = None,
     final: str = "Succeeded",
     error: dict[str, Any] | None = None,
     polls: int | None = None,
 ) -> Reply:
     """A 200/201/202 reply carrying ``Azure-AsyncOperation`` and ``Location`` headers."""
-    _, url = fake.new_operation(final=final, error=error, on_done=on_done, polls=polls)
+    _, url = store.begin_operation(final=final, error=error, on_done=on_done, polls=polls)
     return Reply(
         status=status,
         json=body,
@@ -56,20 +66,20 @@ def lro_accepted(
     )
 
 
-def _workspace(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _workspace(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    return Reply(json=workspace_body(fake))
+    return Reply(json=workspace_body(store.scope))
 
 
-def workspace_body(fake: FakeAzureML) -> dict[str, Any]:
-    rg_id = f"/subscriptions/{fake.subscription_id}/resourceGroups/{fake.resource_group}"
+def workspace_body(scope: FakeScope) -> dict[str, Any]:
+    rg_id = scope.resource_group_id
     return {
-        "id": fake.workspace_id,
-        "name": fake.workspace_name,
+        "id": scope.workspace_id,
+        "name": scope.workspace_name,
         "type": "Microsoft.MachineLearningServices/workspaces",
-        "location": fake.location,
+        "location": scope.location,
         "kind": "Default",
         "tags": {},
         "identity": {
@@ -79,13 +89,13 @@ def workspace_body(fake: FakeAzureML) -> dict[str, Any]:
         },
         "sku": {"name": "Basic", "tier": "Basic"},
         "properties": {
-            "friendlyName": fake.workspace_name,
+            "friendlyName": scope.workspace_name,
             "workspaceId": "00000000-0000-0000-0000-0000000000ee",
             "provisioningState": "Succeeded",
-            "discoveryUrl": fake.discovery_url,
-            "mlFlowTrackingUri": f"azureml://{fake.api_host}/mlflow/v1.0{fake.workspace_id}",
+            "discoveryUrl": scope.discovery_url,
+            "mlFlowTrackingUri": scope.tracking_uri,
             "storageAccount": (
-                f"{rg_id}/providers/Microsoft.Storage/storageAccounts/{fake.storage_account}"
+                f"{rg_id}/providers/Microsoft.Storage/storageAccounts/{scope.storage_account}"
             ),
             "keyVault": f"{rg_id}/providers/Microsoft.KeyVault/vaults/fakekeyvault",
             "applicationInsights": f"{rg_id}/providers/Microsoft.insights/components/fakeappins",
@@ -97,8 +107,8 @@ def workspace_body(fake: FakeAzureML) -> dict[str, Any]:
     }
 
 
-def _discovery(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    api = fake.api_url
+def _discovery(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    api = store.scope.api_url
     keys = (
         "api",
         "catalog",
@@ -115,7 +125,7 @@ def _discovery(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
 
 
 def compute_body(
-    fake: FakeAzureML,
+    scope: FakeScope,
     name: str,
     vm_size: str,
     *,
@@ -127,14 +137,14 @@ def compute_body(
     idle_seconds: int = 120,
 ) -> dict[str, Any]:
     return {
-        "id": arm_id(fake, f"/computes/{name}"),
+        "id": scope.arm_id(f"/computes/{name}"),
         "name": name,
         "type": "Microsoft.MachineLearningServices/workspaces/computes",
-        "location": fake.location,
+        "location": scope.location,
         "tags": {},
         "properties": {
             "computeType": "AmlCompute",
-            "computeLocation": fake.location,
+            "computeLocation": scope.location,
             "provisioningState": state,
             "provisioningErrors": errors,
             "createdOn": "2026-01-01T00:00:00.000000+00:00",
@@ -170,25 +180,52 @@ def compute_body(
     }
 
 
-def _compute_get(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def vm_size_body(name: str, vcpus: int, gpus: int, family: str, memory_gb: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "family": family,
+        "vCPUs": vcpus,
+        "gpus": gpus,
+        "osVhdSizeMB": 1047552,
+        "maxResourceVolumeMB": 688128,
+        "memoryGB": memory_gb,
+        "lowPriorityCapable": True,
+        "premiumIO": True,
+        "supportedComputeTypes": ["Compute Instance", "AmlCompute"],
+    }
+
+
+def usage_body(scope: FakeScope, family: str, current: int, limit: int) -> dict[str, Any]:
+    return {
+        "id": scope.location_id(f"/usages/{family}"),
+        "amlWorkspaceLocation": scope.location,
+        "type": "Microsoft.MachineLearningServices/totalcores/usages",
+        "unit": "Count",
+        "currentValue": current,
+        "limit": limit,
+        "name": {"value": family, "localizedValue": f"{family} Cores"},
+    }
+
+
+def _compute_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    body = fake._computes.get(m["name"])
+    body = store.get_compute(m["name"])
     if body is None:
         return not_found("Compute", m["name"])
     return Reply(json=body)
 
 
-def _compute_list(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _compute_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    return Reply(json={"value": list(fake._computes.values())})
+    return Reply(json={"value": store.list_computes()})
 
 
-def _compute_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _compute_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
     name = m["name"]
@@ -202,7 +239,7 @@ def _compute_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply
     idle = str(scale.get("nodeIdleTimeBeforeScaleDown") or "PT120S")
     idle_match = re.fullmatch(r"PT(\d+)S", idle)
     body = compute_body(
-        fake,
+        store.scope,
         name,
         vm_size,
         state="Creating",
@@ -215,35 +252,34 @@ def _compute_put(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply
         body["tags"] = dict(sent["tags"])
     if props.get("description"):
         body["properties"]["description"] = props["description"]
-    existed = name in fake._computes
-    fake._computes[name] = body
+    existed = store.put_compute(name, body)
 
     def done() -> None:
         body["properties"]["provisioningState"] = "Succeeded"
 
-    return lro_accepted(fake, 200 if existed else 201, body, on_done=done)
+    return lro_accepted(store, 200 if existed else 201, body, on_done=done)
 
 
-def _compute_delete(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(fake, m)
+def _compute_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    if m["name"] not in fake._computes:
-        return Reply(status=204)
     name = m["name"]
-    return lro_accepted(fake, 202, None, on_done=lambda: fake._computes.pop(name, None))
+    if store.get_compute(name) is None:
+        return Reply(status=204)
+    return lro_accepted(store, 202, None, on_done=lambda: store.delete_compute(name))
 
 
-def _sizes(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    return Reply(json={"value": list(fake._vm_sizes.values())})
+def _sizes(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    return Reply(json={"value": store.list_vm_sizes()})
 
 
-def _usages(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    return Reply(json={"value": list(fake._usages.values())})
+def _usages(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    return Reply(json={"value": store.list_usages()})
 
 
-def _operation(fake: FakeAzureML, req: FakeRequest, m: re.Match[str]) -> Reply:
-    op = fake._operations.get(m["op"])
+def _operation(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    op = store.get_operation(m["op"])
     if op is None:
         return not_found("Operation", m["op"])
     return Reply(json=op.poll())

@@ -8,9 +8,23 @@ from typing import Any
 
 import attrs
 
-from phi_finetune.testing._http import Reply
+from phi_finetune.testing._http import Reply, azure_error
 
 __all__ = ["DeploymentScript", "Fault", "JobScript", "JobState", "Operation"]
+
+_FAULT_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "AuthorizationFailed",
+    404: "ResourceNotFound",
+    408: "RequestTimeout",
+    409: "Conflict",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
 
 
 @attrs.define
@@ -37,6 +51,61 @@ class Fault:
     def exhausted(self) -> bool:
         return self.times is not None and self.hits >= self.times
 
+    def answer(self) -> Reply:
+        """A fresh copy of the fault's reply (a route may not change the stored one)."""
+        reply = self.reply
+        return Reply(
+            status=reply.status, json=reply.json, body=reply.body, headers=dict(reply.headers)
+        )
+
+    @classmethod
+    def build(
+        cls,
+        method: str | None,
+        url_pattern: str,
+        *,
+        status: int | None,
+        times: int | None,
+        retry_after: float | None,
+        connection_reset: bool,
+        body: Any,
+        code: str | None,
+        message: str | None,
+        quota: bool,
+        subscription_id: str,
+    ) -> Fault:
+        """The fault ``FakeAzureML.inject_fault`` describes (see there for the arguments)."""
+        if status is None:
+            status = 400 if quota else 500
+        if quota:
+            code = code or "QuotaExceeded"
+            message = message or (
+                "Not enough quota available for the requested VM size in subscription "
+                f"{subscription_id}. Current usage/limit: 96/96. Additional needed: 24. "
+                "Please request a quota increase."
+            )
+        code = code or _FAULT_CODES.get(status, "Error")
+        message = message or f"Injected fault: {status} {code}."
+        if body is None:
+            reply = azure_error(status, code, message)
+        elif isinstance(body, bytes):
+            reply = Reply(status=status, body=body)
+        elif isinstance(body, str):
+            reply = Reply(status=status, body=body.encode(), headers={"content-type": "text/plain"})
+        else:
+            reply = Reply(status=status, json=body)
+        if retry_after is not None:
+            reply.headers["Retry-After"] = f"{retry_after:g}"
+        return cls(
+            method=method.upper() if method else None,
+            pattern=re.compile(url_pattern),
+            status=status,
+            times=times,
+            retry_after=retry_after,
+            connection_reset=connection_reset,
+            reply=reply,
+        )
+
 
 @attrs.define
 class JobScript:
@@ -48,6 +117,33 @@ class JobScript:
     error_message: str | None
     logs: list[str]
     name: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        outcome: str = "Completed",
+        *,
+        statuses: list[str] | None = None,
+        failing_step: str | None = None,
+        error_message: str | None = None,
+        logs: list[str] | None = None,
+        name: str | None = None,
+    ) -> JobScript:
+        """The script ``FakeAzureML.script_job`` describes; no arguments: a job that completes."""
+        if statuses is None:
+            statuses = ["NotStarted", "Running", outcome]
+        if statuses[-1] != outcome:
+            statuses = [*statuses, outcome]
+        if outcome == "Failed":
+            failing_step = failing_step or "chat_completion_finetune"
+            error_message = error_message or (
+                f"Execution failed. User process in step {failing_step!r} exited with status 1."
+            )
+        if logs is None:
+            logs = [f"step {s}: started" for s in ("model_import", "preprocess", "finetune")]
+            if outcome == "Failed":
+                logs.append(f"Error: {error_message}")
+        return cls(outcome, list(statuses), failing_step, error_message, list(logs), name)
 
 
 @attrs.define
@@ -84,6 +180,27 @@ class DeploymentScript:
     polls: int
     endpoint: str | None = None
     name: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        outcome: str = "Succeeded",
+        logs: list[str] | None = None,
+        *,
+        polls: int,
+        error_message: str | None = None,
+        endpoint: str | None = None,
+        name: str | None = None,
+    ) -> DeploymentScript:
+        """The script ``FakeAzureML.script_deployment`` describes; by default a success."""
+        if outcome == "Failed":
+            error_message = error_message or (
+                "ResourceNotReady: User container has crashed or terminated."
+            )
+        if logs is None:
+            logs = ["Starting inference server", "Loading model"]
+            logs.append("Model loaded" if outcome == "Succeeded" else f"ERROR {error_message}")
+        return cls(outcome, list(logs), error_message, polls, endpoint, name)
 
 
 @attrs.define

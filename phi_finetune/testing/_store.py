@@ -1,0 +1,408 @@
+"""``FakeStore``: the fake service's state, behind the methods its route handlers use.
+
+Route handlers (``_routes_*.py``) receive a ``FakeStore`` and never see ``FakeAzureML``; the
+fake's public helpers (``add_compute``, ``script_job``, the state views) write and read the same
+store. Stored values are the REST bodies the routes answer with; handlers may update a body in
+place (a provisioning state, traffic) while they hold ``lock``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any, Literal
+
+from phi_finetune.testing._scope import FakeScope
+from phi_finetune.testing._scoring import Scorer, echo_scorer
+from phi_finetune.testing._state import DeploymentScript, JobScript, JobState, Operation
+
+__all__ = ["AssetKind", "FakeStore", "RegistryKind"]
+
+Body = dict[str, Any]
+AssetKind = Literal["models", "data"]
+"""Workspace asset kinds, as they appear in ARM paths."""
+RegistryKind = Literal["models", "components"]
+"""Registry asset kinds, as they appear in registry paths."""
+
+_FINAL_JOB_STATES = ("Completed", "Failed", "Canceled")
+
+
+def _newest_first(bodies: list[Body]) -> list[Body]:
+    return sorted(bodies, key=lambda b: str(b["systemData"]["createdAt"]), reverse=True)
+
+
+class FakeStore:
+    """Workspaces' resources, registry assets, jobs, endpoints, blobs and LRO operations."""
+
+    def __init__(self, scope: FakeScope) -> None:
+        self.scope = scope
+        self.lock = threading.RLock()
+        """Held while a request is answered and while a helper changes state."""
+        self.lro_polls = 0
+        """How many in-progress answers a long-running operation gives before it finishes."""
+        self.keys_issued: list[str] = []
+        """Every endpoint key ever issued, deleted endpoints' included (for leak scans)."""
+        self.scoring_calls: list[tuple[str, str | None, Any]] = []
+        """``(endpoint, deployment or None, request JSON)`` of every accepted scoring call."""
+        self.scorer: Scorer = echo_scorer("output")
+        self._ids = itertools.count(1)
+        self._raw_headers: Mapping[str, str] = {}
+        self._computes: dict[str, Body] = {}
+        self._vm_sizes: dict[str, Body] = {}
+        self._usages: dict[str, Body] = {}
+        self._registries: set[str] = {"azureml"}
+        self._registry_assets: dict[RegistryKind, dict[tuple[str, str, str], Body]] = {
+            "models": {},
+            "components": {},
+        }
+        self._assets: dict[AssetKind, dict[tuple[str, str], Body]] = {"models": {}, "data": {}}
+        self._jobs: dict[str, JobState] = {}
+        self._job_scripts: deque[JobScript] = deque()
+        self._endpoints: dict[str, Body] = {}
+        self._endpoint_keys: dict[str, tuple[str, str]] = {}
+        self._deployments: dict[tuple[str, str], Body] = {}
+        self._deployment_logs: dict[tuple[str, str], list[str]] = {}
+        self._deployment_scripts: deque[DeploymentScript] = deque()
+        self._blobs: dict[str, bytes] = {}
+        self._blob_metadata: dict[str, dict[str, str]] = {}
+        self._staged_blocks: dict[tuple[str, str], bytes] = {}
+        self._operations: dict[str, Operation] = {}
+
+    def next_id(self) -> int:
+        """A number unique within this fake (ids, creation stamps)."""
+        return next(self._ids)
+
+    # ------------------------------------------------------------------ the request answered
+
+    @contextmanager
+    def serving(self, raw_headers: Mapping[str, str]) -> Iterator[None]:
+        """Make ``raw_header`` answer from ``raw_headers`` while one request is answered."""
+        self._raw_headers = raw_headers
+        try:
+            yield
+        finally:
+            self._raw_headers = {}
+
+    def raw_header(self, name: str) -> str | None:
+        """An unredacted header of the request being answered (for auth checks in routes)."""
+        lowered = name.lower()
+        for key, value in self._raw_headers.items():
+            if key.lower() == lowered:
+                return value
+        return None
+
+    # ------------------------------------------------------------------ compute, sizes, quota
+
+    @property
+    def computes(self) -> Mapping[str, Body]:
+        return MappingProxyType(self._computes)
+
+    def get_compute(self, name: str) -> Body | None:
+        return self._computes.get(name)
+
+    def list_computes(self) -> list[Body]:
+        return list(self._computes.values())
+
+    def put_compute(self, name: str, body: Body) -> bool:
+        """Store a cluster's body; returns whether one of that name existed."""
+        with self.lock:
+            existed = name in self._computes
+            self._computes[name] = body
+        return existed
+
+    def delete_compute(self, name: str) -> None:
+        with self.lock:
+            self._computes.pop(name, None)
+
+    def put_vm_size(self, name: str, body: Body) -> None:
+        with self.lock:
+            self._vm_sizes[name] = body
+
+    def list_vm_sizes(self) -> list[Body]:
+        return list(self._vm_sizes.values())
+
+    def find_vm_size(self, name: str) -> Body | None:
+        """A VM size by name, ignoring case (as Azure compares them)."""
+        return next((s for n, s in self._vm_sizes.items() if n.lower() == name.lower()), None)
+
+    def put_usage(self, family: str, body: Body) -> None:
+        with self.lock:
+            self._usages[family] = body
+
+    def get_usage(self, family: str) -> Body | None:
+        return self._usages.get(family)
+
+    def list_usages(self) -> list[Body]:
+        return list(self._usages.values())
+
+    # ------------------------------------------------------------------ registries
+
+    def add_registry(self, name: str) -> None:
+        with self.lock:
+            self._registries.add(name)
+
+    def has_registry(self, name: str) -> bool:
+        return name in self._registries
+
+    def registry_assets(self, kind: RegistryKind) -> Mapping[tuple[str, str, str], Body]:
+        """Registry models or components keyed by ``(registry, name, version)``."""
+        return MappingProxyType(self._registry_assets[kind])
+
+    def put_registry_asset(
+        self, kind: RegistryKind, registry: str, name: str, version: str, body: Body
+    ) -> None:
+        """Store a registry asset version (and the registry, when it is new)."""
+        with self.lock:
+            self._registries.add(registry)
+            self._registry_assets[kind][(registry, name, version)] = body
+
+    def get_registry_asset(
+        self, kind: RegistryKind, registry: str, name: str, version: str
+    ) -> Body | None:
+        return self._registry_assets[kind].get((registry, name, version))
+
+    def registry_versions(self, kind: RegistryKind, registry: str, name: str) -> list[Body]:
+        """Every version of a registry asset, newest created first."""
+        store = self._registry_assets[kind]
+        return _newest_first([b for (r, n, _), b in store.items() if r == registry and n == name])
+
+    # ------------------------------------------------------------------ workspace assets
+
+    def assets(self, kind: AssetKind) -> Mapping[tuple[str, str], Body]:
+        """Workspace models or data assets keyed by ``(name, version)``."""
+        return MappingProxyType(self._assets[kind])
+
+    def get_asset(self, kind: AssetKind, name: str, version: str) -> Body | None:
+        return self._assets[kind].get((name, version))
+
+    def put_asset(self, kind: AssetKind, name: str, version: str, body: Body) -> None:
+        with self.lock:
+            self._assets[kind][(name, version)] = body
+
+    def asset_versions(self, kind: AssetKind, name: str) -> list[Body]:
+        """Every version of a workspace asset, newest created first."""
+        return _newest_first([b for (n, _), b in self._assets[kind].items() if n == name])
+
+    def asset_names(self, kind: AssetKind) -> list[str]:
+        return sorted({n for (n, _) in self._assets[kind]})
+
+    def next_asset_version(self, kind: AssetKind, name: str) -> str:
+        """One more than the highest numeric version of ``name`` (``"1"`` for a new asset)."""
+        numbers = [int(v) for (n, v) in self._assets[kind] if n == name and v.isdigit()]
+        return str(max(numbers, default=0) + 1)
+
+    # ------------------------------------------------------------------ blobs
+
+    @property
+    def blobs(self) -> Mapping[str, bytes]:
+        return MappingProxyType(self._blobs)
+
+    def get_blob(self, key: str) -> bytes | None:
+        return self._blobs.get(key)
+
+    def blob_metadata(self, key: str) -> dict[str, str]:
+        return dict(self._blob_metadata.get(key, {}))
+
+    def put_blob(self, key: str, content: bytes, metadata: Mapping[str, str]) -> None:
+        with self.lock:
+            self._blobs[key] = content
+            self._blob_metadata[key] = dict(metadata)
+
+    def set_blob_metadata(self, key: str, metadata: Mapping[str, str]) -> None:
+        with self.lock:
+            self._blob_metadata[key] = dict(metadata)
+
+    def stage_block(self, key: str, block_id: str, content: bytes) -> None:
+        """Keep an uncommitted block of a block blob (``comp=block``)."""
+        with self.lock:
+            self._staged_blocks[(key, block_id)] = content
+
+    def commit_blocks(self, key: str, block_ids: list[str], metadata: Mapping[str, str]) -> bytes:
+        """Assemble staged blocks into the blob (``comp=blocklist``); returns its content."""
+        with self.lock:
+            content = b"".join(self._staged_blocks.pop((key, b), b"") for b in block_ids)
+            self.put_blob(key, content, metadata)
+        return content
+
+    def list_blobs(self, container: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        """``(name in container, content)`` of the blobs under ``prefix``, sorted by name."""
+        found = []
+        for key, content in sorted(self._blobs.items()):
+            cont, _, name = key.partition("/")
+            if cont == container and name.startswith(prefix):
+                found.append((name, content))
+        return found
+
+    # ------------------------------------------------------------------ jobs
+
+    @property
+    def jobs(self) -> Mapping[str, JobState]:
+        return MappingProxyType(self._jobs)
+
+    def get_job(self, name: str) -> JobState | None:
+        return self._jobs.get(name)
+
+    def list_jobs(self) -> list[JobState]:
+        return list(self._jobs.values())
+
+    def put_job(self, job: JobState) -> None:
+        with self.lock:
+            self._jobs[job.name] = job
+
+    def add_job_script(self, script: JobScript) -> None:
+        with self.lock:
+            self._job_scripts.append(script)
+
+    def take_job_script(self, job_name: str) -> JobScript | None:
+        """The script for ``job_name``, else the next unnamed one (removed); ``None`` if none."""
+        with self.lock:
+            chosen = next((s for s in self._job_scripts if s.name == job_name), None)
+            if chosen is None:
+                chosen = next((s for s in self._job_scripts if s.name is None), None)
+            if chosen is not None:
+                self._job_scripts.remove(chosen)
+        return chosen
+
+    # ------------------------------------------------------------------ endpoints
+
+    @property
+    def endpoints(self) -> Mapping[str, Body]:
+        return MappingProxyType(self._endpoints)
+
+    def get_endpoint(self, name: str) -> Body | None:
+        return self._endpoints.get(name)
+
+    def find_endpoint(self, host_label: str) -> str | None:
+        """The endpoint whose name matches a scoring host's label, ignoring case."""
+        return next((n for n in self._endpoints if n.lower() == host_label.lower()), None)
+
+    def list_endpoints(self) -> list[Body]:
+        return list(self._endpoints.values())
+
+    def put_endpoint(self, name: str, body: Body) -> None:
+        """Store an endpoint's body; a new endpoint gets a fresh primary and secondary key."""
+        with self.lock:
+            if name not in self._endpoint_keys:
+                keys = (secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+                self._endpoint_keys[name] = keys
+                self.keys_issued.extend(keys)
+            self._endpoints[name] = body
+
+    def endpoint_keys(self, name: str) -> tuple[str, str] | None:
+        """``(primary, secondary)`` key of an endpoint, ``None`` when it does not exist."""
+        return self._endpoint_keys.get(name)
+
+    def regenerate_key(self, name: str, which: Literal["primary", "secondary"]) -> None:
+        with self.lock:
+            primary, secondary = self._endpoint_keys[name]
+            new = secrets.token_urlsafe(32)
+            self.keys_issued.append(new)
+            self._endpoint_keys[name] = (new, secondary) if which == "primary" else (primary, new)
+
+    def delete_endpoint(self, name: str) -> None:
+        """Remove an endpoint with its keys and all its deployments."""
+        with self.lock:
+            self._endpoints.pop(name, None)
+            self._endpoint_keys.pop(name, None)
+            for key in [k for k in self._deployments if k[0] == name]:
+                self.delete_deployment(*key)
+
+    def billable(self) -> list[str]:
+        """Names of things that would still cost money: endpoints and running jobs."""
+        left = [f"endpoint:{name}" for name in self._endpoints]
+        left += [
+            f"job:{name}" for name, job in self._jobs.items() if job.status not in _FINAL_JOB_STATES
+        ]
+        return left
+
+    # ------------------------------------------------------------------ deployments
+
+    @property
+    def deployments(self) -> Mapping[tuple[str, str], Body]:
+        return MappingProxyType(self._deployments)
+
+    def get_deployment(self, endpoint: str, name: str) -> Body | None:
+        return self._deployments.get((endpoint, name))
+
+    def list_deployments(self, endpoint: str) -> list[Body]:
+        return [b for (ep, _), b in self._deployments.items() if ep == endpoint]
+
+    def put_deployment(self, endpoint: str, name: str, body: Body, logs: list[str]) -> bool:
+        """Store a deployment's body and container logs; returns whether it existed."""
+        with self.lock:
+            existed = (endpoint, name) in self._deployments
+            self._deployments[(endpoint, name)] = body
+            self._deployment_logs[(endpoint, name)] = list(logs)
+        return existed
+
+    def deployment_logs(self, endpoint: str, name: str) -> list[str]:
+        return list(self._deployment_logs.get((endpoint, name), []))
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        with self.lock:
+            self._deployments.pop((endpoint, name), None)
+            self._deployment_logs.pop((endpoint, name), None)
+
+    def add_deployment_script(self, script: DeploymentScript) -> None:
+        with self.lock:
+            self._deployment_scripts.append(script)
+
+    def take_deployment_script(self, endpoint: str, name: str) -> DeploymentScript | None:
+        """The first script that fits this deployment (removed); ``None`` if none does."""
+        with self.lock:
+            chosen = next(
+                (
+                    s
+                    for s in self._deployment_scripts
+                    if s.endpoint in (None, endpoint) and s.name in (None, name)
+                ),
+                None,
+            )
+            if chosen is not None:
+                self._deployment_scripts.remove(chosen)
+        return chosen
+
+    def record_scoring_call(self, endpoint: str, deployment: str | None, payload: Any) -> None:
+        with self.lock:
+            self.scoring_calls.append((endpoint, deployment, payload))
+
+    # ------------------------------------------------------------------ long-running operations
+
+    def begin_operation(
+        self,
+        *,
+        final: str = "Succeeded",
+        error: dict[str, Any] | None = None,
+        on_done: Callable[[], None] | None = None,
+        polls: int | None = None,
+    ) -> tuple[str, str]:
+        """Register a long-running operation; returns ``(op_id, status URL)``.
+
+        It answers ``polls`` (default ``lro_polls``) in-progress polls, then ``final``; ``on_done``
+        runs once, at the first final poll.
+        """
+        with self.lock:
+            op_id = f"fake-op-{self.next_id()}"
+            self._operations[op_id] = Operation(
+                op_id=op_id,
+                polls=self.lro_polls if polls is None else polls,
+                final=final,
+                error=error,
+                on_done=on_done,
+            )
+        suffix = f"/mfeOperationsStatus/{op_id}?api-version=2024-10-01"
+        return op_id, f"https://management.azure.com{self.scope.location_id(suffix)}"
+
+    def get_operation(self, op_id: str) -> Operation | None:
+        return self._operations.get(op_id)
+
+    def abandon_operations(self) -> None:
+        """End every unfinished operation on its next poll (the service is going away)."""
+        with self.lock:
+            for operation in self._operations.values():
+                operation.abandon()
