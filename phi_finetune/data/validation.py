@@ -169,7 +169,7 @@ def _check_messages(messages: Any, purpose: str, scan_strings: bool, issues: lis
         issues.append(("messages-empty", "messages", "'messages' is an empty list"))
     else:
         turns = _check_turns(messages, scan_strings, issues)
-        _check_ending(messages, purpose, turns[0][2], issues)
+        _check_ending(messages, purpose, turns[0][2], issues)  # [0][2]: assistant turns
         return turns
     return _NO_TURNS
 
