@@ -1,23 +1,20 @@
-"""``UltraChatDataset``: load, validate, sample, split, write and register chat data."""
+"""``UltraChatDataset``: chat data split by split; load, read, validate, describe and prepare.
+
+The ``prepare`` pipeline itself is :mod:`phi_finetune.data.prepare`; the checks are
+:mod:`phi_finetune.data.validation`.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from phi_finetune.azure.data_assets import RegisteredData, register_file
-from phi_finetune.data.records import SPLIT_FILES, TokenizerLike, canonical_split
-from phi_finetune.data.sampling import (
-    check_sampling,
-    in_validation,
-    random_indices,
-    rows_wanted,
-)
+from phi_finetune.data.prepare import PreparedData, PrepareOptions, prepare_splits
+from phi_finetune.data.records import TokenizerLike, canonical_split, token_count_label
+from phi_finetune.data.report import ReportBuilder, ValidationReport
+from phi_finetune.data.rules import PURPOSES, check_mode, is_error
 from phi_finetune.data.scoring_sample import scoring_request_from_row
 from phi_finetune.data.sources import (
     DEFAULT_HUB_DATASET,
@@ -33,99 +30,25 @@ from phi_finetune.data.sources import (
 from phi_finetune.data.stats import DataStats, StatsBuilder
 from phi_finetune.data.validation import (
     _MISSING,
-    MODES,
-    PURPOSES,
-    Issue,
-    ReportBuilder,
-    RowFacts,
-    ValidationReport,
-    check_record,
-    key_digest,
+    TEST_SPLITS,
+    check_duplicates_and_leakage,
+    checked_rows,
     parse_line,
+    purpose_for,
 )
-from phi_finetune.data.writer import JsonlWriter, dumps_record, write_manifest
-from phi_finetune.errors import ConfigurationError, DataSourceError, DataValidationError
+from phi_finetune.errors import ConfigurationError, DataSourceError
 from phi_finetune.progress import progress
 
 if TYPE_CHECKING:
     import pandas as pd
 
-logger = logging.getLogger(__name__)
-
 __all__ = ["PreparedData", "UltraChatDataset"]
 
 DEMO_DIR = Path(__file__).parent / "demo"
-MANIFEST = "manifest.json"
-REPORT_FILE = "validation_report.json"
-SAMPLE_SCORE = "sample_score.json"
-MANIFEST_FORMAT = "phi_finetune.data/1"
-#: Splits read before the others, so test rows can be checked against train (leakage).
-_TRAIN_SPLITS = ("train_sft", "train_gen")
-_TEST_SPLITS = ("validation", "test_sft", "test_gen")
 _ORDER = {
     name: i
     for i, name in enumerate(("train_sft", "train_gen", "validation", "test_sft", "test_gen"))
 }
-
-#: (source label, line, parsed object, issues, facts, raw JSONL line or None)
-Row = tuple[str, int, Any, list[Issue], "RowFacts | None", bytes | None]
-
-
-def _purpose_for(split: str, purpose: str | None) -> str:
-    if purpose is not None:
-        return purpose
-    return "gen" if split.endswith("_gen") else "train"
-
-
-def _token_label(tokenizer: TokenizerLike | None) -> str:
-    return "estimate" if tokenizer is None else "tokenizer"
-
-
-@attrs.frozen
-class PreparedData:
-    """The files ``prepare`` wrote: paths, row counts, SHA-256s and the validation report."""
-
-    out_dir: Path
-    train: Path
-    validation: Path | None
-    test: Path | None
-    test_gen: Path | None
-    sample_score: Path | None
-    manifest: Path
-    counts: Mapping[str, int]
-    sha256: Mapping[str, str]
-    report: ValidationReport = attrs.field(repr=False)
-
-    def files(self) -> dict[str, Path]:
-        """Role (train, validation, test, test_gen) -> path, for the files that exist."""
-        candidates = {
-            "train": self.train,
-            "validation": self.validation,
-            "test": self.test,
-            "test_gen": self.test_gen,
-        }
-        return {role: path for role, path in candidates.items() if path is not None}
-
-    def register(
-        self, ml_client: Any, *, name_prefix: str = "ultrachat", description: str | None = None
-    ) -> RegisteredData:
-        """Register each file as a ``uri_file`` data asset named ``<prefix>-<role>``.
-
-        The version is the first 16 hex digits of the file's SHA-256: registering the same
-        data again uploads nothing and returns the same assets (``created=False``).
-        """
-        assets = {}
-        for role, path in self.files().items():
-            assets[role] = register_file(
-                ml_client,
-                path,
-                role=role,
-                name=f"{name_prefix}-{role.replace('_', '-')}",
-                sha256=self.sha256[role],
-                description=description,
-                tags={"rows": str(self.counts[role]), "role": role},
-            )
-        return RegisteredData(assets=assets)
 
 
 class UltraChatDataset:
@@ -294,45 +217,6 @@ class UltraChatDataset:
                 return scoring_request_from_row(record, parameters, source=f"{split}[{index}]")
         raise DataSourceError(f"split {split!r} has no row {index}")
 
-    def _checked(
-        self,
-        split: str,
-        *,
-        purpose: str,
-        max_tokens: int | None,
-        tokenizer: TokenizerLike | None,
-        limit: int | None = None,
-        pick: set[int] | None = None,
-    ) -> Iterator[Row]:
-        index = -1
-        for source in self._splits[split]:
-            label = source.label
-            for line, payload in source.rows():
-                index += 1
-                if limit is not None and index >= limit:
-                    return
-                if pick is not None and index not in pick:
-                    continue
-                raw: bytes | None = None
-                if type(payload) is bytes:
-                    raw = payload
-                    obj, issues, scan = parse_line(payload)
-                    if obj is _MISSING:
-                        yield label, line, obj, issues, None, None
-                        continue
-                else:
-                    obj, issues, scan = payload, [], True
-                more, facts = check_record(
-                    obj,
-                    purpose=purpose,
-                    scan_strings=scan,
-                    max_tokens=max_tokens,
-                    tokenizer=tokenizer,
-                )
-                if issues:
-                    more = issues + more
-                yield label, line, obj, more, facts, raw
-
     # ----------------------------------------------------------------------------- validate
     def validate(
         self,
@@ -350,7 +234,7 @@ class UltraChatDataset:
         ``strict`` raises :class:`DataValidationError` when there is any error; ``skip`` and
         ``report`` return the report (nothing is dropped here: ``prepare`` drops with ``skip``).
         """
-        _check_mode(mode, "mode")
+        check_mode(mode, "mode")
         if purpose is not None and purpose not in PURPOSES:
             raise ConfigurationError(
                 f"purpose must be train or score, got {purpose!r}", key="purpose"
@@ -359,17 +243,17 @@ class UltraChatDataset:
             mode=mode,
             purpose=purpose,
             max_tokens=max_tokens,
-            token_count=_token_label(tokenizer),
+            token_count=token_count_label(tokenizer),
             max_problems=max_problems,
         )
         train_keys: set[bytes] | None = (
-            set() if any(s in _TEST_SPLITS for s in self._splits) else None
+            set() if any(s in TEST_SPLITS for s in self._splits) else None
         )
         for split in self._splits:
             seen: set[bytes] = set()
-            rows = self._checked(
-                split,
-                purpose=_purpose_for(split, purpose),
+            rows = checked_rows(
+                self._splits[split],
+                purpose=purpose_for(split, purpose),
                 max_tokens=max_tokens,
                 tokenizer=tokenizer,
             )
@@ -377,7 +261,7 @@ class UltraChatDataset:
                 rows, desc=f"validate {split}", unit="rows"
             ):
                 if facts is not None:
-                    _dup_and_leak(issues, facts, split, seen, train_keys)
+                    check_duplicates_and_leakage(issues, facts, split, seen, train_keys)
                 builder.row(split, label, line, issues)
         report = builder.build()
         if mode == "strict":
@@ -392,15 +276,18 @@ class UltraChatDataset:
         result = {}
         for split in self._splits:
             builder = StatsBuilder(max_tokens)
-            rows = self._checked(
-                split, purpose=_purpose_for(split, None), max_tokens=None, tokenizer=tokenizer
+            rows = checked_rows(
+                self._splits[split],
+                purpose=purpose_for(split, None),
+                max_tokens=None,
+                tokenizer=tokenizer,
             )
             for _label, _line, _obj, issues, facts, _raw in progress(
                 rows, desc=f"stats {split}", unit="rows"
             ):
-                builder.add(facts, any(_is_error(code) for code, _f, _m in issues))
+                builder.add(facts, any(is_error(code) for code, _f, _m in issues))
             result[split] = builder.build()
-        return DataStats(splits=result, token_count=_token_label(tokenizer))
+        return DataStats(splits=result, token_count=token_count_label(tokenizer))
 
     # ----------------------------------------------------------------------------- prepare
     def prepare(
@@ -431,263 +318,16 @@ class UltraChatDataset:
         ``skip`` drops bad rows, ``report`` keeps every row that parses. Same input and
         arguments give byte-identical files.
         """
-        _check_mode(on_invalid, "on_invalid")
-        check_sampling(split_pc, rows, sample, validation_pc)
-        if "train_sft" not in self._splits:
-            raise DataSourceError(
-                f"no training split; this dataset has {', '.join(self._splits)}. Name the file "
-                "train_sft.jsonl/train.jsonl or pass split='train_sft'"
-            )
-        if validation_pc is not None and "validation" in self._splits:
-            raise ConfigurationError(
-                "the data already has a validation split; drop validation_pc or that split",
-                key="validation_pc",
-            )
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        plan = [("train", "train_sft")]
-        plan += [
-            (role, split)
-            for role, split in (
-                ("validation", "validation"),
-                ("test", "test_sft"),
-                ("test_gen", "test_gen"),
-            )
-            if split in self._splits
-        ]
-        builder = ReportBuilder(
-            mode=on_invalid,
-            purpose=None,
+        options = PrepareOptions(
+            split_pc=split_pc,
+            sample=sample,
+            seed=seed,
+            rows=rows,
+            validation_pc=validation_pc,
+            on_invalid=on_invalid,
             max_tokens=max_tokens,
-            token_count=_token_label(tokenizer),
+            tokenizer=tokenizer,
+            scoring_parameters=scoring_parameters,
             max_problems=max_problems,
         )
-        writers: dict[str, JsonlWriter] = {}
-        sources_split: dict[str, str] = {}
-        sampling_info: dict[str, Any] = {}
-        first_gen: dict[str, Any] | None = None
-        train_keys: set[bytes] | None = set() if len(plan) > 1 else None
-        try:
-            for role, split in plan:
-                n: int | None = None
-                if split_pc == 100 and sample == "head":
-                    k = None  # every row: no counting pass
-                else:
-                    if split_pc is not None or (sample == "random" and rows is not None):
-                        n = sum(s.count() for s in self._splits[split])
-                    k = rows_wanted(split, n, split_pc, rows)
-                pick: set[int] | None = None
-                limit: int | None = None
-                if k is not None:
-                    if sample == "random":
-                        assert n is not None
-                        pick = random_indices(n, k, seed=seed, split=split)
-                    else:
-                        limit = k
-                sampling_info[split] = {"available": n, "selected": k}
-                writer = writers[role] = JsonlWriter(out / SPLIT_FILES[role])
-                sources_split[role] = split
-                carve = role == "train" and validation_pc is not None
-                if carve:
-                    writers["validation"] = JsonlWriter(out / SPLIT_FILES["validation"])
-                    sources_split["validation"] = split
-                seen: set[bytes] = set()
-                rows_iter = self._checked(
-                    split,
-                    purpose=_purpose_for(split, None),
-                    max_tokens=max_tokens,
-                    tokenizer=tokenizer,
-                    limit=limit,
-                    pick=pick,
-                )
-                for label, line, obj, issues, facts, raw in progress(
-                    rows_iter, desc=f"prepare {split}", total=k, unit="rows"
-                ):
-                    if facts is not None:
-                        _dup_and_leak(issues, facts, split, seen, train_keys)
-                    bad = builder.row(split, label, line, issues)
-                    if facts is None or (bad and on_invalid != "report"):
-                        continue
-                    if facts.prompt_id is not None and "prompt_id" not in obj:
-                        obj = {**obj, "prompt_id": facts.prompt_id}
-                        raw = None
-                    if facts.first_user is not None and "prompt" not in obj:
-                        obj = {**obj, "prompt": facts.first_user}
-                        raw = None
-                    target = writer
-                    if (
-                        carve
-                        and facts.prompt_id is not None
-                        and in_validation(facts.prompt_id, validation_pc or 0)
-                    ):
-                        target = writers["validation"]
-                    # A JSONL line that needs no change is copied byte for byte (faster, and
-                    # the text stays exactly as given); anything else is serialized canonically.
-                    if raw is not None and raw[-1:] == b"\n" and raw[-2:-1] != b"\r":
-                        target.write(raw)
-                    else:
-                        target.write(dumps_record(obj))
-                    if role == "test_gen" and first_gen is None:
-                        first_gen = obj
-            report = builder.build()
-            if on_invalid == "strict":
-                report.raise_for_errors("prepare stopped; nothing was written")
-            if writers["train"].rows == 0:
-                raise DataValidationError(
-                    "no training rows left to write: every sampled row was invalid or the sample "
-                    "is empty; raise split_pc/rows or fix the data",
-                    problems=report.error_problems(),
-                    total=report.errors,
-                )
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            raise
-        return self._finish(
-            out,
-            writers,
-            sources_split,
-            sampling_info,
-            report,
-            first_gen,
-            locals_={
-                "split_pc": split_pc,
-                "sample": sample,
-                "seed": seed,
-                "rows": rows,
-                "validation_pc": validation_pc,
-                "on_invalid": on_invalid,
-                "max_tokens": max_tokens,
-            },
-            scoring_parameters=scoring_parameters,
-        )
-
-    def _finish(
-        self,
-        out: Path,
-        writers: dict[str, JsonlWriter],
-        sources_split: dict[str, str],
-        sampling_info: dict[str, Any],
-        report: ValidationReport,
-        first_gen: dict[str, Any] | None,
-        *,
-        locals_: dict[str, Any],
-        scoring_parameters: Mapping[str, Any] | None,
-    ) -> PreparedData:
-        from phi_finetune._atomic import atomic_write_text
-        from phi_finetune._version import __version__
-        from phi_finetune.data.scoring_sample import write_sample_score
-
-        paths: dict[str, Path] = {}
-        for role, writer in writers.items():
-            if writer.rows == 0 and role != "train":
-                writer.abort()
-                (out / SPLIT_FILES[role]).unlink(missing_ok=True)
-                continue
-            paths[role] = writer.commit()
-        for role, name in SPLIT_FILES.items():
-            if role not in paths:
-                (out / name).unlink(missing_ok=True)
-        sample_path: Path | None = None
-        if first_gen is not None:
-            try:
-                sample_path = write_sample_score(first_gen, out / SAMPLE_SCORE, scoring_parameters)
-            except DataValidationError as exc:
-                logger.warning("no %s written: %s", SAMPLE_SCORE, exc)
-        if sample_path is None:
-            (out / SAMPLE_SCORE).unlink(missing_ok=True)
-        atomic_write_text(out / REPORT_FILE, report.to_json() + "\n", mode=0o644)
-        files = {
-            role: {
-                "path": SPLIT_FILES[role],
-                "rows": writers[role].rows,
-                "bytes": writers[role].bytes,
-                "sha256": writers[role].sha256,
-                "source_split": sources_split[role],
-            }
-            for role in paths
-        }
-        summary = report.to_dict()
-        del summary["problems"]
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "generator": f"phi_finetune {__version__}",
-            "source": {
-                **self._origin,
-                "splits": {
-                    split: [s.describe() for s in srcs] for split, srcs in self._splits.items()
-                },
-            },
-            "sampling": {**locals_, "splits": sampling_info},
-            "files": files,
-            "validation": summary,
-        }
-        if sample_path is not None:
-            from phi_finetune.data.writer import sha256_file
-
-            manifest["sample_score"] = {"path": SAMPLE_SCORE, "sha256": sha256_file(sample_path)}
-        manifest_path = write_manifest(out / MANIFEST, manifest)
-        return PreparedData(
-            out_dir=out,
-            train=paths["train"],
-            validation=paths.get("validation"),
-            test=paths.get("test"),
-            test_gen=paths.get("test_gen"),
-            sample_score=sample_path,
-            manifest=manifest_path,
-            counts={role: writers[role].rows for role in paths},
-            sha256={role: writers[role].sha256 for role in paths},
-            report=report,
-        )
-
-
-def _check_mode(mode: str, key: str) -> None:
-    if mode not in MODES:
-        raise ConfigurationError(f"{key} must be strict, skip or report, got {mode!r}", key=key)
-
-
-def _is_error(code: str) -> bool:
-    from phi_finetune.data.validation import RULES
-
-    return RULES[code].severity == "error"
-
-
-def _dup_and_leak(
-    issues: list[Issue],
-    facts: RowFacts,
-    split: str,
-    seen: set[bytes],
-    train_keys: set[bytes] | None,
-) -> None:
-    """Duplicate prompt_id within the split; leakage of test rows against train rows.
-
-    ``train_keys`` is ``None`` when there is no test split to check (nothing to remember).
-    """
-    prompt_id = facts.prompt_id
-    id_key = key_digest(prompt_id) if prompt_id is not None else None
-    if id_key is not None:
-        if id_key in seen:
-            issues.append(
-                (
-                    "duplicate-prompt-id",
-                    "prompt_id",
-                    f"prompt_id {prompt_id!r:.24} seen before in {split}",
-                )
-            )
-        seen.add(id_key)
-    if train_keys is None:
-        return
-    first = facts.first_user
-    first_key = key_digest("\x00user:" + first) if first is not None else None
-    if split in _TRAIN_SPLITS:
-        if id_key is not None:
-            train_keys.add(id_key)
-        if first_key is not None:
-            train_keys.add(first_key)
-    elif split in _TEST_SPLITS:
-        if id_key is not None and id_key in train_keys:
-            issues.append(("leakage", "prompt_id", f"prompt_id {prompt_id!r:.24} is also in train"))
-        elif first_key is not None and first_key in train_keys:
-            issues.append(
-                ("leakage", "messages[0].content", "the first user message also appears in train")
-            )
+        return prepare_splits(self._splits, self._origin, out_dir, options)

@@ -34,6 +34,7 @@ __all__ = [
     "derive_prompt_id",
     "estimate_tokens",
     "first_user_message",
+    "token_count_label",
 ]
 
 ROLES = ("system", "user", "assistant")
@@ -119,6 +120,11 @@ def count_tokens(
     if tokenizer is None:
         return estimate_tokens(sum(len(t) for t in texts), len(messages))
     return sum(_tokens_of(tokenizer, t) for t in texts) + MESSAGE_OVERHEAD_TOKENS * len(messages)
+
+
+def token_count_label(tokenizer: TokenizerLike | None) -> str:
+    """How reports name the token count: ``estimate`` (no tokenizer) or ``tokenizer``."""
+    return "estimate" if tokenizer is None else "tokenizer"
 
 
 def _tokens_of(tokenizer: TokenizerLike, text: str) -> int:

@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
-from typing import Literal, TypeAlias
+from collections.abc import Mapping, Sequence
+from typing import Literal, NamedTuple, Protocol, TypeAlias
 
 from phi_finetune.errors import ConfigurationError
 
 __all__ = [
     "SampleMode",
+    "Selection",
     "head_rows",
     "in_validation",
     "random_indices",
     "rows_wanted",
+    "select_rows",
 ]
 
 SampleMode: TypeAlias = Literal["head", "random"]
+
+
+class Countable(Protocol):
+    """A row source, as far as sampling needs it."""
+
+    def count(self) -> int: ...
 
 
 def head_rows(n: int, pc: float) -> int:
@@ -82,3 +90,37 @@ def in_validation(prompt_id: str, validation_pc: float) -> bool:
         b"phi_finetune/validation:" + prompt_id.encode("utf-8", "surrogatepass")
     )
     return int.from_bytes(digest.digest()[:8], "big") < validation_pc / 100.0 * 2**64
+
+
+class Selection(NamedTuple):
+    """The sample of one split: ``limit`` (head) or ``pick`` (random), or neither (all rows)."""
+
+    available: int | None  # rows in the split; None when they were not counted
+    selected: int | None  # rows wanted; None for every row
+    limit: int | None
+    pick: set[int] | None
+
+
+def select_rows(
+    sources: Sequence[Countable],
+    split: str,
+    *,
+    split_pc: float | None,
+    rows: int | Mapping[str, int] | None,
+    sample: str,
+    seed: int,
+) -> Selection:
+    """Which rows of ``split`` to take; counts the rows only when the sample needs it."""
+    n: int | None = None
+    if split_pc == 100 and sample == "head":
+        k = None  # every row: no counting pass
+    else:
+        if split_pc is not None or (sample == "random" and rows is not None):
+            n = sum(s.count() for s in sources)
+        k = rows_wanted(split, n, split_pc, rows)
+    if k is None:
+        return Selection(n, k, None, None)
+    if sample == "random":
+        assert n is not None
+        return Selection(n, k, None, random_indices(n, k, seed=seed, split=split))
+    return Selection(n, k, k, None)

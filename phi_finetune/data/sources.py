@@ -326,39 +326,53 @@ def load_hub(
     if local.is_dir() and (
         (local / "dataset_dict.json").is_file() or (local / "state.json").is_file()
     ):
-        try:
-            loaded = datasets.load_from_disk(str(local))
-        except Exception as exc:
-            raise DataSourceError(f"cannot load the saved dataset in {local}: {exc}") from exc
-        if isinstance(loaded, datasets.DatasetDict):
-            return _pick(loaded, splits, dataset_id)
-        only = splits[0] if splits else "train_sft"
-        return {only: HFSource(loaded, f"{dataset_id}", dataset_id=dataset_id, split=only)}
+        return _load_saved(datasets, local, splits, dataset_id)
+    return {
+        split: _load_hub_split(datasets, dataset_id, split, revision=revision, cache_dir=cache_dir)
+        for split in splits
+    }
 
-    result: dict[str, HFSource] = {}
-    for split in splits:
-        try:
-            ds = datasets.load_dataset(
-                dataset_id, split=split, revision=revision, cache_dir=cache_dir
-            )
-        except (ValueError, KeyError) as exc:
-            if "split" in str(exc).lower():
-                raise DataSourceError(
-                    f"dataset {dataset_id!r} has no split {split!r} ({exc}); "
-                    f"pass splits=... with existing split names"
-                ) from exc
-            raise DataSourceError(f"cannot load {dataset_id!r} split {split!r}: {exc}") from exc
-        except Exception as exc:
+
+def _load_saved(
+    datasets: Any, local: Path, splits: Sequence[str], dataset_id: str
+) -> dict[str, HFSource]:
+    """A folder written by ``Dataset(Dict).save_to_disk``."""
+    try:
+        loaded = datasets.load_from_disk(str(local))
+    except Exception as exc:
+        raise DataSourceError(f"cannot load the saved dataset in {local}: {exc}") from exc
+    if isinstance(loaded, datasets.DatasetDict):
+        return _pick(loaded, splits, dataset_id)
+    only = splits[0] if splits else "train_sft"
+    return {only: HFSource(loaded, f"{dataset_id}", dataset_id=dataset_id, split=only)}
+
+
+def _load_hub_split(
+    datasets: Any,
+    dataset_id: str,
+    split: str,
+    *,
+    revision: str | None,
+    cache_dir: str | None,
+) -> HFSource:
+    """One split from the Hugging Face Hub, with what to do when it cannot be loaded."""
+    try:
+        ds = datasets.load_dataset(dataset_id, split=split, revision=revision, cache_dir=cache_dir)
+    except (ValueError, KeyError) as exc:
+        if "split" in str(exc).lower():
             raise DataSourceError(
-                f"cannot load {dataset_id!r} split {split!r} from the Hugging Face Hub "
-                f"({type(exc).__name__}: {exc}). Check the network connection, the dataset id and "
-                "HF_TOKEN for gated datasets; offline, download the splits as JSONL/Parquet "
-                "elsewhere and use UltraChatDataset.from_files(...)."
+                f"dataset {dataset_id!r} has no split {split!r} ({exc}); "
+                f"pass splits=... with existing split names"
             ) from exc
-        result[split] = HFSource(
-            ds, f"hf:{dataset_id}[{split}]", dataset_id=dataset_id, split=split
-        )
-    return result
+        raise DataSourceError(f"cannot load {dataset_id!r} split {split!r}: {exc}") from exc
+    except Exception as exc:
+        raise DataSourceError(
+            f"cannot load {dataset_id!r} split {split!r} from the Hugging Face Hub "
+            f"({type(exc).__name__}: {exc}). Check the network connection, the dataset id and "
+            "HF_TOKEN for gated datasets; offline, download the splits as JSONL/Parquet "
+            "elsewhere and use UltraChatDataset.from_files(...)."
+        ) from exc
+    return HFSource(ds, f"hf:{dataset_id}[{split}]", dataset_id=dataset_id, split=split)
 
 
 def _pick(loaded: Mapping[str, Any], splits: Sequence[str], dataset_id: str) -> dict[str, HFSource]:
