@@ -26,9 +26,10 @@ from phi_finetune.local.registry import (
     RegisteredModel,
     conversations_from_input,
 )
+from phi_finetune.local.results import TrainingResult
 from phi_finetune.local.server import LocalServer
 from phi_finetune.local.tiny_model import build_tiny_model
-from phi_finetune.local.training import LocalTrainer, TrainingResult
+from phi_finetune.local.training import LocalTrainer
 from phi_finetune.scoring import build_request, parse_response
 
 pytestmark = pytest.mark.slow

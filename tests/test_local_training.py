@@ -19,13 +19,11 @@ pytest.importorskip("peft")
 
 from phi_finetune.errors import LocalBackendError, ParameterError
 from phi_finetune.local._chat import encode_conversation
+from phi_finetune.local.model_loading import load_model_and_tokenizer
+from phi_finetune.local.parameters import resolve_parameters
+from phi_finetune.local.results import StepMetrics
 from phi_finetune.local.tiny_model import build_tiny_model, is_test_model
-from phi_finetune.local.training import (
-    LocalTrainer,
-    StepMetrics,
-    load_model_and_tokenizer,
-    resolve_parameters,
-)
+from phi_finetune.local.training import LocalTrainer
 
 ANSWER = "Paris is the capital of France."
 

@@ -3,7 +3,11 @@
 Submodules (each imports torch / transformers / mlflow / fastapi only when called):
 
 - :mod:`~phi_finetune.local.tiny_model`: a tiny Phi-3-architecture **test** model built offline.
-- :mod:`~phi_finetune.local.training`: LoRA fine-tuning of any causal LM (:class:`LocalTrainer`).
+- :mod:`~phi_finetune.local.training`: LoRA fine-tuning of any causal LM (:class:`LocalTrainer`),
+  with its steps in :mod:`~phi_finetune.local.parameters` (Azure-named parameters, what is
+  ignored on local), :mod:`~phi_finetune.local.examples` (conversations, masks, batches),
+  :mod:`~phi_finetune.local.model_loading` (model, tokenizer, LoRA, device and dtype),
+  :mod:`~phi_finetune.local.tracking` (MLflow) and :mod:`~phi_finetune.local.results`.
 - :mod:`~phi_finetune.local.registry`: MLflow sqlite registry, pyfunc model and :func:`generate`.
 - :mod:`~phi_finetune.local.server`: the HTTP endpoint speaking the Azure scoring contract
   (:class:`LocalServer` starts it as a subprocess).
@@ -17,16 +21,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from phi_finetune.local.parameters import IgnoredParameter
     from phi_finetune.local.registry import LocalRegistry, RegisteredModel, generate
+    from phi_finetune.local.results import StepMetrics, TrainingResult
     from phi_finetune.local.server import LocalServer
     from phi_finetune.local.tiny_model import build_tiny_model
-    from phi_finetune.local.training import (
-        IgnoredParameter,
-        LocalTrainer,
-        StepMetrics,
-        TrainingResult,
-        train_lora,
-    )
+    from phi_finetune.local.training import LocalTrainer, train_lora
 
 __all__ = [
     "IgnoredParameter",
@@ -43,10 +43,10 @@ __all__ = [
 
 _WHERE = {
     "build_tiny_model": "tiny_model",
-    "IgnoredParameter": "training",
+    "IgnoredParameter": "parameters",
     "LocalTrainer": "training",
-    "StepMetrics": "training",
-    "TrainingResult": "training",
+    "StepMetrics": "results",
+    "TrainingResult": "results",
     "train_lora": "training",
     "LocalRegistry": "registry",
     "RegisteredModel": "registry",

@@ -27,6 +27,7 @@ import attrs
 
 from phi_finetune.errors import LocalBackendError, ModelNotFoundError
 from phi_finetune.local._chat import generate, no_mlflow_telemetry
+from phi_finetune.local._layout import ARTIFACT_FOLDER, DEFAULT_EXPERIMENT
 from phi_finetune.scoring import validate_conversation, validate_parameters
 
 logger = logging.getLogger(__name__)
@@ -39,9 +40,6 @@ __all__ = [
     "generate",
 ]
 
-DEFAULT_EXPERIMENT = "phi-finetune-local"
-#: Artifacts live in this folder beside the SQLite store (``state_dir/mlartifacts``).
-ARTIFACT_FOLDER = "mlartifacts"
 _PIP_REQUIREMENTS = ["mlflow", "torch", "transformers", "safetensors", "tokenizers", "phi-finetune"]
 
 
@@ -141,7 +139,7 @@ def _define_pyfunc_class(base: Any) -> Any:
         tokenizer: Any = None
 
         def load_context(self, context):  # type: ignore[no-untyped-def]
-            from phi_finetune.local.training import load_model_and_tokenizer
+            from phi_finetune.local.model_loading import load_model_and_tokenizer
 
             device = "cuda" if _cuda_available() else "cpu"
             self.model, self.tokenizer = load_model_and_tokenizer(
@@ -395,7 +393,7 @@ def load_chat_model(model_uri: str, *, tracking_uri: str | None = None) -> tuple
     """``(model, tokenizer)`` for a registered pyfunc model URI or a plain model folder."""
     path = Path(model_uri)
     if path.is_dir() and (path / "config.json").is_file():
-        from phi_finetune.local.training import load_model_and_tokenizer
+        from phi_finetune.local.model_loading import load_model_and_tokenizer
 
         device = "cuda" if _cuda_available() else "cpu"
         model, tokenizer = load_model_and_tokenizer(path, device=device)

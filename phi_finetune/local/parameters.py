@@ -1,0 +1,183 @@
+"""Fine-tune parameters for the local trainer: defaults, coercion, range checks, what is ignored.
+
+Parameters are named like the Azure ``chat_completion_pipeline`` inputs and may be strings
+(``"16"``, ``"true"``). The ones that only mean something on Azure ML (DeepSpeed, ORT, computes,
+instance types, ...) and unknown ones are reported as :class:`IgnoredParameter`, never silently
+dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from phi_finetune.errors import ParameterError, ParameterProblem
+
+__all__ = [
+    "AZURE_ONLY_PARAMETERS",
+    "LOCAL_PARAMETERS",
+    "PRECISIONS",
+    "SCHEDULERS",
+    "IgnoredParameter",
+    "resolve_parameters",
+]
+
+#: Parameters the local trainer uses: name -> (type, default).
+LOCAL_PARAMETERS: Mapping[str, tuple[type, Any]] = {
+    "num_train_epochs": (int, 1),
+    "max_steps": (int, -1),
+    "learning_rate": (float, 2e-4),
+    "lr_scheduler_type": (str, "linear"),
+    "warmup_steps": (int, 0),
+    "weight_decay": (float, 0.0),
+    "lora_r": (int, 8),
+    "lora_alpha": (int, 16),
+    "lora_dropout": (float, 0.05),
+    "per_device_train_batch_size": (int, 4),
+    "per_device_eval_batch_size": (int, 4),
+    "gradient_accumulation_steps": (int, 1),
+    "max_seq_length": (int, 512),
+    "seed": (int, 42),
+    "precision": (str, "auto"),
+    "logging_steps": (int, 1),
+    "merge_lora_weights": (bool, True),
+}
+
+#: Pipeline inputs that only mean something on Azure ML (reported as ignored).
+AZURE_ONLY_PARAMETERS: Mapping[str, str] = {
+    "apply_deepspeed": "DeepSpeed is not used by the local backend",
+    "deepspeed_stage": "DeepSpeed is not used by the local backend",
+    "ds_config": "DeepSpeed is not used by the local backend",
+    "apply_ort": "ONNX Runtime training is not used by the local backend",
+    "number_of_gpu_to_use_finetuning": "the local backend uses at most one device",
+    "num_nodes_finetune": "the local backend runs on this machine only",
+    "shm_size_finetune": "shared memory size applies to Azure ML containers only",
+    "apply_lora": "the local backend always trains LoRA adapters",
+    "auto_find_batch_size": "the local backend uses the given batch size",
+}
+_AZURE_ONLY_PREFIXES = ("compute_", "instance_type_")
+
+#: Values ``lr_scheduler_type`` accepts (transformers' scheduler names).
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
+#: Values ``precision`` accepts; CPU training always runs in float32.
+PRECISIONS = ("auto", "32", "fp32", "16", "fp16", "bf16")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+@attrs.frozen
+class IgnoredParameter:
+    """A parameter the local backend did not use, and why."""
+
+    name: str
+    value: Any
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "reason": self.reason}
+
+
+def _coerce(value: object, kind: type) -> Any:
+    """``value`` as ``kind`` (bool, int, float or str), accepting the strings a TOML or CLI gives.
+
+    Raises ``ValueError`` or ``TypeError`` when it does not convert. The one conversion rule of
+    the local parameters: swap it here for a shared coercer.
+    """
+    text = value.strip() if isinstance(value, str) else None
+    if kind is bool:
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
+        if text is not None and text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError("expected true or false")
+    if kind in (int, float) and isinstance(value, bool):
+        raise ValueError(f"expected {kind.__name__}, not a boolean")
+    if kind is int:
+        number = float(text) if text is not None else value
+        if isinstance(number, int):
+            return number
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
+        raise ValueError("expected an integer")
+    if kind is float:
+        return float(text if text is not None else value)  # type: ignore[arg-type]
+    return str(value).strip()
+
+
+def resolve_parameters(
+    parameters: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], tuple[IgnoredParameter, ...]]:
+    """Resolve Azure-named fine-tune parameters for the local trainer.
+
+    Returns the values used (defaults filled in, strings converted) and the ignored ones.
+    Raises :class:`~phi_finetune.errors.ParameterError` listing every invalid value.
+    """
+    resolved: dict[str, Any] = {name: default for name, (_, default) in LOCAL_PARAMETERS.items()}
+    ignored: list[IgnoredParameter] = []
+    problems: list[ParameterProblem] = []
+    for name, value in (parameters or {}).items():
+        spec = LOCAL_PARAMETERS.get(name)
+        if spec is None:
+            ignored.append(IgnoredParameter(name, value, _why_ignored(name)))
+            continue
+        if value is None:
+            continue
+        try:
+            resolved[name] = _coerce(value, spec[0])
+        except (TypeError, ValueError):
+            problems.append(ParameterProblem(name, value, f"expected {spec[0].__name__}"))
+    problems.extend(_range_problems(resolved))
+    if problems:
+        raise ParameterError(
+            "invalid fine-tuning parameters for the local backend", problems=problems
+        )
+    return resolved, tuple(ignored)
+
+
+def _why_ignored(name: str) -> str:
+    if name in AZURE_ONLY_PARAMETERS:
+        return AZURE_ONLY_PARAMETERS[name]
+    if name.startswith(_AZURE_ONLY_PREFIXES):
+        return "Azure ML compute settings do not apply to the local backend"
+    return "not a parameter the local backend knows"
+
+
+def _range_problems(p: Mapping[str, Any]) -> list[ParameterProblem]:
+    checks: list[tuple[str, bool, str, str]] = [
+        ("num_train_epochs", p["num_train_epochs"] >= 1, "must be >= 1", ">= 1"),
+        ("max_steps", p["max_steps"] == -1 or p["max_steps"] >= 1, "must be -1 or >= 1", ""),
+        ("learning_rate", p["learning_rate"] > 0, "must be > 0", "> 0"),
+        ("warmup_steps", p["warmup_steps"] >= 0, "must be >= 0", ">= 0"),
+        ("weight_decay", p["weight_decay"] >= 0, "must be >= 0", ">= 0"),
+        ("lora_r", p["lora_r"] >= 1, "must be >= 1", ">= 1"),
+        ("lora_alpha", p["lora_alpha"] >= 1, "must be >= 1", ">= 1"),
+        ("lora_dropout", 0 <= p["lora_dropout"] < 1, "must be in [0, 1)", "[0, 1)"),
+        ("per_device_train_batch_size", p["per_device_train_batch_size"] >= 1, "must be >= 1", ""),
+        ("per_device_eval_batch_size", p["per_device_eval_batch_size"] >= 1, "must be >= 1", ""),
+        ("gradient_accumulation_steps", p["gradient_accumulation_steps"] >= 1, "must be >= 1", ""),
+        ("max_seq_length", p["max_seq_length"] == -1 or p["max_seq_length"] >= 8, "too small", ""),
+        ("logging_steps", p["logging_steps"] >= 1, "must be >= 1", ">= 1"),
+        (
+            "lr_scheduler_type",
+            p["lr_scheduler_type"] in SCHEDULERS,
+            "unknown scheduler",
+            ", ".join(SCHEDULERS),
+        ),
+        (
+            "precision",
+            str(p["precision"]) in PRECISIONS,
+            "unknown precision",
+            ", ".join(PRECISIONS),
+        ),
+    ]
+    return [ParameterProblem(n, p[n], msg, allowed) for n, ok, msg, allowed in checks if not ok]
