@@ -12,7 +12,7 @@ Variable                           Meaning
 ``PHI_FINETUNE_NO_PROGRESS``       Non-empty and not ``0``: no progress bars.
 ``NO_PROGRESS``                    The same, under the common name.
 ``PHI_FINETUNE_SERVER_KEY``        The key of a local endpoint server (never logged).
-``AZURE_SUBSCRIPTION_ID``          Workspace scope (see :class:`~phi_finetune.config.WorkspaceConfig`).
+``AZURE_SUBSCRIPTION_ID``          Workspace scope (:class:`~phi_finetune.config.WorkspaceConfig`).
 ``AZURE_RESOURCE_GROUP``           Workspace scope.
 ``AZUREML_WORKSPACE_NAME``         Workspace scope.
 ``MLFLOW_TRACKING_URI``            Default MLflow store of ``phi-finetune serve``.
@@ -45,6 +45,7 @@ __all__ = [
     "mlflow_tracking_uri",
     "progress_disabled_by_env",
     "state_dir_from_env",
+    "workspace_env",
 ]
 
 #: The state folder (run journals, the local MLflow store) when nothing else names one.
@@ -107,3 +108,9 @@ def mlflow_tracking_uri(environ: Mapping[str, str] | None = None) -> str | None:
 def hf_hub_offline(environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``HF_HUB_OFFLINE`` forbids downloads from the Hugging Face Hub."""
     return env_flag(ENV_HF_HUB_OFFLINE, environ)
+
+
+def workspace_env(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """WorkspaceConfig field -> its variable's value (``None``: not set; ``""``: set empty)."""
+    env = os.environ if environ is None else environ
+    return {field: env.get(var) for field, var in WORKSPACE_ENVS.items()}
