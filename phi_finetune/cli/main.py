@@ -99,6 +99,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from phi_finetune.errors import PhiFinetuneError
 
     try:
+        if "state_dir" in vars(args):
+            from phi_finetune.cli._common import resolve_state_dir
+
+            args.state_dir = resolve_state_dir(args)
         code: int = handler(args)
     except PhiFinetuneError as exc:
         if args.verbose:
