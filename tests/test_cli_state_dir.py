@@ -173,3 +173,39 @@ def test_without_anything_the_default_is_dot_phi_finetune(
 ) -> None:
     assert main(["status"]) == 0
     assert "no runs under .phi_finetune" in capsys.readouterr().out
+
+
+def _commands_with_state_dir() -> dict[str, str]:
+    import argparse
+
+    from phi_finetune.cli.main import build_parser
+
+    found: dict[str, str] = {}
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if "--state-dir" in action.option_strings:
+                found[path] = str(action.help)
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}".strip())
+
+    walk(build_parser(), "")
+    return found
+
+
+def test_one_state_dir_option_for_every_journal_command() -> None:
+    from phi_finetune.cli._common import STATE_DIR_HELP
+
+    found = _commands_with_state_dir()
+    assert set(found) == {
+        "run",
+        "status",
+        "resume",
+        "teardown",
+        "invoke",
+        "endpoints list",
+        "endpoints delete",
+        "report",
+    }
+    assert set(found.values()) == {STATE_DIR_HELP}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,9 +87,10 @@ def _parameters(pairs: list[str]) -> dict[str, Any]:
 
 
 def _key_from_env(var: str) -> str:
+    from phi_finetune.constants import env_value
     from phi_finetune.errors import ConfigurationError
 
-    value = os.environ.get(var, "")
+    value = env_value(var)
     if not value:
         raise ConfigurationError(
             f"--key-env {var}: the environment variable is empty or not set; export the "
@@ -196,8 +196,10 @@ def _local_key(args: Any, details: dict[str, Any]) -> str | None:
                 "pass --key-env VAR with the key in $VAR"
             ) from exc
     key_env = details.get("key_env")
-    if key_env and os.environ.get(str(key_env)):
-        return os.environ[str(key_env)]
+    if key_env:
+        from phi_finetune.constants import env_value
+
+        return env_value(str(key_env)) or None
     return None
 
 
