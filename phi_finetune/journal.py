@@ -28,6 +28,7 @@ import attrs
 
 from phi_finetune._atomic import atomic_write_json
 from phi_finetune._redact import REDACTED, redact
+from phi_finetune.constants import DEFAULT_STATE_DIR, STATE_DIR_ENV, default_state_dir
 from phi_finetune.errors import RunStateError
 
 __all__ = [
@@ -55,9 +56,6 @@ FORMAT_VERSION = 1
 JOURNAL_FILE = "journal.json"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-#: Environment variable naming the state folder (default: ``.phi_finetune``).
-STATE_DIR_ENV = "PHI_FINETUNE_STATE_DIR"
-DEFAULT_STATE_DIR = ".phi_finetune"
 
 StepStatus = Literal["pending", "running", "completed", "failed"]
 ResourceKind = Literal[
@@ -92,12 +90,6 @@ _SECRET_KEY = re.compile(
     r"(?i)(^|[_.-])(key|keys|primary_key|secondary_key|api_key|token|access_token|secret|"
     r"password|passwd|credential|credentials|connection_string|sas|authorization)$"
 )
-
-
-def default_state_dir() -> Path:
-    """``$PHI_FINETUNE_STATE_DIR``, else ``.phi_finetune`` (the run configuration's default)."""
-    configured = os.environ.get(STATE_DIR_ENV)
-    return Path(configured).expanduser() if configured else Path(DEFAULT_STATE_DIR)
 
 
 def new_run_id(*, now: _dt.datetime | None = None) -> str:

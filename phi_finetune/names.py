@@ -15,6 +15,7 @@ import time
 from phi_finetune.errors import InvalidNameError
 
 __all__ = [
+    "COMPUTE_NAME_PATTERN",
     "DEFAULT_ENDPOINT_PREFIX",
     "DEFAULT_MODEL_SUFFIX",
     "ENDPOINT_NAME_MAX",
@@ -22,8 +23,12 @@ __all__ = [
     "ENDPOINT_NAME_PATTERN",
     "MODEL_NAME_MAX",
     "MODEL_NAME_PATTERN",
+    "REGISTRY_NAME_PATTERN",
+    "RESOURCE_GROUP_PATTERN",
     "RUN_ID_TAG",
+    "WORKSPACE_NAME_PATTERN",
     "default_model_name",
+    "endpoint_name_problems",
     "generate_endpoint_name",
     "generate_model_version",
     "sanitize_endpoint_name",
@@ -57,6 +62,16 @@ MODEL_VERSION_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 JOB_NAME_MAX = 255
 JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
 
+#: Workspace names: 3-33 letters, digits, ``-`` or ``_``, starting with a letter or digit.
+WORKSPACE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$")
+#: Registry names: 2-33 letters, digits, ``-`` or ``_``, starting with a letter or digit.
+REGISTRY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,32}$")
+#: Resource group names: 1-90 letters, digits, ``_``, ``-``, ``.``, ``(`` or ``)`` (not ending
+#: with ``.``, which the pattern does not check).
+RESOURCE_GROUP_PATTERN = re.compile(r"^[-\w.()]{1,90}$")
+#: Compute cluster names: 2-32 letters, digits or ``-``, starting with a letter.
+COMPUTE_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,31}$")
+
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -70,7 +85,8 @@ def _to_base36(value: int) -> str:
     return "".join(reversed(out))
 
 
-def _endpoint_like_problems(name: str) -> list[str]:
+def endpoint_name_problems(name: str) -> list[str]:
+    """What is wrong with ``name`` as an online endpoint or deployment name (empty: valid)."""
     problems: list[str] = []
     if not ENDPOINT_NAME_MIN <= len(name) <= ENDPOINT_NAME_MAX:
         problems.append(
@@ -119,7 +135,7 @@ def _validate_endpoint_like(name: str, *, parameter: str, what: str) -> str:
         raise InvalidNameError(
             f"{parameter} must be a string, got {type(name).__name__}", key=parameter
         )
-    problems = _endpoint_like_problems(name)
+    problems = endpoint_name_problems(name)
     if problems:
         suggestion = sanitize_endpoint_name(name) if name.strip() else generate_endpoint_name()
         raise InvalidNameError(

@@ -12,16 +12,17 @@ reported together in one :class:`~phi_finetune.errors.ParameterError`.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import enum
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
+from phi_finetune._parameter_rules import CROSS_FIELD_RULES
+from phi_finetune.config.checks import CoercionError, Kind, Mode, coerce
 from phi_finetune.errors import ParameterError, ParameterProblem
 from phi_finetune.interface import ComponentInterface, InputSpec, load_pinned_interface
 
@@ -109,7 +110,6 @@ def _coerce(
     """Normalise ``value`` for ``spec``; a problem when its type or enum is wrong."""
     name = spec.name
     origin = "" if source is ParameterSource.USER else f" (from the {source})"
-    lenient = source is not ParameterSource.USER  # tags hold strings: "5e-6", "1"
     if value is None:
         if spec.optional:
             return None, None
@@ -123,18 +123,18 @@ def _coerce(
             msg = f"contains \\ or ' which the service rejects in paths{origin}"
             return value, ParameterProblem(name, value, msg, "a path without \\ and '")
         return value, None
+    mode: Mode = "exact" if source is ParameterSource.USER else "text"
     if spec.type == "string":
         if isinstance(value, bool):
-            if spec.is_string_boolean:
-                value = "true" if value else "false"
-            else:
+            if not spec.is_string_boolean:
                 msg = f"must be a string, not a bool{origin}"
                 return value, ParameterProblem(name, value, msg, spec.describe_allowed())
-        elif isinstance(value, int) and (name in _INT_AS_STRING or lenient):
+            value = "true" if value else "false"
+        elif isinstance(value, int) and name in _INT_AS_STRING:
             value = str(value)
-        elif isinstance(value, float) and lenient and value.is_integer():
-            value = str(int(value))
-        elif not isinstance(value, str):
+        try:
+            value = coerce(value, "string", mode=mode)
+        except CoercionError:
             msg = f"must be a string, not {type(value).__name__}{origin}"
             return value, ParameterProblem(name, value, msg, spec.describe_allowed())
         if spec.is_string_boolean and value.strip().lower() in ("true", "false"):
@@ -144,35 +144,23 @@ def _coerce(
                 name, value, f"is not one of the allowed values{origin}", spec.describe_allowed()
             )
         return value, None
-    if spec.type == "integer":
-        if isinstance(value, str) and lenient:
-            try:
-                number = float(value)
-                value = int(number) if number.is_integer() else value
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int):
-            msg = f"must be an integer, not {type(value).__name__}{origin}"
+    if spec.type in ("integer", "number"):
+        kind: Kind = "integer" if spec.type == "integer" else "number"
+        try:
+            number = coerce(value, kind, mode=mode)
+        except CoercionError:
+            msg = f"must be {'an integer' if kind == 'integer' else 'a number'}, not "
+            msg += f"{type(value).__name__}{origin}"
             return value, ParameterProblem(name, value, msg, spec.describe_allowed())
-        return value, None
-    if spec.type == "number":
-        if isinstance(value, str) and lenient:
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            msg = f"must be a number, not {type(value).__name__}{origin}"
-            return value, ParameterProblem(name, value, msg, spec.describe_allowed())
-        if not math.isfinite(value):
+        if not math.isfinite(number):
             msg = f"must be a finite number{origin}"
-            return value, ParameterProblem(name, value, msg, spec.describe_allowed())
-        return float(value), None
+            return number, ParameterProblem(name, number, msg, spec.describe_allowed())
+        return number, None
     if spec.type == "boolean":
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            value = value.strip().lower() == "true"
-        if not isinstance(value, bool):
-            msg = f"must be a boolean{origin}"
-            return value, ParameterProblem(name, value, msg, "true, false")
-        return value, None
+        try:
+            return coerce(value, "boolean", mode="text"), None
+        except CoercionError:
+            return value, ParameterProblem(name, value, f"must be a boolean{origin}", "true, false")
     return value, None  # unknown input types pass through
 
 
@@ -188,210 +176,6 @@ def _bounds(spec: InputSpec, value: Any) -> ParameterProblem | None:
             spec.name, value, f"is above the maximum {spec.max}", spec.describe_allowed()
         )
     return None
-
-
-# --------------------------------------------------------------------------- cross-field rules
-Values = Mapping[str, Any]
-Rule = Callable[[Values], list[ParameterProblem]]
-
-
-def _num(values: Values, name: str) -> float | None:
-    value = values.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _rule_learning_rate_positive(v: Values) -> list[ParameterProblem]:
-    lr = _num(v, "learning_rate")
-    if lr is not None and lr <= 0:
-        return [
-            ParameterProblem("learning_rate", v["learning_rate"], "must be > 0", "> 0, e.g. 5e-6")
-        ]
-    return []
-
-
-def _rule_early_stopping_needs_evaluation(v: Values) -> list[ParameterProblem]:
-    if v.get("apply_early_stopping") == "true" and v.get("evaluation_strategy") not in (
-        "steps",
-        "epoch",
-    ):
-        return [
-            ParameterProblem(
-                "evaluation_strategy",
-                v.get("evaluation_strategy"),
-                "apply_early_stopping='true' needs evaluation during training",
-                "'steps' or 'epoch' (or set apply_early_stopping='false')",
-            )
-        ]
-    return []
-
-
-def _rule_deepspeed_excludes_auto_batch(v: Values) -> list[ParameterProblem]:
-    if v.get("apply_deepspeed") == "true" and v.get("auto_find_batch_size") == "true":
-        return [
-            ParameterProblem(
-                "auto_find_batch_size",
-                "true",
-                "cannot be used with apply_deepspeed='true'",
-                "'false', or set apply_deepspeed='false'",
-            )
-        ]
-    return []
-
-
-def _rule_stage3_excludes_ort(v: Values) -> list[ParameterProblem]:
-    if (
-        v.get("apply_deepspeed") == "true"
-        and v.get("deepspeed_stage") == "3"
-        and v.get("apply_ort") == "true"
-    ):
-        return [
-            ParameterProblem(
-                "apply_ort",
-                "true",
-                "ONNX Runtime training cannot be used with DeepSpeed stage 3",
-                "'false', or deepspeed_stage='2'",
-            )
-        ]
-    return []
-
-
-def _rule_eval_steps(v: Values) -> list[ParameterProblem]:
-    if v.get("evaluation_strategy") != "steps":
-        return []
-    steps, interval = _num(v, "eval_steps"), _num(v, "evaluation_steps_interval")
-    if (steps is None or steps <= 0) and (interval is None or interval <= 0):
-        return [
-            ParameterProblem(
-                "eval_steps",
-                v.get("eval_steps"),
-                "evaluation_strategy='steps' needs eval_steps > 0 or evaluation_steps_interval > 0",
-                "a positive integer",
-            )
-        ]
-    return []
-
-
-def _rule_evaluation_interval_fraction(v: Values) -> list[ParameterProblem]:
-    interval = _num(v, "evaluation_steps_interval")
-    if interval is not None and not 0 <= interval <= 1:
-        return [
-            ParameterProblem(
-                "evaluation_steps_interval",
-                v["evaluation_steps_interval"],
-                "is a fraction of an epoch's steps",
-                "0 (off) to 1",
-            )
-        ]
-    return []
-
-
-def _rule_logging_steps(v: Values) -> list[ParameterProblem]:
-    steps = _num(v, "logging_steps")
-    if v.get("logging_strategy") == "steps" and steps is not None and steps <= 0:
-        return [
-            ParameterProblem(
-                "logging_steps", v["logging_steps"], "logging_strategy='steps' needs > 0", "> 0"
-            )
-        ]
-    return []
-
-
-def _rule_minus_one_or_positive(name: str, meaning: str) -> Rule:
-    def rule(v: Values) -> list[ParameterProblem]:
-        value = _num(v, name)
-        if value is not None and value != -1 and value < 1:
-            return [ParameterProblem(name, v[name], "must be -1 or a positive integer", meaning)]
-        return []
-
-    rule.__name__ = f"_rule_{name}_minus_one_or_positive"
-    return rule
-
-
-def _rule_range(name: str, low: float, high: float, *, high_open: bool = False) -> Rule:
-    def rule(v: Values) -> list[ParameterProblem]:
-        value = _num(v, name)
-        if value is None:
-            return []
-        bad = value < low or (value >= high if high_open else value > high)
-        if bad:
-            allowed = f"{low} <= {name} {'<' if high_open else '<='} {high}"
-            return [ParameterProblem(name, v[name], "is out of range", allowed)]
-        return []
-
-    rule.__name__ = f"_rule_{name}_range"
-    return rule
-
-
-def _rule_positive(name: str, *, strict: bool = True) -> Rule:
-    def rule(v: Values) -> list[ParameterProblem]:
-        value = _num(v, name)
-        if value is not None and (value <= 0 if strict else value < 0):
-            allowed = "> 0" if strict else ">= 0"
-            return [ParameterProblem(name, v[name], f"must be {allowed}", allowed)]
-        return []
-
-    rule.__name__ = f"_rule_{name}_positive"
-    return rule
-
-
-def _rule_lora_dimensions(v: Values) -> list[ParameterProblem]:
-    if v.get("apply_lora") != "true":
-        return []
-    problems = []
-    for name in ("lora_r", "lora_alpha"):
-        value = _num(v, name)
-        if value is not None and value < 1:
-            problems.append(ParameterProblem(name, v[name], "must be >= 1 with apply_lora", ">= 1"))
-    return problems
-
-
-def _rule_early_stopping_patience(v: Values) -> list[ParameterProblem]:
-    patience = _num(v, "early_stopping_patience")
-    if v.get("apply_early_stopping") == "true" and patience is not None and patience < 1:
-        return [
-            ParameterProblem(
-                "early_stopping_patience", v["early_stopping_patience"], "must be >= 1", ">= 1"
-            )
-        ]
-    return []
-
-
-#: Cross-field and range rules: (name, rule). Each returns the problems it finds.
-CROSS_FIELD_RULES: tuple[tuple[str, Rule], ...] = (
-    ("learning_rate > 0", _rule_learning_rate_positive),
-    ("early stopping needs an evaluation strategy", _rule_early_stopping_needs_evaluation),
-    ("deepspeed excludes auto_find_batch_size", _rule_deepspeed_excludes_auto_batch),
-    ("deepspeed stage 3 excludes ORT", _rule_stage3_excludes_ort),
-    ("evaluation_strategy steps needs eval steps", _rule_eval_steps),
-    ("evaluation_steps_interval is a fraction", _rule_evaluation_interval_fraction),
-    ("logging_strategy steps needs logging_steps > 0", _rule_logging_steps),
-    ("early_stopping_patience >= 1", _rule_early_stopping_patience),
-    ("lora_r and lora_alpha >= 1", _rule_lora_dimensions),
-    ("lora_dropout in [0, 1)", _rule_range("lora_dropout", 0.0, 1.0, high_open=True)),
-    ("adam_beta1 in [0, 1)", _rule_range("adam_beta1", 0.0, 1.0, high_open=True)),
-    ("adam_beta2 in [0, 1)", _rule_range("adam_beta2", 0.0, 1.0, high_open=True)),
-    ("adam_epsilon > 0", _rule_positive("adam_epsilon")),
-    ("weight_decay >= 0", _rule_positive("weight_decay", strict=False)),
-    ("max_grad_norm >= 0", _rule_positive("max_grad_norm", strict=False)),
-    ("warmup_steps >= 0", _rule_positive("warmup_steps", strict=False)),
-    ("gradient_accumulation_steps >= 1", _rule_positive("gradient_accumulation_steps")),
-    ("dataloader_num_workers >= 0", _rule_positive("dataloader_num_workers", strict=False)),
-    ("max_steps -1 or >= 1", _rule_minus_one_or_positive("max_steps", "-1 (use epochs) or >= 1")),
-    (
-        "max_seq_length -1 or >= 1",
-        _rule_minus_one_or_positive("max_seq_length", "-1 (model max) or >= 1"),
-    ),
-    (
-        "save_total_limit -1 or >= 1",
-        _rule_minus_one_or_positive("save_total_limit", "-1 (keep all) or >= 1"),
-    ),
-    (
-        "eval_accumulation_steps -1 or >= 1",
-        _rule_minus_one_or_positive("eval_accumulation_steps", "-1 (off) or >= 1"),
-    ),
-)
 
 
 # --------------------------------------------------------------------------- the parameters
@@ -427,78 +211,16 @@ class FineTuneParameters:
         interface = interface or load_pinned_interface()
         reference = REFERENCE_DEFAULTS if reference_defaults is None else reference_defaults
         problems: list[ParameterProblem] = []
-        warnings: list[str] = []
-        names = list(interface.inputs)
         layers: list[tuple[ParameterSource, Mapping[str, Any]]] = [
             (ParameterSource.REFERENCE_DEFAULT, reference),
             (ParameterSource.MODEL_DEFAULT, model_defaults or {}),
             (ParameterSource.USER, user or {}),
         ]
-
-        merged: dict[str, tuple[Any, ParameterSource]] = {}
-        for name, input_spec in interface.inputs.items():
-            if (
-                input_spec.is_literal
-                and input_spec.default is not None
-                and name not in JOB_MANAGED_INPUTS
-            ):
-                merged[name] = (input_spec.default, ParameterSource.COMPONENT_DEFAULT)
-
-        dropped: list[str] = []
-        for source, layer in layers:
-            for name, value in layer.items():
-                if name in interface.inputs or name in passthrough:
-                    if (
-                        name in JOB_MANAGED_INPUTS
-                        and source is not ParameterSource.COMPONENT_DEFAULT
-                    ):
-                        if source is ParameterSource.USER:
-                            problems.append(
-                                ParameterProblem(
-                                    name, value, "is set by the job", JOB_MANAGED_INPUTS[name]
-                                )
-                            )
-                        continue
-                    merged[name] = (value, source)
-                elif source is ParameterSource.USER:
-                    close = _close(name, names)
-                    hint = f"did you mean: {close}" if close else "see the component's inputs"
-                    message = f"is not an input of {interface.name} {interface.version}"
-                    if name in _MODEL_DEFAULT_ONLY:
-                        message += (
-                            " (it is a model_specific_defaults hint for tuning ranges, not a "
-                            "pipeline input; passing it makes the SDK raise UnexpectedKeywordError)"
-                        )
-                    problems.append(ParameterProblem(name, value, message, hint))
-                else:
-                    dropped.append(name)
-        if dropped:
-            message = (
-                f"model_specific_defaults keys that are not inputs of {interface.name} "
-                f"{interface.version} were dropped (not passed to the job): {', '.join(dropped)}"
-            )
-            # Expected for Phi-3 (tuning-range hints); shown in the plan, not on every run's log.
-            logger.info("%s", message)
-            warnings.append(message)
-
-        values: dict[str, ParameterValue] = {}
-        for name, (raw, source) in merged.items():
-            spec = interface.inputs.get(name)
-            if spec is None:  # a passthrough input of the live component
-                values[name] = ParameterValue(name, raw, source, "unknown")
-                continue
-            value, problem = _coerce(spec, raw, source)
-            if problem is None:
-                problem = _bounds(spec, value)
-            if problem is not None:
-                problems.append(problem)
-            values[name] = ParameterValue(name, value, source, spec.type)
-        for name, spec in interface.inputs.items():
-            if not spec.optional and name not in values and name not in JOB_MANAGED_INPUTS:
-                problems.append(
-                    ParameterProblem(name, None, "is required", spec.describe_allowed())
-                )
-
+        merged = _component_defaults(interface)
+        dropped = _merge_layers(merged, layers, interface, passthrough, problems)
+        warnings = [_dropped_message(interface, dropped)] if dropped else []
+        values = _checked_values(merged, interface, problems)
+        problems.extend(_required_problems(values, interface))
         plain = {n: v.value for n, v in values.items()}
         for _rule_name, rule in CROSS_FIELD_RULES:
             problems.extend(rule(plain))
@@ -563,6 +285,101 @@ class FineTuneParameters:
             nodes,
             dataset=dataset,
         )
+
+
+# --------------------------------------------------------------------------- build's steps
+_Merged = dict[str, tuple[Any, ParameterSource]]
+
+
+def _component_defaults(interface: ComponentInterface) -> _Merged:
+    """The component's own literal defaults (job-managed inputs left out)."""
+    return {
+        name: (spec.default, ParameterSource.COMPONENT_DEFAULT)
+        for name, spec in interface.inputs.items()
+        if spec.is_literal and spec.default is not None and name not in JOB_MANAGED_INPUTS
+    }
+
+
+def _merge_layers(
+    merged: _Merged,
+    layers: list[tuple[ParameterSource, Mapping[str, Any]]],
+    interface: ComponentInterface,
+    passthrough: frozenset[str] | set[str],
+    problems: list[ParameterProblem],
+) -> list[str]:
+    """Lay ``layers`` over ``merged`` (later wins); returns the dropped model-default keys."""
+    names = list(interface.inputs)
+    dropped: list[str] = []
+    for source, layer in layers:
+        for name, value in layer.items():
+            if name in interface.inputs or name in passthrough:
+                if name in JOB_MANAGED_INPUTS:
+                    if source is ParameterSource.USER:
+                        problems.append(
+                            ParameterProblem(
+                                name, value, "is set by the job", JOB_MANAGED_INPUTS[name]
+                            )
+                        )
+                    continue
+                merged[name] = (value, source)
+            elif source is ParameterSource.USER:
+                problems.append(_unknown_input(name, value, interface, names))
+            else:
+                dropped.append(name)
+    return dropped
+
+
+def _unknown_input(
+    name: str, value: Any, interface: ComponentInterface, names: list[str]
+) -> ParameterProblem:
+    close = _close(name, names)
+    hint = f"did you mean: {close}" if close else "see the component's inputs"
+    message = f"is not an input of {interface.name} {interface.version}"
+    if name in _MODEL_DEFAULT_ONLY:
+        message += (
+            " (it is a model_specific_defaults hint for tuning ranges, not a "
+            "pipeline input; passing it makes the SDK raise UnexpectedKeywordError)"
+        )
+    return ParameterProblem(name, value, message, hint)
+
+
+def _dropped_message(interface: ComponentInterface, dropped: list[str]) -> str:
+    message = (
+        f"model_specific_defaults keys that are not inputs of {interface.name} "
+        f"{interface.version} were dropped (not passed to the job): {', '.join(dropped)}"
+    )
+    # Expected for Phi-3 (tuning-range hints); shown in the plan, not on every run's log.
+    logger.info("%s", message)
+    return message
+
+
+def _checked_values(
+    merged: _Merged, interface: ComponentInterface, problems: list[ParameterProblem]
+) -> dict[str, ParameterValue]:
+    """Each merged value coerced to its input's type and checked against its bounds."""
+    values: dict[str, ParameterValue] = {}
+    for name, (raw, source) in merged.items():
+        spec = interface.inputs.get(name)
+        if spec is None:  # a passthrough input of the live component
+            values[name] = ParameterValue(name, raw, source, "unknown")
+            continue
+        value, problem = _coerce(spec, raw, source)
+        if problem is None:
+            problem = _bounds(spec, value)
+        if problem is not None:
+            problems.append(problem)
+        values[name] = ParameterValue(name, value, source, spec.type)
+    return values
+
+
+def _required_problems(
+    values: Mapping[str, ParameterValue], interface: ComponentInterface
+) -> list[ParameterProblem]:
+    return [
+        ParameterProblem(name, None, "is required", spec.describe_allowed())
+        for name, spec in interface.inputs.items()
+        if not spec.optional and name not in values and name not in JOB_MANAGED_INPUTS
+    ]
 
 
 def effective_batch_size(

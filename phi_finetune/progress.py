@@ -7,10 +7,11 @@ overrides both for the current process.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
+
+from phi_finetune.constants import progress_disabled_by_env
 
 T = TypeVar("T")
 
@@ -27,10 +28,8 @@ def progress_enabled() -> bool:
     """Whether progress displays should be shown now."""
     if _override is not None:
         return _override
-    for name in ("PHI_FINETUNE_NO_PROGRESS", "NO_PROGRESS"):
-        value = os.environ.get(name, "")
-        if value and value != "0":
-            return False
+    if progress_disabled_by_env():
+        return False
     return sys.stderr.isatty()
 
 

@@ -25,6 +25,7 @@ import attrs
 
 from phi_finetune._redact import redact
 from phi_finetune.backends import STEPS, Backend, StepContext
+from phi_finetune.constants import DEFAULT_STATE_DIR
 from phi_finetune.errors import PhiFinetuneError, RunStateError
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class FineTuneSession:
         cls,
         run_id: str,
         *,
-        state_dir: str | os.PathLike[str] = ".phi_finetune",
+        state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
         backend: Backend | None = None,
         workspace: Workspace | None = None,
     ) -> FineTuneSession:
@@ -150,7 +151,7 @@ class FineTuneSession:
         return cls(config, backend=backend, workspace=workspace, journal=journal)
 
     @staticmethod
-    def list_runs(state_dir: str | os.PathLike[str] = ".phi_finetune") -> list[RunSummary]:
+    def list_runs(state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> list[RunSummary]:
         """Every run under ``state_dir`` with what it still holds."""
         from phi_finetune.journal import list_runs
 
@@ -161,7 +162,7 @@ class FineTuneSession:
         cls,
         run_id: str,
         *,
-        state_dir: str | os.PathLike[str] = ".phi_finetune",
+        state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
         backend: Backend | None = None,
         workspace: Workspace | None = None,
     ) -> list[str]:

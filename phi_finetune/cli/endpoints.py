@@ -11,11 +11,10 @@ journals say is still alive without contacting Azure (local servers included).
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import Any
 
-from phi_finetune.cli._common import emit
+from phi_finetune.cli._common import add_state_dir_option, emit, resolve_state_dir, workspace_for
 from phi_finetune.names import RUN_ID_TAG
 
 __all__ = ["register"]
@@ -32,9 +31,7 @@ def register(subparsers: Any) -> None:
     )
     sub = parser.add_subparsers(dest="endpoints_command", metavar="ACTION")
     lister = sub.add_parser("list", help="list endpoints (marks ones that should be gone)")
-    lister.add_argument(
-        "--state-dir", default=None, help="where run journals live (default: .phi_finetune)"
-    )
+    add_state_dir_option(lister)
     lister.add_argument(
         "--journal-only",
         action="store_true",
@@ -44,9 +41,7 @@ def register(subparsers: Any) -> None:
     deleter = sub.add_parser("delete", help="delete an endpoint (already gone is success)")
     deleter.add_argument("name", help="endpoint name")
     deleter.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    deleter.add_argument(
-        "--state-dir", default=None, help="where run journals live (default: .phi_finetune)"
-    )
+    add_state_dir_option(deleter)
     deleter.set_defaults(handler=run_delete)
     parser.set_defaults(handler=_usage(parser))
     # --json / -v / --config are accepted after the action too, like after any command.
@@ -65,8 +60,8 @@ def _usage(parser: argparse.ArgumentParser) -> Any:
 
 
 def _ml_client(args: Any) -> Any:
-    module = importlib.import_module("phi_finetune.azure.workspace")
-    return module.Workspace.resolve().ml_client
+    """The workspace ``MLClient`` (tests replace it)."""
+    return workspace_for(args).ml_client
 
 
 def _journal_index(state_dir: Path) -> dict[str, list[dict[str, Any]]]:
@@ -99,9 +94,7 @@ def _journal_index(state_dir: Path) -> dict[str, list[dict[str, Any]]]:
 
 def collect(args: Any) -> list[dict[str, Any]]:
     """The rows ``endpoints list`` prints (also what ``--json`` emits)."""
-    from phi_finetune.journal import default_state_dir
-
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    state_dir = resolve_state_dir(args)
     index = _journal_index(state_dir)
     rows: list[dict[str, Any]] = []
     if args.journal_only:
@@ -215,7 +208,7 @@ def run_delete(args: Any) -> int:
     import sys
 
     from phi_finetune.azure.deployer import EndpointDeployer
-    from phi_finetune.journal import Journal, default_state_dir, list_runs
+    from phi_finetune.journal import Journal, list_runs
     from phi_finetune.names import validate_endpoint_name
 
     name = validate_endpoint_name(args.name, parameter="NAME")
@@ -228,7 +221,7 @@ def run_delete(args: Any) -> int:
             sys.stderr.write("not deleted\n")
             return 1
     existed = EndpointDeployer(_ml_client(args)).delete(name)
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    state_dir = resolve_state_dir(args)
     runs = []
     for run in list_runs(state_dir):
         if run.error is not None:

@@ -17,13 +17,17 @@ the command line: it ends up in shell history and process lists).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phi_finetune.cli._common import emit, say
+from phi_finetune.cli._common import (
+    add_state_dir_option,
+    emit,
+    resolve_state_dir,
+    say,
+    workspace_for,
+)
 
 if TYPE_CHECKING:
     from phi_finetune.endpoint import Endpoint
@@ -60,9 +64,7 @@ def register(subparsers: Any) -> None:
         help="generation parameter (VALUE parsed as JSON), e.g. --param max_new_tokens=50",
     )
     parser.add_argument("--key-env", metavar="VAR", help="read the endpoint key from $VAR")
-    parser.add_argument(
-        "--state-dir", default=None, help="where run journals live (default: .phi_finetune)"
-    )
+    add_state_dir_option(parser)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.set_defaults(handler=run_invoke)
 
@@ -85,9 +87,10 @@ def _parameters(pairs: list[str]) -> dict[str, Any]:
 
 
 def _key_from_env(var: str) -> str:
+    from phi_finetune.constants import env_value
     from phi_finetune.errors import ConfigurationError
 
-    value = os.environ.get(var, "")
+    value = env_value(var)
     if not value:
         raise ConfigurationError(
             f"--key-env {var}: the environment variable is empty or not set; export the "
@@ -98,9 +101,8 @@ def _key_from_env(var: str) -> str:
 
 
 def _ml_client(args: Any) -> Any:
-    """The workspace ``MLClient`` (Workspace.resolve: explicit > environment > config.json)."""
-    module = importlib.import_module("phi_finetune.azure.workspace")
-    return module.Workspace.resolve().ml_client
+    """The workspace ``MLClient`` (tests replace it)."""
+    return workspace_for(args).ml_client
 
 
 def endpoint_for(args: Any) -> Endpoint:
@@ -129,9 +131,9 @@ def endpoint_for(args: Any) -> Endpoint:
             )
         return endpoint
 
-    from phi_finetune.journal import Journal, default_state_dir
+    from phi_finetune.journal import Journal
 
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    state_dir = resolve_state_dir(args)
     journal = Journal.load(state_dir, args.run)
     for kind in ("endpoint", "local_server"):
         record = journal.resource(kind)
@@ -194,8 +196,10 @@ def _local_key(args: Any, details: dict[str, Any]) -> str | None:
                 "pass --key-env VAR with the key in $VAR"
             ) from exc
     key_env = details.get("key_env")
-    if key_env and os.environ.get(str(key_env)):
-        return os.environ[str(key_env)]
+    if key_env:
+        from phi_finetune.constants import env_value
+
+        return env_value(str(key_env)) or None
     return None
 
 

@@ -48,14 +48,9 @@ def _usage(parser: argparse.ArgumentParser) -> Any:
 
 def _ml_client(args: Any) -> Any:
     """The workspace client from ``--config`` (or the usual workspace search); tests replace it."""
-    from phi_finetune.azure.workspace import Workspace
+    from phi_finetune.cli._common import workspace_for
 
-    workspace_config = None
-    if getattr(args, "config", None):
-        from phi_finetune.config import load_run_config
-
-        workspace_config = load_run_config(args.config).workspace
-    return Workspace.resolve(workspace_config).ml_client
+    return workspace_for(args).ml_client
 
 
 def _handle(args: Any) -> Any:

@@ -4,6 +4,10 @@ Each command group lives in its own module (``phi_finetune/cli/<group>.py``) exp
 ``register(subparsers)``; handlers are attached with ``set_defaults(handler=fn)`` and return
 the exit code. Exit codes: 0 success, 1 a library error (one clear message; the traceback only
 with ``-v``), 2 a usage error. Only argparse is imported here so ``--help`` stays fast.
+
+Commands that use run journals take ``--state-dir``
+(:func:`phi_finetune.cli._common.add_state_dir_option`); :func:`_dispatch` resolves it to a path
+once, before the handler runs, so every handler sees the same folder.
 """
 
 from __future__ import annotations
@@ -99,6 +103,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from phi_finetune.errors import PhiFinetuneError
 
     try:
+        if "state_dir" in vars(args):
+            from phi_finetune.cli._common import resolve_state_dir
+
+            args.state_dir = resolve_state_dir(args)
         code: int = handler(args)
     except PhiFinetuneError as exc:
         if args.verbose:

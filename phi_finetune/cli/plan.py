@@ -36,9 +36,9 @@ def register(subparsers: Any) -> None:
 
 def _make_workspace(config: Any) -> Any:
     """The workspace for a live plan (tests replace this)."""
-    from phi_finetune.azure.workspace import Workspace
+    from phi_finetune.cli._common import workspace_for
 
-    return Workspace.resolve(getattr(config, "workspace", None))
+    return workspace_for(None, config=config)
 
 
 def build_job(config: Any, *, offline: bool) -> Any:

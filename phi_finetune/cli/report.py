@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from phi_finetune.cli._common import emit
+from phi_finetune.cli._common import add_state_dir_option, emit, workspace_for
 
 __all__ = ["register"]
 
@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_id", metavar="RUN_ID", help="the run (see `phi-finetune status`)")
-    parser.add_argument("--state-dir", default=".phi_finetune", help="where run journals live")
+    add_state_dir_option(parser)
     parser.add_argument(
         "--out", metavar="DIR", default=None, help="folder for the files (default: the run's)"
     )
@@ -67,12 +67,4 @@ def handle(args: argparse.Namespace) -> int:
 def _ml_client(args: argparse.Namespace, journal: Any) -> Any:
     """The workspace client from ``--config``, else from the run's configuration (tests
     replace it)."""
-    from phi_finetune.azure.workspace import Workspace
-    from phi_finetune.config import RunConfig, load_run_config
-
-    if getattr(args, "config", None):
-        workspace_config = load_run_config(args.config).workspace
-    else:
-        config = RunConfig.from_dict(journal.config, source=f"journal of run {journal.run_id}")
-        workspace_config = config.workspace
-    return Workspace.resolve(workspace_config).ml_client
+    return workspace_for(args, journal=journal).ml_client

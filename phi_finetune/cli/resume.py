@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from phi_finetune.cli._common import emit, say
+from phi_finetune.cli._common import add_state_dir_option, emit, say
 
 
 def register(subparsers: Any) -> None:
@@ -13,7 +13,7 @@ def register(subparsers: Any) -> None:
         "resume", help="continue a run from its journal (reattaches, never duplicates)"
     )
     parser.add_argument("run_id")
-    parser.add_argument("--state-dir", default=".phi_finetune", help="where run journals live")
+    add_state_dir_option(parser)
     parser.set_defaults(handler=handle)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from phi_finetune.cli._common import emit, say
+from phi_finetune.cli._common import add_state_dir_option, emit, say
 
 
 def register(subparsers: Any) -> None:
@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--backend", choices=("azure", "local"), help="override the config's backend"
     )
-    parser.add_argument("--state-dir", help="where run journals live (default: the config's)")
+    add_state_dir_option(parser)
     parser.add_argument(
         "--keep-endpoint", action="store_true", help="leave the endpoint running at the end"
     )

@@ -40,6 +40,7 @@ def register(subparsers: Any) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Handler of ``phi-finetune serve``."""
+    from phi_finetune.constants import mlflow_tracking_uri
     from phi_finetune.errors import ConfigurationError
     from phi_finetune.local import server
 
@@ -51,7 +52,7 @@ def run_serve(args: argparse.Namespace) -> int:
     generated = not key
     if generated:
         key = secrets.token_urlsafe(32)
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    tracking_uri = args.tracking_uri or mlflow_tracking_uri()
 
     def announce(port: int) -> None:
         sys.stdout.write(f"scoring URI: http://{server.HOST}:{port}/score\n")

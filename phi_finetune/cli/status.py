@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from phi_finetune.cli._common import emit
+from phi_finetune.cli._common import add_state_dir_option, emit
 
 
 def register(subparsers: Any) -> None:
@@ -13,7 +13,7 @@ def register(subparsers: Any) -> None:
         "status", help="list runs, or show one run's steps and resources"
     )
     parser.add_argument("run_id", nargs="?", help="a run id (default: list every run)")
-    parser.add_argument("--state-dir", default=".phi_finetune", help="where run journals live")
+    add_state_dir_option(parser)
     parser.set_defaults(handler=handle)
 
 

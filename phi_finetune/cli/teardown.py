@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from phi_finetune.cli._common import emit
+from phi_finetune.cli._common import add_state_dir_option, emit
 
 
 def register(subparsers: Any) -> None:
@@ -14,7 +14,7 @@ def register(subparsers: Any) -> None:
         "teardown", help="delete every billable resource a run created (endpoints, servers)"
     )
     parser.add_argument("run_id")
-    parser.add_argument("--state-dir", default=".phi_finetune", help="where run journals live")
+    add_state_dir_option(parser)
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.set_defaults(handler=handle)
 

@@ -1,0 +1,606 @@
+"""The run configuration: one frozen attrs class per section of ``phi-finetune.toml``.
+
+:class:`RunConfig` holds :class:`ModelConfig`, :class:`ComputeConfig`, :class:`DataConfig`,
+:class:`FinetuneConfig`, :class:`DeployConfig`, :class:`ScoreConfig`, :class:`LocalConfig` and
+an optional :class:`~phi_finetune.config.workspace.WorkspaceConfig`. Every field has a default and
+is checked at construction by the specs of :mod:`phi_finetune.config.checks`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any, ClassVar
+
+import attrs
+
+from phi_finetune.config.checks import (
+    _BOOL,
+    _INT,
+    _NUM,
+    _PATHLIKE,
+    _SPEC,
+    _STR,
+    _VERSION,
+    _between,
+    _int_range,
+    _non_empty,
+    _path_to_str,
+    _pattern,
+    _Section,
+    _spec,
+    _to_optional_path,
+    _to_params,
+    _to_path,
+    _to_str_version,
+)
+from phi_finetune.config.workspace import WorkspaceConfig
+from phi_finetune.constants import DEFAULT_STATE_DIR, state_dir_from_env
+from phi_finetune.names import COMPUTE_NAME_PATTERN, REGISTRY_NAME_PATTERN, endpoint_name_problems
+
+__all__ = [
+    "SECTIONS",
+    "ComputeConfig",
+    "DataConfig",
+    "DeployConfig",
+    "FinetuneConfig",
+    "LocalConfig",
+    "ModelConfig",
+    "RunConfig",
+    "ScoreConfig",
+]
+
+_VM_SIZE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+#: Azure ML's limit for ``request_settings.request_timeout_ms`` on managed online endpoints.
+_MAX_REQUEST_TIMEOUT_MS = 180_000
+_ENDPOINT_ALLOWED = "3-32 letters, digits or '-', starting with a letter, not ending with '-'"
+
+
+def _check_host(value: Any) -> str | None:
+    if value == "localhost":
+        return None
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IP address or 'localhost'"
+    if not address.is_loopback:
+        return (
+            f"{value!r} is not a loopback address: the local endpoint serves an unauthenticated "
+            "model and only listens on this machine"
+        )
+    return None
+
+
+def _check_alias(value: Any) -> str | None:
+    problem = _pattern(_ALIAS, "MLflow alias")(value)
+    if problem:
+        return problem
+    if value == "latest" or re.match(r"^[vV]\d+$", value):
+        return "MLflow reserves 'latest' and 'v<number>' aliases"
+    return None
+
+
+def _check_endpoint_name(value: Any) -> str | None:
+    problem = _non_empty(value)
+    if problem:
+        return problem
+    problems = endpoint_name_problems(value)
+    if problems:
+        return f"is not a valid endpoint or deployment name: {'; '.join(problems)}"
+    return None
+
+
+def _default_state_dir() -> Path:
+    # $PHI_FINETUNE_STATE_DIR replaces the built-in default; made absolute so that it stays
+    # relative to the current folder, not to the configuration file's.
+    from_env = state_dir_from_env()
+    return from_env.absolute() if from_env is not None else Path(DEFAULT_STATE_DIR)
+
+
+def _version_label_problems(
+    values: Mapping[str, Any], version_key: str, label_key: str, label_default: str
+) -> list[tuple[str, str]]:
+    version, label = values[version_key], values[label_key]
+    if version is not None and label is not None and label != label_default:
+        return [
+            (
+                label_key,
+                f"give either {version_key} ({version!r}) or {label_key} ({label!r}), not both",
+            )
+        ]
+    return []
+
+
+@attrs.frozen
+class ModelConfig(_Section):
+    """``[model]``: the foundation model to fine-tune."""
+
+    _section: ClassVar[str] = "model"
+
+    name: str = attrs.field(
+        default="Phi-3-mini-4k-instruct", metadata=_spec(_STR, "string", check=_non_empty)
+    )
+    version: str | None = attrs.field(
+        default=None,
+        converter=_to_str_version,
+        metadata=_spec(_VERSION, "string", optional=True, check=_non_empty),
+    )
+    label: str | None = attrs.field(
+        default="latest", metadata=_spec(_STR, "string", optional=True, check=_non_empty)
+    )
+    registry: str = attrs.field(
+        default="azureml",
+        metadata=_spec(_STR, "string", check=_pattern(REGISTRY_NAME_PATTERN, "registry name")),
+    )
+    allow_retired: bool = attrs.field(default=False, metadata=_spec(_BOOL, "boolean"))
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """``{"version": ...}`` when a version is pinned, else ``{"label": ...}``."""
+        if self.version is not None:
+            return {"version": self.version}
+        return {"label": self.label or "latest"}
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.version is not None and self.label == "latest":
+            object.__setattr__(self, "label", None)  # a pinned version wins over the default
+
+    @classmethod
+    def _cross_check(cls, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return _version_label_problems(values, "version", "label", "latest")
+
+
+@attrs.frozen
+class ComputeConfig(_Section):
+    """``[compute]``: where the fine-tuning job runs."""
+
+    _section: ClassVar[str] = "compute"
+
+    cluster: str | None = attrs.field(
+        default="gpu-cluster",
+        metadata=_spec(
+            _STR,
+            "string",
+            optional=True,
+            check=_pattern(COMPUTE_NAME_PATTERN, "compute name"),
+            allowed="2-32 letters, digits or '-', starting with a letter",
+        ),
+    )
+    serverless: bool = attrs.field(default=False, metadata=_spec(_BOOL, "boolean"))
+    vm_size: str = attrs.field(
+        default="Standard_NC24ads_A100_v4",
+        metadata=_spec(_STR, "string", check=_pattern(_VM_SIZE, "VM size")),
+    )
+    min_instances: int = attrs.field(
+        default=0, metadata=_spec(_INT, "integer", check=_int_range(0))
+    )
+    max_instances: int = attrs.field(
+        default=1, metadata=_spec(_INT, "integer", check=_int_range(1))
+    )
+    idle_time_before_scale_down: int = attrs.field(
+        default=120, metadata=_spec(_INT, "integer (seconds)", check=_int_range(0))
+    )
+    tier: str = attrs.field(
+        default="dedicated", metadata=_spec(_STR, "string", choices=("dedicated", "low_priority"))
+    )
+    create_if_missing: bool = attrs.field(default=True, metadata=_spec(_BOOL, "boolean"))
+    nodes: int = attrs.field(default=1, metadata=_spec(_INT, "integer", check=_int_range(1)))
+    check_quota: bool = attrs.field(default=True, metadata=_spec(_BOOL, "boolean"))
+    instance_type_preprocess: str = attrs.field(
+        default="Standard_D12_v2",
+        metadata=_spec(_STR, "string", check=_pattern(_VM_SIZE, "VM size")),
+    )
+
+    @classmethod
+    def _cross_check(cls, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if not values["serverless"] and values["cluster"] is None:
+            out.append(("cluster", "name a cluster, or set compute.serverless = true"))
+        if values["min_instances"] > values["max_instances"]:
+            out.append(
+                (
+                    "min_instances",
+                    f"min_instances ({values['min_instances']}) is above max_instances "
+                    f"({values['max_instances']})",
+                )
+            )
+        if not values["serverless"] and values["nodes"] > values["max_instances"]:
+            out.append(
+                (
+                    "nodes",
+                    f"the job needs {values['nodes']} nodes but the cluster scales to "
+                    f"max_instances = {values['max_instances']}; raise max_instances",
+                )
+            )
+        return out
+
+
+@attrs.frozen
+class DataConfig(_Section):
+    """``[data]``: the chat data set, how much of it, and where the JSONL files go."""
+
+    _section: ClassVar[str] = "data"
+
+    source: str = attrs.field(
+        default="HuggingFaceH4/ultrachat_200k",
+        converter=_path_to_str,
+        metadata=_spec(
+            _STR,
+            "string",
+            check=_non_empty,
+            allowed="a Hugging Face dataset id, or a local file or folder",
+            path="maybe",
+        ),
+    )
+    split_pc: float | None = attrs.field(
+        default=5.0,
+        metadata=_spec(
+            _NUM, "number", optional=True, check=_between(0, 100), allowed="0 < pc <= 100"
+        ),
+    )
+    sample: str = attrs.field(
+        default="head", metadata=_spec(_STR, "string", choices=("head", "random"))
+    )
+    seed: int = attrs.field(default=42, metadata=_spec(_INT, "integer"))
+    rows: int | None = attrs.field(
+        default=None,
+        metadata=_spec(_INT, "integer", optional=True, check=_int_range(0, low_open=True)),
+    )
+    validation_pc: float | None = attrs.field(
+        default=None,
+        metadata=_spec(
+            _NUM,
+            "number",
+            optional=True,
+            check=_between(0, 100, high_open=True),
+            allowed="0 < pc < 100",
+        ),
+    )
+    on_invalid: str = attrs.field(
+        default="strict",
+        metadata=_spec(_STR, "string", choices=("strict", "skip", "report")),
+    )
+    output_dir: Path = attrs.field(
+        default=Path("ultrachat_200k_dataset"),
+        converter=_to_path,
+        metadata=_spec(_PATHLIKE, "path string", path="path"),
+    )
+    max_tokens: int | None = attrs.field(
+        default=None,
+        metadata=_spec(_INT, "integer", optional=True, check=_int_range(0, low_open=True)),
+    )
+
+
+_ParamValue = str | int | float | bool
+
+
+def _check_parameters(value: Any) -> str | None:
+    bad_names = [k for k in value if not isinstance(k, str) or not _IDENTIFIER.match(k)]
+    if bad_names:
+        return f"{bad_names!r}: parameter names must be pipeline input names (identifiers)"
+    bad = {k: v for k, v in value.items() if not isinstance(v, str | int | float | bool)}
+    if bad:
+        shown = ", ".join(f"{k} ({type(v).__name__})" for k, v in bad.items())
+        return f"values must be strings, integers, floats or booleans; not: {shown}"
+    return None
+
+
+@attrs.frozen
+class FinetuneConfig(_Section):
+    """``[finetune]``: the pipeline component and its inputs."""
+
+    _section: ClassVar[str] = "finetune"
+
+    component: str = attrs.field(
+        default="chat_completion_pipeline", metadata=_spec(_STR, "string", check=_non_empty)
+    )
+    component_version: str | None = attrs.field(
+        default=None,
+        converter=_to_str_version,
+        metadata=_spec(_VERSION, "string", optional=True, check=_non_empty),
+    )
+    component_label: str | None = attrs.field(
+        default="latest", metadata=_spec(_STR, "string", optional=True, check=_non_empty)
+    )
+    parameters: dict[str, _ParamValue] = attrs.field(
+        factory=dict,
+        converter=_to_params,
+        metadata=_spec(
+            (dict,),
+            "table",
+            check=_check_parameters,
+            allowed="pipeline input name = string, integer, float or boolean",
+        ),
+    )
+    interface_file: Path | None = attrs.field(
+        default=None,
+        converter=_to_optional_path,
+        metadata=_spec(_PATHLIKE, "path string", optional=True, path="path"),
+    )
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """``{"version": ...}`` when a component version is pinned, else ``{"label": ...}``."""
+        if self.component_version is not None:
+            return {"version": self.component_version}
+        return {"label": self.component_label or "latest"}
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.component_version is not None and self.component_label == "latest":
+            object.__setattr__(self, "component_label", None)  # a pinned version wins
+
+    @classmethod
+    def _cross_check(cls, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return _version_label_problems(values, "component_version", "component_label", "latest")
+
+
+@attrs.frozen
+class DeployConfig(_Section):
+    """``[deploy]``: the managed online endpoint and deployment."""
+
+    _section: ClassVar[str] = "deploy"
+
+    enabled: bool = attrs.field(default=True, metadata=_spec(_BOOL, "boolean"))
+    instance_type: str = attrs.field(
+        default="Standard_NC6s_v3",
+        metadata=_spec(_STR, "string", check=_pattern(_VM_SIZE, "VM size")),
+    )
+    instance_count: int = attrs.field(
+        default=1, metadata=_spec(_INT, "integer", check=_int_range(1))
+    )
+    endpoint_name: str | None = attrs.field(
+        default=None,
+        metadata=_spec(
+            _STR,
+            "string",
+            optional=True,
+            check=_check_endpoint_name,
+            allowed=_ENDPOINT_ALLOWED,
+        ),
+    )
+    deployment_name: str = attrs.field(
+        default="demo",
+        metadata=_spec(
+            _STR,
+            "string",
+            check=_check_endpoint_name,
+            allowed=_ENDPOINT_ALLOWED,
+        ),
+    )
+    model_name: str | None = attrs.field(
+        default=None, metadata=_spec(_STR, "string", optional=True, check=_non_empty)
+    )
+    model_version: str | None = attrs.field(
+        default=None,
+        converter=_to_str_version,
+        metadata=_spec(_VERSION, "string", optional=True, check=_non_empty),
+    )
+    liveness_initial_delay: int = attrs.field(
+        default=600, metadata=_spec(_INT, "integer (seconds)", check=_int_range(0))
+    )
+    request_timeout_ms: int = attrs.field(
+        default=90000,
+        metadata=_spec(
+            _INT,
+            "integer (milliseconds)",
+            check=_int_range(1, _MAX_REQUEST_TIMEOUT_MS),
+            allowed=f"1..{_MAX_REQUEST_TIMEOUT_MS}",
+        ),
+    )
+    keep_endpoint: bool = attrs.field(default=False, metadata=_spec(_BOOL, "boolean"))
+    wait_timeout_s: float = attrs.field(
+        default=3600,
+        metadata=_spec(_NUM, "number (seconds)", check=_int_range(0, low_open=True)),
+    )
+
+
+@attrs.frozen
+class ScoreConfig(_Section):
+    """``[score]``: the test request sent to the deployed model."""
+
+    _section: ClassVar[str] = "score"
+
+    enabled: bool = attrs.field(default=True, metadata=_spec(_BOOL, "boolean"))
+    temperature: float = attrs.field(
+        default=0.6, metadata=_spec(_NUM, "number", check=_int_range(0))
+    )
+    top_p: float = attrs.field(
+        default=0.9, metadata=_spec(_NUM, "number", check=_between(0, 1), allowed="0 < top_p <= 1")
+    )
+    do_sample: bool = attrs.field(default=True, metadata=_spec(_BOOL, "boolean"))
+    max_new_tokens: int = attrs.field(
+        default=200, metadata=_spec(_INT, "integer", check=_int_range(1))
+    )
+    sample_file: Path | None = attrs.field(
+        default=None,
+        converter=_to_optional_path,
+        metadata=_spec(_PATHLIKE, "path string", optional=True, path="path"),
+    )
+
+    def parameters(self) -> dict[str, Any]:
+        """The ``parameters`` object of a scoring request."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "do_sample": self.do_sample,
+            "max_new_tokens": self.max_new_tokens,
+        }
+
+
+@attrs.frozen
+class LocalConfig(_Section):
+    """``[local]``: the offline backend (tiny model training, MLflow registry, HTTP endpoint)."""
+
+    _section: ClassVar[str] = "local"
+
+    base_model: str | None = attrs.field(
+        default=None,
+        converter=_path_to_str,
+        metadata=_spec(
+            _STR,
+            "string",
+            optional=True,
+            check=_non_empty,
+            allowed="omitted (the built-in tiny test model), a local folder or a hub id",
+            path="maybe",
+        ),
+    )
+    device: str = attrs.field(
+        default="auto", metadata=_spec(_STR, "string", choices=("auto", "cpu", "cuda"))
+    )
+    max_steps: int | None = attrs.field(
+        default=None, metadata=_spec(_INT, "integer", optional=True, check=_int_range(1))
+    )
+    port: int = attrs.field(
+        default=0,
+        metadata=_spec(
+            _INT, "integer", check=_int_range(0, 65535), allowed="0 (any free port) .. 65535"
+        ),
+    )
+    host: str = attrs.field(
+        default="127.0.0.1",
+        metadata=_spec(
+            _STR,
+            "string",
+            check=_check_host,
+            allowed="a loopback address: 127.0.0.1, ::1, localhost",
+        ),
+    )
+    mlflow_tracking_uri: str | None = attrs.field(
+        default=None, metadata=_spec(_STR, "string", optional=True, check=_non_empty)
+    )
+    registered_model_alias: str = attrs.field(
+        default="champion",
+        metadata=_spec(
+            _STR, "string", check=_check_alias, allowed="an MLflow alias such as 'champion'"
+        ),
+    )
+
+
+#: Section name -> its class, in file order.
+SECTIONS: dict[str, type] = {
+    "workspace": WorkspaceConfig,
+    "model": ModelConfig,
+    "compute": ComputeConfig,
+    "data": DataConfig,
+    "finetune": FinetuneConfig,
+    "deploy": DeployConfig,
+    "score": ScoreConfig,
+    "local": LocalConfig,
+}
+
+
+@attrs.frozen
+class RunConfig(_Section):
+    """Everything a run needs; one attribute per section of ``phi-finetune.toml``."""
+
+    backend: str = attrs.field(
+        default="local", metadata=_spec(_STR, "string", choices=("azure", "local"))
+    )
+    state_dir: Path = attrs.field(
+        factory=_default_state_dir,
+        converter=_to_path,
+        metadata=_spec(_PATHLIKE, "path string", path="path"),
+    )
+    experiment_name: str | None = attrs.field(
+        default=None, metadata=_spec(_STR, "string", optional=True, check=_non_empty)
+    )
+    workspace: WorkspaceConfig | None = attrs.field(
+        default=None,
+        metadata=_spec(
+            (WorkspaceConfig,), "WorkspaceConfig", optional=True, section=WorkspaceConfig
+        ),
+    )
+    model: ModelConfig = attrs.field(
+        factory=ModelConfig, metadata=_spec((ModelConfig,), "ModelConfig", section=ModelConfig)
+    )
+    compute: ComputeConfig = attrs.field(
+        factory=ComputeConfig,
+        metadata=_spec((ComputeConfig,), "ComputeConfig", section=ComputeConfig),
+    )
+    data: DataConfig = attrs.field(
+        factory=DataConfig, metadata=_spec((DataConfig,), "DataConfig", section=DataConfig)
+    )
+    finetune: FinetuneConfig = attrs.field(
+        factory=FinetuneConfig,
+        metadata=_spec((FinetuneConfig,), "FinetuneConfig", section=FinetuneConfig),
+    )
+    deploy: DeployConfig = attrs.field(
+        factory=DeployConfig, metadata=_spec((DeployConfig,), "DeployConfig", section=DeployConfig)
+    )
+    score: ScoreConfig = attrs.field(
+        factory=ScoreConfig, metadata=_spec((ScoreConfig,), "ScoreConfig", section=ScoreConfig)
+    )
+    local: LocalConfig = attrs.field(
+        factory=LocalConfig, metadata=_spec((LocalConfig,), "LocalConfig", section=LocalConfig)
+    )
+
+    @property
+    def effective_experiment_name(self) -> str:
+        """``experiment_name``, or ``chat_completion_<model name>`` when it is not set."""
+        return self.experiment_name or f"chat_completion_{self.model.name}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """``local.mlflow_tracking_uri``, or a SQLite store under ``state_dir``."""
+        if self.local.mlflow_tracking_uri:
+            return self.local.mlflow_tracking_uri
+        return f"sqlite:///{(self.state_dir / 'mlflow.db').absolute().as_posix()}"
+
+    # -- dict / TOML ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON- and TOML-friendly dict (paths as strings, ``None`` kept) that
+        :meth:`from_dict` reads back."""
+        out: dict[str, Any] = {}
+        for field in attrs.fields(type(self)):
+            value = getattr(self, field.name)
+            if field.metadata[_SPEC].section is not None:
+                out[field.name] = None if value is None else _section_dict(value)
+            else:
+                out[field.name] = _plain(value)
+        return out
+
+    def to_toml(self) -> str:
+        """This configuration as ``phi-finetune.toml`` text (``None`` values are left out)."""
+        from phi_finetune.config.toml import dumps_run_config
+
+        return dumps_run_config(self)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str = "<dict>",
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> RunConfig:
+        """Build from a dict shaped like the TOML file (as :meth:`to_dict` writes it).
+
+        Every problem is collected and raised together as one ConfigurationError naming
+        ``source``. Relative paths resolve against ``base_dir`` when it is given.
+        """
+        from phi_finetune.config.toml import build_run_config
+
+        return build_run_config(
+            data, source=source, base_dir=None if base_dir is None else Path(base_dir)
+        )
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(section, f.name)) for f in attrs.fields(type(section))}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
