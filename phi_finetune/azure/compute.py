@@ -395,7 +395,7 @@ class ComputeSelector:
     def _check_existing(existing: Compute) -> None:
         state = _text(existing.provisioning_state)
         if state.lower() == "failed":
-            errors = existing.provisioning_errors or []
+            errors: Any = existing.provisioning_errors or []
             detail = f": {errors}" if errors else ""
             raise ComputeFailedStateError(
                 f"compute cluster {existing.name!r} is in provisioning state 'failed'{detail}; "
