@@ -228,12 +228,16 @@ def test_from_name_of_an_unknown_job(fake: FakeAzureML) -> None:
 def test_attach_and_poll_interval_are_deprecated_aliases(fake: FakeAzureML) -> None:
     fake.script_job("Completed")
     ml = fake.workspace_client()
-    name = FineTuneJob(
-        ml_client=ml,
-        registry_client=fake.registry_client(),
-        compute=ComputeSelector(ml, cluster="gpu"),
-        train_data="azureml:train:1",
-    ).submit().name
+    name = (
+        FineTuneJob(
+            ml_client=ml,
+            registry_client=fake.registry_client(),
+            compute=ComputeSelector(ml, cluster="gpu"),
+            train_data="azureml:train:1",
+        )
+        .submit()
+        .name
+    )
     with pytest.warns(DeprecationWarning, match="from_name"):
         handle = JobHandle.attach(ml, name)
     assert handle.name == name

@@ -69,7 +69,7 @@ class RegisteredModel:
 
     @classmethod
     def from_entity(cls, model: Model, *, created: bool = False) -> RegisteredModel:
-        """From the ``azure.ai.ml.entities.Model`` that ``models.get``/``create_or_update`` return."""
+        """From the ``Model`` entity that ``models.get`` or ``create_or_update`` returns."""
         return cls(
             name=str(model.name),
             version=str(model.version),

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from phi_finetune._redact import redact
-from phi_finetune.config import WorkspaceConfig
 from phi_finetune.azure.boundary import azure_errors, is_service_exception, translate
+from phi_finetune.config import WorkspaceConfig
 from phi_finetune.errors import AuthenticationError, ConfigurationError, PhiFinetuneError
 
 if TYPE_CHECKING:
