@@ -20,6 +20,7 @@ from phi_finetune.azure.deployer import EndpointDeployer
 from phi_finetune.azure.job import FineTuneJob
 from phi_finetune.azure.registrar import ModelRegistrar
 from phi_finetune.data import UltraChatDataset
+from phi_finetune.endpoint import Endpoint
 
 CLUSTER = "gpu-cluster"
 
@@ -81,8 +82,8 @@ def main(
     )
     plan = job.plan()
     print(plan.to_table())
-    handle = job.submit()
-    handle.poll_interval = poll_interval_s
+    handle = job.begin_submit()
+    handle.poll_interval_s = poll_interval_s
     print("job", handle.name, "->", handle.wait())  # raises JobFailedError with the failing step
 
     # Step 12: register the trained model (a second call for the same job reuses the version).
@@ -94,7 +95,9 @@ def main(
     endpoint = deployer.deploy(model, instance_type="Standard_NC6s_v3")
     try:
         # Step 15, on an endpoint that already exists (here the one just made): attach by name.
-        existing = deployer.attach(endpoint.name, deployment_name=endpoint.deployment_name)
+        existing = Endpoint.from_name(
+            ml_client, endpoint.name, deployment_name=endpoint.deployment_name
+        )
         reply = existing.invoke([{"role": "user", "content": "What is 2 plus 2?"}]).text
         print("reply:", reply)
     finally:

@@ -16,6 +16,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -27,12 +28,12 @@ from phi_finetune.errors import (
     DataValidationError,
     EndpointError,
     InvocationError,
-    ServiceError,
 )
 from phi_finetune.scoring import Message, ScoreResult, build_request, parse_response
 
 if TYPE_CHECKING:
     import requests
+    from azure.ai.ml import MLClient
 
 __all__ = ["RETRY_STATUSES", "Endpoint", "delete_online_endpoint", "request_from_file"]
 
@@ -70,7 +71,7 @@ class _Retry(Exception):
     """A retryable scoring answer (carries what the final error needs)."""
 
     def __init__(self, status: int | None, body: str, retry_after: float | None) -> None:
-        super().__init__(status)
+        super().__init__(f"HTTP {status}" if status is not None else "a connection error")
         self.status = status
         self.body = body
         self.retry_after = retry_after
@@ -100,36 +101,40 @@ def sdk_output_to_stderr() -> Iterator[None]:
         yield
 
 
-def delete_online_endpoint(ml_client: Any, name: str) -> bool:
-    """Delete Azure ML online endpoint ``name`` and wait; ``False`` when it was already gone."""
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+def delete_online_endpoint(ml_client: MLClient, name: str) -> None:
+    """Delete Azure ML online endpoint ``name`` and wait; succeeds when it is already gone."""
+    from phi_finetune.azure.boundary import call, get_or_none
 
-    try:
-        ml_client.online_endpoints.get(name=name)  # Azure answers a delete of nothing with 204
-        with sdk_output_to_stderr():
-            ml_client.online_endpoints.begin_delete(name=name).result()
-    except ResourceNotFoundError:
+    # Azure answers a delete of nothing with 204: look first, so "already gone" is logged.
+    if (
+        get_or_none(f"get endpoint {name!r}", lambda: ml_client.online_endpoints.get(name=name))
+        is None
+    ):
         logger.info("endpoint %s was already deleted", name)
-        return False
-    except HttpResponseError as exc:
-        if getattr(exc, "status_code", None) == 404:
-            return False
-        raise ServiceError(
-            f"could not delete endpoint {name!r}: {redact(str(exc.message or exc))[:300]}; "
-            f"retry with `phi-finetune teardown` or delete it in the Azure ML studio, since it "
-            "bills while it exists",
-            status=getattr(exc, "status_code", None),
-        ) from exc
+        return
+    what = (
+        f"delete endpoint {name!r} (retry with `phi-finetune teardown` or delete it in the Azure "
+        "ML studio: it bills while it exists)"
+    )
+    try:
+        with sdk_output_to_stderr():
+            call(what, lambda: ml_client.online_endpoints.begin_delete(name=name).result())
+    except Exception as exc:
+        from phi_finetune.azure.boundary import is_not_found
+
+        if exc.__cause__ is not None and is_not_found(exc.__cause__):
+            logger.info("endpoint %s was already deleted", name)
+            return
+        raise
     logger.info("endpoint %s deleted", name)
-    return True
 
 
 class Endpoint:
     """A deployed model you can score.
 
     Build one with :meth:`~phi_finetune.azure.deployer.EndpointDeployer.deploy`
-    or :meth:`~phi_finetune.azure.deployer.EndpointDeployer.attach` (Azure), from the local
-    backend, or directly from a scoring URI and key. ``ml_client`` (or the
+    or :meth:`from_name` (Azure), from the local backend, or directly from a scoring URI and
+    key. ``ml_client`` (or the
     ``fetch_logs``/``deleter`` callbacks) enables :meth:`logs` and :meth:`delete`;
     ``on_deleted(kind, name)`` is called after a deletion, e.g. to record it in a run journal.
     """
@@ -141,7 +146,7 @@ class Endpoint:
         key: str | None,
         *,
         deployment_name: str | None = None,
-        ml_client: Any = None,
+        ml_client: MLClient | None = None,
         fetch_logs: Callable[[int], str] | None = None,
         deleter: Callable[[], object] | None = None,
         on_deleted: Callable[[str, str], object] | None = None,
@@ -179,56 +184,61 @@ class Endpoint:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_azure(
+    def from_name(
         cls,
-        ml_client: Any,
+        ml_client: MLClient,
         name: str,
         *,
         deployment_name: str | None = None,
         on_deleted: Callable[[str, str], object] | None = None,
         **options: Any,
     ) -> Endpoint:
-        """Attach to an existing Azure ML online endpoint (gets its scoring URI and key)."""
-        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+        """Attach to an existing Azure ML online endpoint (gets its scoring URI and key).
 
-        try:
-            remote = ml_client.online_endpoints.get(name=name)
-        except ResourceNotFoundError as exc:
-            raise EndpointError(
+        ``deployment_name`` defaults to the deployment receiving most of the traffic;
+        ``options`` are the constructor's keyword arguments (``timeout_s``, ``max_attempts``...).
+        """
+        from phi_finetune.azure.boundary import call
+        from phi_finetune.names import validate_deployment_name, validate_endpoint_name
+
+        validate_endpoint_name(name)
+        if deployment_name is not None:
+            validate_deployment_name(deployment_name)
+
+        def missing(message: str) -> EndpointError:
+            return EndpointError(
                 f"online endpoint {name!r} does not exist in this workspace; list the existing "
                 "ones with `phi-finetune endpoints list`"
-            ) from exc
-        except HttpResponseError as exc:
-            raise ServiceError(
-                f"could not read endpoint {name!r}: {redact(str(exc.message or exc))[:300]}",
-                status=getattr(exc, "status_code", None),
-            ) from exc
-        scoring_uri = getattr(remote, "scoring_uri", None)
+            )
+
+        remote = call(
+            f"get endpoint {name!r}",
+            lambda: ml_client.online_endpoints.get(name=name),
+            not_found=missing,
+        )
+        scoring_uri = remote.scoring_uri
         if not scoring_uri:
-            state = getattr(remote, "provisioning_state", None)
             raise EndpointError(
-                f"endpoint {name!r} has no scoring URI yet (provisioning state {state}); "
-                "wait for it to finish provisioning and try again"
+                f"endpoint {name!r} has no scoring URI yet (provisioning state "
+                f"{remote.provisioning_state}); wait for it to finish provisioning and try again"
             )
         if deployment_name is None:
-            traffic = dict(getattr(remote, "traffic", None) or {})
+            traffic = dict(remote.traffic or {})
             live = {dep: share for dep, share in traffic.items() if share}
             deployment_name = max(live, key=lambda dep: live[dep]) if live else None
-        auth_mode = str(getattr(remote, "auth_mode", "key") or "key").lower()
+        auth_mode = str(remote.auth_mode or "key").lower()
         if auth_mode != "key":
             raise EndpointError(
                 f"endpoint {name!r} uses auth_mode={auth_mode!r}; phi_finetune scores "
                 "key-authenticated endpoints only (deploy with auth_mode='key')"
             )
-        try:
-            keys = ml_client.online_endpoints.get_keys(name=name)
-        except HttpResponseError as exc:
-            raise ServiceError(
-                f"could not read the keys of endpoint {name!r}; you need the "
-                "'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/listKeys/action' "
-                "permission",
-                status=getattr(exc, "status_code", None),
-            ) from exc
+        keys = call(
+            f"read the keys of endpoint {name!r} (needs the 'Microsoft.MachineLearningServices/"
+            "workspaces/onlineEndpoints/listKeys/action' permission)",
+            lambda: ml_client.online_endpoints.get_keys(name=name),
+            not_found=missing,
+        )
+        # get_keys returns EndpointAuthKeys for key auth, a token object for the other modes.
         key = getattr(keys, "primary_key", None) or getattr(keys, "secondary_key", None)
         if not key:
             raise EndpointError(f"endpoint {name!r} returned no key; regenerate its keys")
@@ -240,6 +250,26 @@ class Endpoint:
             ml_client=ml_client,
             on_deleted=on_deleted,
             **options,
+        )
+
+    @classmethod
+    def from_azure(
+        cls,
+        ml_client: MLClient,
+        name: str,
+        *,
+        deployment_name: str | None = None,
+        on_deleted: Callable[[str, str], object] | None = None,
+        **options: Any,
+    ) -> Endpoint:
+        """Deprecated alias of :meth:`from_name` (removed in 0.3.0)."""
+        warnings.warn(
+            "Endpoint.from_azure is deprecated; use Endpoint.from_name",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls.from_name(
+            ml_client, name, deployment_name=deployment_name, on_deleted=on_deleted, **options
         )
 
     # ------------------------------------------------------------------ properties
@@ -313,45 +343,27 @@ class Endpoint:
         if self._deleted:
             raise EndpointError(f"endpoint {self._name!r} was deleted by this handle")
         import requests
-        from tenacity import (
-            RetryCallState,
-            Retrying,
-            retry_if_exception_type,
-            stop_after_attempt,
-        )
+
+        from phi_finetune.azure.boundary import retrying
 
         payload = json.dumps(body).encode("utf-8")
 
-        def wait(state: RetryCallState) -> float:
+        def wait(state: Any) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Retry) and exc.retry_after is not None:
                 return min(exc.retry_after, self._max_retry_after_s)
             backoff: float = min(self._max_backoff_s, 0.5 * 2.0 ** (state.attempt_number - 1))
             return backoff * (0.5 + random.random() / 2)
 
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            status = exc.status if isinstance(exc, _Retry) else None
-            delay = state.next_action.sleep if state.next_action else 0.0
-            logger.info(
-                "endpoint %s answered %s; retrying in %.1f s (attempt %d of %d)",
-                self._name,
-                status if status is not None else "a connection error",
-                delay,
-                state.attempt_number + 1,
-                self._max_attempts,
-            )
-
-        retrying = Retrying(
-            retry=retry_if_exception_type(_Retry),
-            stop=stop_after_attempt(self._max_attempts),
+        policy = retrying(
+            f"score endpoint {self._name!r}",
+            attempts=self._max_attempts,
+            retry_on=lambda exc: isinstance(exc, _Retry),
             wait=wait,
             sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
         )
         try:
-            response = retrying(self._post_once, payload, requests)
+            response = policy(self._post_once, payload, requests)
         except _Retry as exc:
             what = f"HTTP {exc.status}" if exc.status is not None else "a connection error"
             raise InvocationError(
@@ -433,29 +445,26 @@ class Endpoint:
         if self._ml_client is None or not self._deployment_name:
             raise EndpointError(
                 f"endpoint {self._name!r}: no log source; build the handle with "
-                "EndpointDeployer.attach(name) to read Azure deployment logs"
+                "Endpoint.from_name(ml_client, name) to read Azure deployment logs"
             )
-        from azure.core.exceptions import HttpResponseError
+        from phi_finetune.azure.boundary import call
 
-        try:
-            text = self._ml_client.online_deployments.get_logs(
-                name=self._deployment_name,
+        client, deployment = self._ml_client, self._deployment_name
+        text = call(
+            f"read the logs of deployment {deployment!r} on endpoint {self._name!r}",
+            lambda: client.online_deployments.get_logs(
+                name=deployment,
                 endpoint_name=self._name,
                 lines=lines,
                 container_type=container_type,
-            )
-        except HttpResponseError as exc:
-            raise ServiceError(
-                f"could not read the logs of deployment {self._deployment_name!r} on endpoint "
-                f"{self._name!r}",
-                status=getattr(exc, "status_code", None),
-            ) from exc
+            ),
+        )
         return redact(str(text or ""), [self._key.get()])
 
-    def delete(self) -> Endpoint:
+    def delete(self) -> None:
         """Delete the endpoint (and its deployments) and wait. Succeeds when already gone."""
         if self._deleted:
-            return self
+            return
         if self._deleter is not None:
             self._deleter()
         elif self._ml_client is not None:
@@ -468,7 +477,6 @@ class Endpoint:
         self._deleted = True
         if self._on_deleted is not None:
             self._on_deleted(self._kind, self._name)
-        return self
 
     def __enter__(self) -> Endpoint:
         return self

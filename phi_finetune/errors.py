@@ -25,7 +25,8 @@ The tree::
     │   └── InvocationError               (.status, .body_excerpt)
     ├── RunStateError                     (journal: unknown run, corrupt journal, wrong step)
     ├── LocalBackendError                 (local training, registry or server)
-    ├── ServiceError                      (any other Azure service failure, wrapped)
+    ├── ServiceError                      (any other Azure service failure, wrapped; .status)
+    │   └── ServiceUnavailableError       (transport error, timeout, 429 or 5xx: retry later)
     └── WaitTimeoutError                  (also TimeoutError)
 
 Every message says what went wrong, where, and what to do next. No message ever holds a key
@@ -65,6 +66,7 @@ __all__ = [
     "QuotaExceededError",
     "RunStateError",
     "ServiceError",
+    "ServiceUnavailableError",
     "WaitTimeoutError",
     "WorkspaceConfigNotFoundError",
 ]
@@ -274,6 +276,11 @@ class ServiceError(PhiFinetuneError):
     def __init__(self, message: str, *, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+class ServiceUnavailableError(ServiceError):
+    """Azure ML could not be reached, did not answer in time, throttled (429) or failed on its
+    side (5xx); the same call may succeed later. ``status`` is ``None`` for transport errors."""
 
 
 class WaitTimeoutError(PhiFinetuneError, TimeoutError):

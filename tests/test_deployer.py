@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 import requests
 
-from phi_finetune.azure.deployer import EndpointDeployer, check_instance_type, parse_allow_list
+from phi_finetune.azure.deployer import (
+    DeploymentSpec,
+    EndpointDeployer,
+    check_instance_type,
+    parse_allow_list,
+)
 from phi_finetune.azure.registrar import ModelRegistrar, RegisteredModel
+from phi_finetune.config import DeployConfig
+from phi_finetune.endpoint import Endpoint
 from phi_finetune.errors import (
     ComputeNotAllowedError,
     ConfigurationError,
@@ -202,6 +209,8 @@ def test_bad_names_send_no_request(fake: Any) -> None:
     with pytest.raises(InvalidNameError):
         EndpointDeployer(ml).deploy(MODEL, endpoint_name="ab")
     with pytest.raises(InvalidNameError):
+        Endpoint.from_name(ml, "no_underscores")
+    with pytest.raises(InvalidNameError), pytest.warns(DeprecationWarning):
         EndpointDeployer(ml).attach("no_underscores")
     assert fake.requests == []
 
@@ -211,13 +220,80 @@ def test_attach_and_missing_endpoint(fake: Any) -> None:
     model = _model(fake)
     deployer = EndpointDeployer(ml, poll_interval_s=0.01)
     made = deployer.deploy(model, endpoint_name="attach-me")
-    handle = deployer.attach("attach-me")
+    handle = Endpoint.from_name(ml, "attach-me")
     assert handle.deployment_name == "demo" and handle.scoring_uri == made.scoring_uri
     assert "Model loaded" in handle.logs(5)
+    with pytest.warns(DeprecationWarning, match="from_name"):
+        assert deployer.attach("attach-me").scoring_uri == made.scoring_uri
     with pytest.raises(EndpointError, match="does not exist"):
-        deployer.attach("not-there")
-    assert deployer.delete("attach-me") is True
-    assert deployer.delete("attach-me") is False
+        Endpoint.from_name(ml, "not-there")
+    assert deployer.exists("attach-me")
+    assert deployer.delete("attach-me") is None
+    assert not deployer.exists("attach-me") and fake.endpoints == {}
+    assert deployer.delete("attach-me") is None  # already gone: still fine
+
+
+def test_spec_defaults_come_from_the_deploy_config() -> None:
+    config = DeployConfig()
+    spec = DeploymentSpec()
+    for name in (
+        "endpoint_name",
+        "deployment_name",
+        "instance_type",
+        "instance_count",
+        "liveness_initial_delay",
+        "request_timeout_ms",
+    ):
+        assert getattr(spec, name) == getattr(config, name), name
+    custom = DeployConfig(
+        instance_type="Standard_NC24s_v3", instance_count=2, endpoint_name="my-endpoint"
+    )
+    built = DeploymentSpec.from_config(custom, inference_allow_list="a, Standard_NC24s_v3")
+    assert built.instance_type == "Standard_NC24s_v3" and built.instance_count == 2
+    assert built.endpoint_name == "my-endpoint"
+    assert built.inference_allow_list == ("a", "Standard_NC24s_v3")
+    assert built.wait_timeout_s == custom.wait_timeout_s
+    built.check()
+    with pytest.raises(ComputeNotAllowedError):
+        DeploymentSpec(inference_allow_list=["Standard_NC24s_v3"]).check()
+
+
+def test_unknown_deploy_setting_is_named() -> None:
+    ml = autospec_ml_client()
+    with pytest.raises(ConfigurationError, match=r"instance_typo.*instance_type") as info:
+        EndpointDeployer(ml).deploy(MODEL, instance_typo="Standard_NC6s_v3")
+    assert info.value.key == "instance_typo"
+    assert ml.online_endpoints.method_calls == []
+
+
+def test_begin_deploy_returns_a_handle_with_status_wait_result(fake: Any) -> None:
+    ml = fake.workspace_client()
+    model = _model(fake)
+    spec = DeploymentSpec(endpoint_name="handle-one", instance_count=1)
+    handle = EndpointDeployer(ml, poll_interval_s=0.01).begin_deploy(model, spec)
+    assert handle.endpoint_name == "handle-one" and handle.deployment_name == "demo"
+    assert "handle-one" in fake.endpoints  # the create request is sent by begin_deploy
+    assert not handle.done()
+    assert handle.status() == "InProgress"  # the endpoint is ready, the deployment not yet
+    endpoint = handle.result()
+    assert handle.done() and handle.status() == "Succeeded"
+    assert handle.result() is endpoint  # the result is kept, nothing is deployed again
+    handle.wait()
+    assert endpoint.name == "handle-one" and ("handle-one", "demo") in fake.deployments
+    assert fake.deployments[("handle-one", "demo")]["sku"]["capacity"] == 1
+
+
+def test_failed_handle_raises_again_and_says_failed(fake: Any) -> None:
+    ml = fake.workspace_client()
+    fake.script_deployment("Failed")
+    handle = EndpointDeployer(ml, poll_interval_s=0.01).begin_deploy(
+        _model(fake), endpoint_name="fails-once"
+    )
+    with pytest.raises(DeploymentError):
+        handle.result()
+    with pytest.raises(DeploymentError):
+        handle.wait()
+    assert handle.done() and handle.status() == "Failed"
 
 
 def test_transient_scoring_errors_are_retried_through_the_fake(fake: Any) -> None:

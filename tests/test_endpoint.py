@@ -261,7 +261,7 @@ def test_delete_is_idempotent_and_reports(server: tuple[str, Recorder]) -> None:
         on_deleted=lambda kind, name: deleted.append((kind, name)),
         kind="local_server",
     )
-    assert endpoint.delete() is endpoint
+    assert endpoint.delete() is None
     endpoint.delete()
     assert calls == ["x"] and deleted == [("local_server", "ep")]
     assert endpoint.deleted

@@ -142,7 +142,9 @@ def test_live_plan_and_submit_records_the_job_body(fake: FakeAzureML) -> None:
     assert handle.trained_model_path == f"azureml://jobs/{handle.name}/outputs/trained_model"
     assert handle.outputs == {"trained_model": handle.trained_model_path}
     assert handle.studio_url and handle.name in handle.studio_url
-    assert handle.wait(poll_interval=0) == "Completed"
+    assert handle.wait(poll_interval_s=0) == "Completed"
+    assert handle.done()
+    assert handle.result() == handle.trained_model_path
 
 
 def test_submit_stops_on_quota_before_any_create(fake: FakeAzureML) -> None:
@@ -202,15 +204,51 @@ def test_reattach_by_name_and_cancel(fake: FakeAzureML) -> None:
         compute=ComputeSelector(ml, cluster="gpu"),
         train_data="azureml:train:1",
     )
-    name = job.submit().name
-    handle = JobHandle.attach(fake.workspace_client(), name)
+    name = job.begin_submit().name
+    handle = JobHandle.from_name(fake.workspace_client(), name)
     assert handle.status() == "Running"
-    assert handle.cancel() == "Canceled"
+    assert not handle.done()
+    assert handle.cancel() is None
+    assert handle.status() == "Canceled"
+    cancels = [r for r in fake.requests if "cancel" in r.url.lower()]
+    assert cancels
+    assert handle.cancel() is None  # already ended: nothing sent, no error
+    assert [r for r in fake.requests if "cancel" in r.url.lower()] == cancels
 
 
-def test_attach_unknown_job(fake: FakeAzureML) -> None:
+def test_cancel_of_a_job_that_is_gone_succeeds(fake: FakeAzureML) -> None:
+    assert JobHandle(fake.workspace_client(), "no_such_job").cancel() is None
+
+
+def test_from_name_of_an_unknown_job(fake: FakeAzureML) -> None:
     with pytest.raises(JobError, match="not found"):
-        JobHandle.attach(fake.workspace_client(), "no_such_job")
+        JobHandle.from_name(fake.workspace_client(), "no_such_job")
+
+
+def test_attach_and_poll_interval_are_deprecated_aliases(fake: FakeAzureML) -> None:
+    fake.script_job("Completed")
+    ml = fake.workspace_client()
+    name = (
+        FineTuneJob(
+            ml_client=ml,
+            registry_client=fake.registry_client(),
+            compute=ComputeSelector(ml, cluster="gpu"),
+            train_data="azureml:train:1",
+        )
+        .submit()
+        .name
+    )
+    with pytest.warns(DeprecationWarning, match="from_name"):
+        handle = JobHandle.attach(ml, name)
+    assert handle.name == name
+    with pytest.warns(DeprecationWarning, match="poll_interval_s"):
+        legacy = JobHandle(ml, name, poll_interval=0.5)
+    assert legacy.poll_interval_s == 0.5
+    with pytest.warns(DeprecationWarning, match="poll_interval_s"):
+        legacy.poll_interval = 0.25
+    assert legacy.poll_interval_s == 0.25
+    with pytest.warns(DeprecationWarning, match="poll_interval_s"):
+        assert legacy.wait(poll_interval=0) == "Completed"
 
 
 def test_wait_timeout(fake: FakeAzureML) -> None:
@@ -223,7 +261,7 @@ def test_wait_timeout(fake: FakeAzureML) -> None:
         train_data="azureml:train:1",
     ).submit()
     with pytest.raises(WaitTimeoutError, match="keeps running"):
-        handle.wait(timeout=0, poll_interval=0)
+        handle.wait(timeout=0, poll_interval_s=0)
 
 
 def test_transient_poll_errors_are_retried(fake: FakeAzureML) -> None:

@@ -30,6 +30,7 @@ from phi_finetune.errors import (
     AuthenticationError,
     ConfigurationError,
     ServiceError,
+    ServiceUnavailableError,
     WorkspaceConfigNotFoundError,
 )
 
@@ -556,8 +557,8 @@ def test_clients_are_created_lazily_once() -> None:
             "az login",
         ),
         (ResourceNotFoundError(message="registry missing"), ConfigurationError, "registry names"),
-        (ServiceRequestError(message="dns failed"), ServiceError, "Could not reach Azure"),
-        (HttpResponseError(message="forbidden"), ServiceError, "answered an error"),
+        (ServiceRequestError(message="dns failed"), ServiceUnavailableError, "could not reach"),
+        (HttpResponseError(message="forbidden"), ServiceError, "HttpResponseError: forbidden"),
     ],
 )
 def test_azure_errors_are_wrapped(

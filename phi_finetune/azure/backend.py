@@ -107,12 +107,12 @@ class AzureBackend:
     def fine_tune(self, ctx: StepContext) -> dict[str, Any]:
         handle = self._reattach(ctx)
         if handle is not None:
-            handle.poll_interval = self.poll_interval_s
+            handle.poll_interval_s = self.poll_interval_s
             logger.info("reattached to job %s instead of submitting again", handle.name)
         else:
             plan = ctx.outputs.get("plan", {})
             handle = self._job(ctx).submit()
-            handle.poll_interval = self.poll_interval_s
+            handle.poll_interval_s = self.poll_interval_s
             ctx.created(
                 "job", handle.name, billable=True, details={"studio_url": handle.studio_url}
             )
@@ -147,7 +147,7 @@ class AzureBackend:
                 ctx.created("job", name, billable=True)
         if name is None:
             return None
-        handle = JobHandle.attach(ml_client, name)
+        handle = JobHandle.from_name(ml_client, name)
         status = handle.status()
         if status in _ENDED_BADLY:
             logger.info("job %s of an earlier attempt is %s; submitting a new one", name, status)
@@ -231,9 +231,10 @@ class AzureBackend:
         alive = ctx.existing("endpoint")
         if not deployed or not alive:
             return None
-        from phi_finetune.azure.deployer import EndpointDeployer
+        from phi_finetune.endpoint import Endpoint as AzureEndpoint
 
-        return EndpointDeployer(self.workspace(ctx).ml_client).attach(
+        return AzureEndpoint.from_name(
+            self.workspace(ctx).ml_client,
             deployed["endpoint_name"],
             deployment_name=deployed.get("deployment_name"),
             on_deleted=_journal_deleted(ctx),
@@ -248,7 +249,7 @@ class AzureBackend:
         elif resource.kind == "job":
             from phi_finetune.azure.job import JobHandle
 
-            JobHandle.attach(ml_client, resource.name).cancel()
+            JobHandle(ml_client, resource.name).cancel()
         # Deployments go with their endpoint; computes scale to zero and are left to the user.
 
 

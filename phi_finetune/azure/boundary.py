@@ -1,34 +1,325 @@
-"""The one place where azure-core and azure-ai-ml exceptions become the library's errors."""
+"""The one place where azure-core and azure-ai-ml exceptions become the library's errors.
+
+Everything in :mod:`phi_finetune.azure` (and the Azure side of :mod:`phi_finetune.endpoint`)
+calls the service through this module:
+
+- :func:`translate` turns an exception into a library error whose message says what was asked,
+  what went wrong and what to do (redacted: no key or token ever lands in a message);
+- :func:`call` / :func:`azure_errors` run a call and raise :func:`translate`'s error ``from``
+  the original; exceptions that do not come from the service (bugs) propagate unchanged;
+- :func:`get_or_none` is a ``get`` where "not found" means ``None``;
+- :func:`is_transient` says whether retrying may help, and :func:`retrying` is the one tenacity
+  retry policy (bounded attempts, exponential backoff, injectable sleep, DEBUG logging).
+
+The mapping::
+
+    ClientAuthenticationError, HTTP 401         -> AuthenticationError
+    HTTP 403                                    -> ServiceError(status=403), names the role to get
+    ResourceNotFoundError, HTTP 404             -> ``not_found`` (given by the caller) or
+                                                   ServiceError(status=404)
+    ResourceExistsError, HTTP 409               -> ServiceError(status=409)
+    HTTP 408/429/5xx, ServiceRequestError,
+    ServiceResponseError, timeouts, connection
+    errors                                      -> ServiceUnavailableError (retry later)
+    other HttpResponseError                     -> ServiceError(status=...)
+    azure-ai-ml ValidationException             -> ConfigurationError
+    other azure-ai-ml MlException / AzureError  -> ServiceError
+"""
 
 from __future__ import annotations
 
-from phi_finetune.errors import PhiFinetuneError, ServiceError
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["is_transient", "translate"]
+from phi_finetune._redact import redact
+from phi_finetune.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    PhiFinetuneError,
+    ServiceError,
+    ServiceUnavailableError,
+)
+
+if TYPE_CHECKING:
+    import tenacity
+
+__all__ = [
+    "NotFound",
+    "azure_errors",
+    "call",
+    "get_or_none",
+    "is_not_found",
+    "is_service_exception",
+    "is_transient",
+    "retrying",
+    "translate",
+]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: ``not_found(message) -> error`` builds the error for a 404 (e.g. ``EndpointError``).
+NotFound = Callable[[str], PhiFinetuneError]
+
+_MAX_REASON = 400
+_TRANSIENT_STATUSES = frozenset({408, 429})
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the same call may succeed (transport errors, 408, 429, 5xx)."""
+def _core() -> Any:
     try:
-        from azure.core.exceptions import (
-            HttpResponseError,
-            ServiceRequestError,
-            ServiceResponseError,
-        )
-    except ImportError:  # pragma: no cover
-        return False
-    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        from azure.core import exceptions
+    except ImportError:  # pragma: no cover - azure-core is a dependency
+        return None
+    return exceptions
+
+
+def _ml_exceptions() -> Any:
+    # Only look at azure-ai-ml's exceptions when the SDK is loaded: importing it costs ~1.6 s,
+    # and an exception of its types cannot exist before that.
+    return sys.modules.get("azure.ai.ml.exceptions")
+
+
+def _status(exc: BaseException) -> int | None:
+    core = _core()
+    if core is not None and isinstance(exc, core.HttpResponseError):
+        status = exc.status_code
+        return int(status) if isinstance(status, int) else None
+    return None
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    core = _core()
+    if isinstance(exc, TimeoutError):
         return True
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        return status in (408, 429) or status >= 500
+    if core is not None:
+        timeouts = tuple(
+            getattr(core, name)
+            for name in ("ServiceRequestTimeoutError", "ServiceResponseTimeoutError")
+            if hasattr(core, name)
+        )
+        if timeouts and isinstance(exc, timeouts):
+            return True
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(exc, requests.Timeout):
+        return True
+    # azure-core wraps a requests/urllib3 read timeout in ServiceResponseError; look at the cause.
+    inner = exc.__cause__ or getattr(exc, "inner_exception", None)
+    return isinstance(inner, BaseException) and inner is not exc and _is_timeout_leaf(inner)
+
+
+def _is_timeout_leaf(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError):
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"Timeout", "ReadTimeout", "ConnectTimeout", "ReadTimeoutError"})
+
+
+def _is_transport(exc: BaseException) -> bool:
+    core = _core()
+    if core is not None and isinstance(exc, core.ServiceRequestError | core.ServiceResponseError):
+        return True
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return True
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
-def translate(what: str, exc: BaseException) -> PhiFinetuneError:
-    """``exc`` as a library error saying what was asked (``what``) and what went wrong."""
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the same call may succeed (transport errors, timeouts, 408, 429, 5xx)."""
+    if isinstance(exc, ServiceUnavailableError):
+        return True
+    if _is_transport(exc):
+        return True
+    status = _status(exc)
+    return status is not None and (status in _TRANSIENT_STATUSES or status >= 500)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Whether ``exc`` is the service's "not found" (``ResourceNotFoundError`` or HTTP 404)."""
+    core = _core()
+    if core is not None and isinstance(exc, core.ResourceNotFoundError):
+        return True
+    return _status(exc) == 404
+
+
+def is_service_exception(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the service or the transport (not from a bug in the caller)."""
+    if isinstance(exc, PhiFinetuneError):
+        return False
+    core = _core()
+    if core is not None and isinstance(exc, core.AzureError):
+        return True
+    ml = _ml_exceptions()
+    if ml is not None and isinstance(exc, ml.MlException):
+        return True
+    if type(exc).__name__ in ("JobException", "ValidationException", "MlException"):
+        return True
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(exc, requests.RequestException):
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def _reason(exc: BaseException) -> str:
+    """The service's own words: the first line of the message, redacted and shortened."""
+    message = getattr(exc, "message", None)
+    text = str(message if isinstance(message, str) and message else exc).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    first = redact(first)
+    if len(first) > _MAX_REASON:
+        first = first[: _MAX_REASON - 3] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def translate(
+    what: str, exc: BaseException, *, not_found: NotFound | None = None
+) -> PhiFinetuneError:
+    """``exc`` as a library error: what was asked (``what``, e.g. ``"get endpoint 'x'"``), what
+    went wrong and what to do. A library error is returned unchanged. Raise it ``from exc``."""
     if isinstance(exc, PhiFinetuneError):
         return exc
-    status = getattr(exc, "status_code", None)
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return ServiceError(f"could not {what}: {text}", status=status)
+    core = _core()
+    reason = _reason(exc)
+    status = _status(exc)
+    asked = f"could not {what}"
+
+    if (core is not None and isinstance(exc, core.ClientAuthenticationError)) or status == 401:
+        return AuthenticationError(
+            f"{asked}: authentication failed ({reason}). Run `az login` (add --tenant for "
+            "another tenant) or pass another credential, and check that it belongs to the "
+            "workspace's tenant.",
+            attempts=[reason],
+        )
+    if status == 403:
+        return ServiceError(
+            f"{asked}: access denied ({reason}). The signed-in identity lacks a role on the "
+            "workspace or registry: ask for 'AzureML Data Scientist' (or Contributor) on it, or "
+            "sign in as another identity.",
+            status=403,
+        )
+    if is_not_found(exc):
+        message = (
+            f"{asked}: it does not exist ({reason}). Check the name and that the configuration "
+            "points at the right subscription, resource group, workspace and registry names."
+        )
+        return not_found(message) if not_found is not None else ServiceError(message, status=404)
+    if (core is not None and isinstance(exc, core.ResourceExistsError)) or status == 409:
+        return ServiceError(
+            f"{asked}: conflict ({reason}). It already exists or another operation on it is in "
+            "progress: wait for that to finish and retry, or choose another name.",
+            status=409,
+        )
+    if _is_timeout(exc):
+        return ServiceUnavailableError(
+            f"{asked}: Azure ML did not answer in time ({reason}). The service or the network "
+            "is slow: retry later; check the network and proxy settings if it keeps happening.",
+            status=status,
+        )
+    if _is_transport(exc):
+        return ServiceUnavailableError(
+            f"{asked}: could not reach Azure ML ({reason}). Check the network connection, DNS "
+            "and proxy settings (HTTPS_PROXY), then retry.",
+        )
+    if status == 429:
+        return ServiceUnavailableError(
+            f"{asked}: Azure ML is throttling requests ({reason}). Wait a minute and retry; "
+            "fewer parallel runs help.",
+            status=429,
+        )
+    if status is not None and (status == 408 or status >= 500):
+        return ServiceUnavailableError(
+            f"{asked}: Azure ML failed on its side (HTTP {status}: {reason}). Retry later; if it "
+            "persists, check https://status.azure.com.",
+            status=status,
+        )
+    if status is not None:
+        return ServiceError(
+            f"{asked}: Azure ML refused the request (HTTP {status}: {reason}). Check the values "
+            "named in the message and correct them.",
+            status=status,
+        )
+    ml = _ml_exceptions()
+    if ml is not None and isinstance(exc, ml.ValidationException):
+        return ConfigurationError(
+            f"{asked}: the Azure ML SDK rejected the request ({reason}). Correct the value it "
+            "names and try again."
+        )
+    return ServiceError(
+        f"{asked}: {reason}. Retry; if it keeps failing, run with -v for the traceback and "
+        "check the Azure ML studio."
+    )
+
+
+@contextlib.contextmanager
+def azure_errors(what: str, *, not_found: NotFound | None = None) -> Iterator[None]:
+    """``with azure_errors("get compute 'gpu'"):`` raises :func:`translate`'s error for service
+    and transport exceptions (``from`` the original); other exceptions pass unchanged."""
+    try:
+        yield
+    except PhiFinetuneError:
+        raise
+    except Exception as exc:
+        if not is_service_exception(exc):
+            raise
+        raise translate(what, exc, not_found=not_found) from exc
+
+
+def call(what: str, fn: Callable[[], T], *, not_found: NotFound | None = None) -> T:
+    """``fn()`` with service exceptions translated (see :func:`azure_errors`)."""
+    with azure_errors(what, not_found=not_found):
+        return fn()
+
+
+def get_or_none(what: str, fn: Callable[[], T]) -> T | None:
+    """``fn()``, or ``None`` when the service answers "not found"; other failures translated."""
+    try:
+        return fn()
+    except PhiFinetuneError:
+        raise
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        if not is_service_exception(exc):
+            raise
+        raise translate(what, exc) from exc
+
+
+def retrying(
+    what: str,
+    *,
+    attempts: int = 5,
+    max_wait_s: float = 30.0,
+    multiplier_s: float = 1.0,
+    retry_on: Callable[[BaseException], bool] = is_transient,
+    wait: Callable[[tenacity.RetryCallState], float] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tenacity.Retrying:
+    """The retry policy: up to ``attempts`` tries of what ``retry_on`` accepts, exponential
+    backoff (``multiplier_s`` doubling, capped at ``max_wait_s``) unless ``wait`` is given,
+    ``sleep`` injectable for tests, each retry logged at DEBUG; the last error is re-raised."""
+    import tenacity
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        logger.debug(
+            "%s failed (attempt %d of %d: %s); retrying in %.1f s",
+            what,
+            state.attempt_number,
+            attempts,
+            _reason(exc) if exc is not None else "no error",
+            delay,
+        )
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(retry_on),
+        stop=tenacity.stop_after_attempt(max(1, attempts)),
+        wait=wait or tenacity.wait_exponential(multiplier=multiplier_s, max=max_wait_s),
+        sleep=sleep,
+        before_sleep=log_retry,
+        reraise=True,
+    )

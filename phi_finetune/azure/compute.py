@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from phi_finetune.azure.boundary import call, get_or_none
 from phi_finetune.errors import (
     ComputeError,
     ComputeFailedStateError,
     ComputeNotAllowedError,
     ComputeNotFoundError,
     QuotaExceededError,
-    ServiceError,
 )
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import Compute
 
 __all__ = [
     "KNOWN_VM_SIZES",
@@ -156,7 +160,7 @@ class ComputeSelector:
 
     def __init__(
         self,
-        ml_client: Any,
+        ml_client: MLClient | None,
         *,
         cluster: str | None = None,
         serverless: bool = False,
@@ -192,7 +196,7 @@ class ComputeSelector:
         self.instance_type_preprocess = instance_type_preprocess
 
     @classmethod
-    def from_config(cls, ml_client: Any, section: Any) -> ComputeSelector:
+    def from_config(cls, ml_client: MLClient | None, section: Any) -> ComputeSelector:
         """From a ``[compute]`` config section (attributes named like the keyword arguments)."""
 
         def get(name: str, default: Any) -> Any:
@@ -257,10 +261,11 @@ class ComputeSelector:
 
     def list_sizes(self) -> list[VmSizeInfo]:
         """The workspace region's VM sizes (values read around the camelCase quirk)."""
-        try:
-            raw = list(self.ml_client.compute.list_sizes(location=self.location))
-        except Exception as exc:
-            raise _service_error("list the VM sizes of the workspace region", exc) from exc
+        client = self._client()
+        raw = call(
+            "list the VM sizes of the workspace region",
+            lambda: list(client.compute.list_sizes(location=self.location)),
+        )
         sizes = []
         for item in raw:
             name = _read(item, "name")
@@ -279,10 +284,11 @@ class ComputeSelector:
 
     def available_vcpus(self, family: str) -> tuple[int, int, int] | None:
         """``(limit, current, limit - current)`` for a VM family from ``list_usage``."""
-        try:
-            usages = list(self.ml_client.compute.list_usage(location=self.location))
-        except Exception as exc:
-            raise _service_error("read the vCPU quota (list_usage)", exc) from exc
+        client = self._client()
+        usages = call(
+            "read the vCPU quota (list_usage)",
+            lambda: list(client.compute.list_usage(location=self.location)),
+        )
         usages.sort(key=lambda u: _usage_name(u) != family)  # an exact match first
         for usage in usages:
             if _usage_name(usage).lower() == family.lower():
@@ -292,24 +298,28 @@ class ComputeSelector:
         return None
 
     # ------------------------------------------------------------------ internals
-    def _select(self, allow_list: Sequence[str] | None, *, create: bool) -> ComputeSelection:
-        from azure.core.exceptions import ResourceNotFoundError
+    def _client(self) -> MLClient:
+        if self.ml_client is None:
+            raise ComputeError(
+                "this ComputeSelector has no workspace MLClient; pass ml_client=... or use "
+                "plan_offline()"
+            )
+        return self.ml_client
 
+    def _select(self, allow_list: Sequence[str] | None, *, create: bool) -> ComputeSelection:
         warnings: list[str] = []
-        existing = None
+        existing: Compute | None = None
         if self.serverless:
             name = SERVERLESS
             size = self.vm_size or DEFAULT_SERVERLESS_SIZE
         else:
             name = str(self.cluster)
-            try:
-                existing = self.ml_client.compute.get(name)
-            except ResourceNotFoundError:
-                existing = None
-            except Exception as exc:
-                raise _service_error(f"get compute {name!r}", exc) from exc
+            client = self._client()
+            existing = get_or_none(f"get compute {name!r}", lambda: client.compute.get(name))
             if existing is not None:
                 self._check_existing(existing)
+                # compute.get returns the Compute subclass of its type: only AmlCompute has
+                # size and max_instances (_check_existing refused the other types).
                 size = str(getattr(existing, "size", None) or self.vm_size or "")
                 if self.vm_size and self.vm_size.lower() != size.lower():
                     warnings.append(
@@ -376,22 +386,22 @@ class ComputeSelector:
             warnings=tuple(warnings),
         )
 
-    def _nodes_running(self, existing: Any) -> bool:
+    def _nodes_running(self, existing: Compute) -> bool:
         # A cluster that already runs enough nodes for the job needs no further quota.
         current = _int(_read(existing, "current_node_count", "currentNodeCount"))
         return current is not None and current >= self.nodes
 
     @staticmethod
-    def _check_existing(existing: Any) -> None:
-        state = _text(getattr(existing, "provisioning_state", None))
+    def _check_existing(existing: Compute) -> None:
+        state = _text(existing.provisioning_state)
         if state.lower() == "failed":
-            errors = getattr(existing, "provisioning_errors", None) or []
+            errors: Any = existing.provisioning_errors or []
             detail = f": {errors}" if errors else ""
             raise ComputeFailedStateError(
                 f"compute cluster {existing.name!r} is in provisioning state 'failed'{detail}; "
                 "delete and recreate it, or choose another cluster"
             )
-        ctype = str(getattr(existing, "type", "") or "").lower()
+        ctype = str(existing.type or "").lower()
         if ctype and ctype not in ("amlcompute", "aml_compute"):
             raise ComputeError(
                 f"compute {existing.name!r} is a {ctype}, not an AmlCompute cluster; fine-tuning "
@@ -444,24 +454,17 @@ class ComputeSelector:
             tier=self.tier,
         )
         logger.info("creating compute cluster %s (%s, max %d)", name, size, self.max_instances)
-        try:
-            poller = self.ml_client.compute.begin_create_or_update(cluster)
-            result = poller.result()
-        except Exception as exc:
-            raise _service_error(f"create compute cluster {name!r}", exc) from exc
-        state = _text(getattr(result, "provisioning_state", None))
+        client = self._client()
+        result = call(
+            f"create compute cluster {name!r}",
+            lambda: client.compute.begin_create_or_update(cluster).result(),
+        )
+        state = _text(result.provisioning_state)
         if state.lower() == "failed":
             raise ComputeFailedStateError(
                 f"compute cluster {name!r} was created in state 'failed'; check quota and the "
                 "size's availability in the region"
             )
-
-
-def _service_error(what: str, exc: BaseException) -> ServiceError:
-    status = getattr(exc, "status_code", None)
-    text = str(exc)
-    reason = getattr(exc, "reason", None) or (text.splitlines()[0] if text else repr(exc))
-    return ServiceError(f"could not {what}: {reason}", status=status)
 
 
 def _text(value: Any) -> str:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from phi_finetune.azure.boundary import call, get_or_none
 from phi_finetune.errors import ServiceError
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ class RegisteredData:
 
 
 def register_file(
-    ml_client: Any,
+    ml_client: MLClient,
     path: Path,
     *,
     role: str,
@@ -89,27 +93,21 @@ def register_file(
     """Get ``name:version`` (version from ``sha256``) or create it from ``path``."""
     from azure.ai.ml.constants import AssetTypes
     from azure.ai.ml.entities import Data
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
     version = asset_version(sha256)
-    try:
-        existing = ml_client.data.get(name=name, version=version)
-    except ResourceNotFoundError:
-        existing = None
-    except HttpResponseError as exc:
-        raise ServiceError(
-            f"could not look up data asset {name}:{version}: {exc.message}",
-            status=exc.status_code,
-        ) from exc
+    existing = get_or_none(
+        f"look up data asset {name}:{version}",
+        lambda: ml_client.data.get(name=name, version=version),
+    )
     if existing is not None:
-        found = (getattr(existing, "tags", None) or {}).get("sha256")
+        found = (existing.tags or {}).get("sha256")
         if found and found != sha256:
             raise ServiceError(
                 f"data asset {name}:{version} exists with sha256 {found}, but {path} has {sha256}; "
                 "use another name_prefix or archive the old asset"
             )
         logger.info("data asset %s:%s already registered", name, version)
-        return RegisteredAsset(role, name, version, sha256, False, getattr(existing, "id", None))
+        return RegisteredAsset(role, name, version, sha256, False, existing.id)
     data = Data(
         name=name,
         version=version,
@@ -118,12 +116,9 @@ def register_file(
         description=description or f"{role} split prepared by phi_finetune",
         tags={"sha256": sha256, "created_by": "phi_finetune", **(tags or {})},
     )
-    try:
-        created = ml_client.data.create_or_update(data)
-    except HttpResponseError as exc:
-        raise ServiceError(
-            f"could not register {path} as data asset {name}:{version}: {exc.message}",
-            status=exc.status_code,
-        ) from exc
+    created = call(
+        f"register {path} as data asset {name}:{version}",
+        lambda: ml_client.data.create_or_update(data),
+    )
     logger.info("registered %s as data asset %s:%s", path, name, version)
-    return RegisteredAsset(role, name, version, sha256, True, getattr(created, "id", None))
+    return RegisteredAsset(role, name, version, sha256, True, created.id)

@@ -13,12 +13,18 @@ import ast
 import datetime as dt
 import json
 import logging
+import warnings as _warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from phi_finetune.errors import ModelNotFoundError, ModelRetiredError, ServiceError
+from phi_finetune.azure.boundary import is_not_found, is_service_exception, translate
+from phi_finetune.errors import ModelNotFoundError, ModelRetiredError
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import Model
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -219,20 +225,32 @@ class FoundationModel:
         )
 
     @classmethod
-    def from_azure(cls, model: Any, *, registry: str | None = None) -> FoundationModel:
+    def from_azure(cls, model: Model, *, registry: str | None = None) -> FoundationModel:
+        """Deprecated alias of :meth:`from_entity` (removed in 0.3.0)."""
+        _warnings.warn(
+            "FoundationModel.from_azure is deprecated; use FoundationModel.from_entity",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls.from_entity(model, registry=registry)
+
+    @classmethod
+    def from_entity(cls, model: Model, *, registry: str | None = None) -> FoundationModel:
         """From an ``azure.ai.ml.entities.Model`` returned by ``models.get``."""
+        # system_metadata and is_archived are not attributes of azure-ai-ml 1.35's Model (some
+        # releases set them, some keep a private _system_metadata): read them defensively.
         meta = getattr(model, "system_metadata", None)
         if meta is None:
             meta = getattr(model, "_system_metadata", None)
-        stage = str(getattr(model, "stage", "") or "")
+        stage = str(model.stage or "")
         return cls.from_metadata(
             str(model.name),
             str(model.version),
-            id=str(getattr(model, "id", "") or "") or None,
+            id=str(model.id or "") or None,
             registry=registry,
-            tags=dict(getattr(model, "tags", None) or {}),
+            tags=dict(model.tags or {}),
             system_metadata=dict(meta) if isinstance(meta, Mapping) else {},
-            properties=dict(getattr(model, "properties", None) or {}),
+            properties=dict(model.properties or {}),
             archived=stage.lower() == "archived" or _truthy(getattr(model, "is_archived", False)),
         )
 
@@ -402,7 +420,7 @@ def check_lifecycle(
 
 
 def resolve_foundation_model(
-    registry_client: Any,
+    registry_client: MLClient,
     name: str = DEFAULT_MODEL_NAME,
     *,
     version: str | int | None = None,
@@ -417,8 +435,6 @@ def resolve_foundation_model(
     :class:`ModelRetiredError` for an archived model or one past its fine-tune retirement date
     (a warning instead when ``allow_retired``; a warning before that date).
     """
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-
     registry = registry or getattr(registry_client, "_registry_name", None) or DEFAULT_REGISTRY
     what = f"version {version}" if version is not None else f"label {label or 'latest'!r}"
     try:
@@ -426,24 +442,22 @@ def resolve_foundation_model(
             raw = registry_client.models.get(name, version=str(version))
         else:
             raw = registry_client.models.get(name, label=label or "latest")
-    except ResourceNotFoundError as exc:
-        raise ModelNotFoundError(
-            f"model {name!r} {what} not found in registry {registry!r}. "
-            + _how_to_fix(name, registry)
-        ) from exc
-    except HttpResponseError as exc:
-        raise ServiceError(
-            f"registry {registry!r} failed to return model {name!r} {what}: {exc.reason or exc}",
-            status=exc.status_code,
-        ) from exc
     except Exception as exc:
-        if type(exc).__name__ != "ValidationException":
+        if is_not_found(exc):
+            raise ModelNotFoundError(
+                f"model {name!r} {what} not found in registry {registry!r}. "
+                + _how_to_fix(name, registry)
+            ) from exc
+        # The SDK's other not-found shape: get(label=...) without a match.
+        if type(exc).__name__ == "ValidationException":
+            raise ModelNotFoundError(
+                f"model {name!r} has no version with {what} in registry {registry!r} (it may not "
+                f"exist, or every version is archived). {_how_to_fix(name, registry)}"
+            ) from exc
+        if not is_service_exception(exc):
             raise
-        raise ModelNotFoundError(
-            f"model {name!r} has no version with {what} in registry {registry!r} (it may not "
-            f"exist, or every version is archived). {_how_to_fix(name, registry)}"
-        ) from exc
-    model = FoundationModel.from_azure(raw, registry=registry)
+        raise translate(f"get model {name!r} {what} from registry {registry!r}", exc) from exc
+    model = FoundationModel.from_entity(raw, registry=registry)
     archived, rest_meta = _rest_details(registry_client, model.name, model.version)
     if rest_meta and not model.system_metadata:
         model = FoundationModel.from_metadata(
@@ -463,7 +477,7 @@ def resolve_foundation_model(
 
 
 def _rest_details(
-    registry_client: Any, name: str, version: str
+    registry_client: MLClient, name: str, version: str
 ) -> tuple[bool, dict[str, Any] | None]:
     """``(isArchived, systemMetadata)`` of a model version, read from the REST object.
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from phi_finetune._redact import redact
-from phi_finetune.errors import ModelError, ServiceError
+from phi_finetune.azure.boundary import call, get_or_none
+from phi_finetune.errors import ModelError
 from phi_finetune.names import (
     RUN_ID_TAG,
     default_model_name,
@@ -23,6 +25,10 @@ from phi_finetune.names import (
     validate_model_name,
     validate_model_version,
 )
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import Model
 
 __all__ = ["TAG_PREFIX", "ModelRegistrar", "RegisteredModel", "job_output_path"]
 
@@ -62,16 +68,27 @@ class RegisteredModel:
         return self.tags.get(TAG_SOURCE)
 
     @classmethod
-    def from_azure(cls, model: Any, *, created: bool = False) -> RegisteredModel:
+    def from_entity(cls, model: Model, *, created: bool = False) -> RegisteredModel:
+        """From the ``Model`` entity that ``models.get`` or ``create_or_update`` returns."""
         return cls(
             name=str(model.name),
             version=str(model.version),
-            id=getattr(model, "id", None),
-            path=None if getattr(model, "path", None) is None else str(model.path),
-            tags={str(k): str(v) for k, v in dict(getattr(model, "tags", None) or {}).items()},
-            description=getattr(model, "description", None),
+            id=model.id,
+            path=None if model.path is None else str(model.path),
+            tags={str(k): str(v) for k, v in dict(model.tags or {}).items()},
+            description=model.description,
             created=created,
         )
+
+    @classmethod
+    def from_azure(cls, model: Model, *, created: bool = False) -> RegisteredModel:
+        """Deprecated alias of :meth:`from_entity` (removed in 0.3.0)."""
+        warnings.warn(
+            "RegisteredModel.from_azure is deprecated; use RegisteredModel.from_entity",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls.from_entity(model, created=created)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +128,7 @@ class ModelRegistrar:
 
     def __init__(
         self,
-        ml_client: Any,
+        ml_client: MLClient,
         *,
         on_creating: Callable[[str, str, str], object] | None = None,
         on_created: Callable[[str, str, str], object] | None = None,
@@ -202,11 +219,11 @@ class ModelRegistrar:
         )
         if self._on_creating is not None:
             self._on_creating("model", model_name, wanted_version)
-        created = self._call(
-            lambda: self._ml_client.models.create_or_update(model),
+        created = call(
             f"register model {model_name}:{wanted_version}",
+            lambda: self._ml_client.models.create_or_update(model),
         )
-        result = RegisteredModel.from_azure(created, created=True)
+        result = RegisteredModel.from_entity(created, created=True)
         if not result.tags.get(TAG_SOURCE):
             result = attrs.evolve(result, tags={**result.tags, TAG_SOURCE: path})
         logger.info("registered model %s:%s from %s", result.name, result.version, path)
@@ -226,17 +243,11 @@ class ModelRegistrar:
 
     def find(self, name: str, *, source_path: str) -> RegisteredModel | None:
         """The version of ``name`` registered from ``source_path`` (``None`` if there is none)."""
-        try:
-            versions = self._call(
-                lambda: list(self._ml_client.models.list(name=name)),
-                f"list versions of model {name}",
-            )
-        except ServiceError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        for model in versions:
-            candidate = RegisteredModel.from_azure(model)
+        versions = get_or_none(
+            f"list versions of model {name}", lambda: list(self._ml_client.models.list(name=name))
+        )
+        for model in versions or ():
+            candidate = RegisteredModel.from_entity(model)
             if self._same_source(candidate, source_path):
                 return candidate
         return None
@@ -247,29 +258,8 @@ class ModelRegistrar:
         return model.source_path == path or (model.path or "").rstrip("/") == path
 
     def _get(self, name: str, version: str) -> RegisteredModel | None:
-        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-
-        try:
-            model = self._ml_client.models.get(name=name, version=version)
-        except ResourceNotFoundError:
-            return None
-        except HttpResponseError as exc:
-            if getattr(exc, "status_code", None) == 404:
-                return None
-            raise _service_error(exc, f"read model {name}:{version}") from exc
-        return RegisteredModel.from_azure(model)
-
-    @staticmethod
-    def _call(fn: Callable[[], Any], what: str) -> Any:
-        from azure.core.exceptions import HttpResponseError
-
-        try:
-            return fn()
-        except HttpResponseError as exc:
-            raise _service_error(exc, what) from exc
-
-
-def _service_error(exc: BaseException, what: str) -> ServiceError:
-    status = getattr(exc, "status_code", None)
-    message = redact(str(getattr(exc, "message", None) or exc))[:400]
-    return ServiceError(f"could not {what}: {message}", status=status)
+        model = get_or_none(
+            f"read model {name}:{version}",
+            lambda: self._ml_client.models.get(name=name, version=version),
+        )
+        return None if model is None else RegisteredModel.from_entity(model)

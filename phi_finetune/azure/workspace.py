@@ -27,13 +27,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from phi_finetune._redact import redact
+from phi_finetune.azure.boundary import azure_errors, is_service_exception, translate
 from phi_finetune.config import WorkspaceConfig
-from phi_finetune.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    PhiFinetuneError,
-    ServiceError,
-)
+from phi_finetune.errors import AuthenticationError, ConfigurationError, PhiFinetuneError
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
@@ -348,53 +344,18 @@ class Workspace:
             if kind == "workspace"
             else f"the registry client for registry {config.registry_name!r}"
         )
-        try:
+        with azure_errors(f"create {what}", not_found=ConfigurationError):
             client = factory(kind, credential, config)
-        except PhiFinetuneError:
-            raise
-        except Exception as exc:
-            wrapped = wrap_azure_error(exc, f"create {what}")
-            if wrapped is None:
-                raise
-            raise wrapped from exc
         logger.debug("created %s", what)
         return client
 
 
 def wrap_azure_error(exc: BaseException, doing: str) -> PhiFinetuneError | None:
-    """A phi_finetune error for an azure-core/azure-identity exception, or ``None`` for others.
-
-    The caller raises it ``from exc``. The message is redacted and never carries a token.
-    """
-    try:
-        from azure.core import exceptions as core
-    except ImportError:  # pragma: no cover - azure-core is a dependency
+    """Deprecated: use :func:`phi_finetune.azure.boundary.translate`. ``None`` for exceptions
+    that do not come from the service."""
+    if not isinstance(exc, PhiFinetuneError) and not is_service_exception(exc):
         return None
-    reason = _reason(exc)
-    if isinstance(exc, core.ClientAuthenticationError):
-        return AuthenticationError(
-            f"Authentication failed while trying to {doing}: {reason}. Run `az login` or pass "
-            "another credential; check that it has access to this workspace.",
-            attempts=[reason],
-        )
-    if isinstance(exc, core.ResourceNotFoundError):
-        return ConfigurationError(
-            f"Not found while trying to {doing}: {reason}. Check the subscription, resource "
-            "group, workspace and registry names."
-        )
-    if isinstance(exc, core.ServiceRequestError):
-        return ServiceError(
-            f"Could not reach Azure while trying to {doing}: {reason}. Check the network "
-            "connection and proxy settings, then retry."
-        )
-    if isinstance(exc, core.HttpResponseError):
-        return ServiceError(
-            f"Azure ML answered an error while trying to {doing}: {reason}",
-            status=exc.status_code,
-        )
-    if isinstance(exc, core.AzureError):
-        return ServiceError(f"Azure call failed while trying to {doing}: {reason}")
-    return None
+    return translate(doing, exc)
 
 
 def _reason(exc: BaseException | None) -> str:

@@ -114,19 +114,12 @@ def collect(args: Any) -> list[dict[str, Any]]:
             )
         return rows
 
-    from phi_finetune._redact import redact
-    from phi_finetune.errors import ServiceError
+    from phi_finetune.azure.boundary import call
 
     ml_client = _ml_client(args)
-    try:
-        remote = list(ml_client.online_endpoints.list())
-    except Exception as exc:
-        if not hasattr(exc, "status_code"):
-            raise
-        raise ServiceError(
-            f"could not list the workspace's online endpoints: {redact(str(exc))[:300]}",
-            status=getattr(exc, "status_code", None),
-        ) from exc
+    remote = call(
+        "list the workspace's online endpoints", lambda: list(ml_client.online_endpoints.list())
+    )
     seen: set[str] = set()
     for endpoint in sorted(remote, key=lambda e: str(e.name)):
         name = str(endpoint.name)
@@ -220,7 +213,10 @@ def run_delete(args: Any) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             sys.stderr.write("not deleted\n")
             return 1
-    existed = EndpointDeployer(_ml_client(args)).delete(name)
+    deployer = EndpointDeployer(_ml_client(args))
+    existed = deployer.exists(name)
+    if existed:
+        deployer.delete(name)
     state_dir = resolve_state_dir(args)
     runs = []
     for run in list_runs(state_dir):

@@ -116,10 +116,8 @@ def endpoint_for(args: Any) -> Endpoint:
         name = args.endpoint or "endpoint"
         return Endpoint(name, args.scoring_uri, key, deployment_name=args.deployment, **options)
     if args.endpoint:
-        from phi_finetune.azure.deployer import EndpointDeployer
-
-        endpoint = EndpointDeployer(_ml_client(args)).attach(
-            args.endpoint, deployment_name=args.deployment
+        endpoint = Endpoint.from_name(
+            _ml_client(args), args.endpoint, deployment_name=args.deployment
         )
         if args.key_env:
             endpoint = Endpoint(
@@ -147,8 +145,6 @@ def endpoint_for(args: Any) -> Endpoint:
         details = dict(record.details)
         deployment = args.deployment or details.get("deployment") or _deployment_of(journal)
         if kind == "endpoint" and journal.backend == "azure":
-            from phi_finetune.azure.deployer import EndpointDeployer
-
             if args.key_env:
                 uri = details.get("scoring_uri")
                 if uri:
@@ -159,9 +155,7 @@ def endpoint_for(args: Any) -> Endpoint:
                         deployment_name=deployment,
                         **options,
                     )
-            return EndpointDeployer(_ml_client(args)).attach(
-                record.name, deployment_name=deployment
-            )
+            return Endpoint.from_name(_ml_client(args), record.name, deployment_name=deployment)
         uri = details.get("scoring_uri")
         if not uri:
             raise RunStateError(

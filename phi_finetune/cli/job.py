@@ -56,7 +56,7 @@ def _ml_client(args: Any) -> Any:
 def _handle(args: Any) -> Any:
     from phi_finetune.azure.job import JobHandle
 
-    return JobHandle.attach(_ml_client(args), args.job_name)
+    return JobHandle.from_name(_ml_client(args), args.job_name)
 
 
 def _describe(handle: Any, status: str) -> dict[str, Any]:
@@ -91,6 +91,7 @@ def _cancel(args: Any) -> int:
     from phi_finetune.cli._common import emit
 
     handle = _handle(args)
-    status = handle.cancel()
+    handle.cancel()
+    status = handle.status()
     emit(args, _describe(handle, status), f"{handle.name}: {status}")
     return 0

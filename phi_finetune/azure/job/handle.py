@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from phi_finetune.azure.boundary import is_transient, translate
+from phi_finetune.azure.boundary import is_not_found, is_transient, retrying, translate
 from phi_finetune.errors import JobError, JobFailedError, WaitTimeoutError
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import Job
 
 __all__ = ["TERMINAL_STATUSES", "JobHandle", "JobMetrics"]
 
@@ -35,26 +40,31 @@ class JobMetrics:
 
 
 class JobHandle:
-    """A submitted pipeline job: ``status()``, ``stream()``, ``wait()``, ``cancel()``, outputs.
+    """A submitted pipeline job, a poller in the Azure SDK's sense: :meth:`status`,
+    :meth:`done`, :meth:`wait`, :meth:`result`, plus :meth:`stream`, :meth:`cancel`, outputs.
 
-    Reattach after a crash with :meth:`attach`. Transient service errors while polling are
-    retried (bounded, logged at DEBUG).
+    Reattach after a crash with :meth:`from_name`. Transient service errors while polling are
+    retried by :func:`phi_finetune.azure.boundary.retrying` (bounded, logged at DEBUG).
     """
 
     def __init__(
         self,
-        ml_client: Any,
+        ml_client: MLClient,
         name: str,
         *,
-        job: Any = None,
-        poll_interval: float = 15.0,
+        job: Job | None = None,
+        poll_interval_s: float = 15.0,
         retry_attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float | None = None,
     ) -> None:
         self.ml_client = ml_client
         self.name = name
         self._job = job
-        self.poll_interval = poll_interval
+        if poll_interval is not None:
+            _deprecated_keyword("poll_interval", "poll_interval_s")
+            poll_interval_s = poll_interval
+        self.poll_interval_s = poll_interval_s
         self.retry_attempts = retry_attempts
         self._sleep = sleep
 
@@ -62,58 +72,67 @@ class JobHandle:
         return f"JobHandle(name={self.name!r})"
 
     @classmethod
-    def attach(cls, ml_client: Any, job_name: str, **kwargs: Any) -> JobHandle:
+    def from_name(cls, ml_client: MLClient, job_name: str, **kwargs: Any) -> JobHandle:
         """Reattach to a submitted job by name (raises :class:`JobError` when it is unknown)."""
         handle = cls(ml_client, job_name, **kwargs)
         handle.refresh()
         return handle
 
+    @classmethod
+    def attach(cls, ml_client: MLClient, job_name: str, **kwargs: Any) -> JobHandle:
+        """Deprecated alias of :meth:`from_name` (removed in 0.3.0)."""
+        warnings.warn(
+            "JobHandle.attach is deprecated; use JobHandle.from_name",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls.from_name(ml_client, job_name, **kwargs)
+
+    @property
+    def poll_interval(self) -> float:
+        """Deprecated: :attr:`poll_interval_s`."""
+        _deprecated_keyword("poll_interval", "poll_interval_s")
+        return self.poll_interval_s
+
+    @poll_interval.setter
+    def poll_interval(self, value: float) -> None:
+        _deprecated_keyword("poll_interval", "poll_interval_s")
+        self.poll_interval_s = value
+
     # -------------------------------------------------------------- polling
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        import tenacity
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_transient),
-            stop=tenacity.stop_after_attempt(max(1, self.retry_attempts)),
-            wait=tenacity.wait_exponential(multiplier=1, max=30),
-            sleep=self._sleep,
-            before_sleep=lambda state: logger.debug(
-                "%s failed (attempt %d), retrying: %s",
-                what,
-                state.attempt_number,
-                state.outcome.exception() if state.outcome else "",
-            ),
-            reraise=True,
-        )
         try:
-            return retrying(fn)
+            return retrying(what, attempts=self.retry_attempts, sleep=self._sleep)(fn)
         except Exception as exc:
-            from azure.core.exceptions import ResourceNotFoundError
-
-            if isinstance(exc, ResourceNotFoundError):
+            if is_not_found(exc):
                 raise JobError(
                     f"job {self.name!r} not found in the workspace; check the name (the studio "
                     "lists jobs under the experiment) and the workspace in your configuration"
                 ) from exc
             raise translate(what, exc) from exc
 
-    def refresh(self) -> Any:
+    def refresh(self) -> Job:
         """Fetch the job from the service (retrying transient errors)."""
         self._job = self._call(f"get job {self.name!r}", lambda: self.ml_client.jobs.get(self.name))
         return self._job
 
     def status(self) -> str:
-        return _status_text(getattr(self.refresh(), "status", None))
+        """The job's current status as the service spells it (``Running``, ``Completed``, ...)."""
+        return _status_text(self.refresh().status)
+
+    def done(self) -> bool:
+        """Whether the job has ended (one status request)."""
+        return self.status() in TERMINAL_STATUSES
 
     @property
     def studio_url(self) -> str | None:
         job = self._job
         if job is None:
             return None
-        url = getattr(job, "studio_url", None)
+        url = job.studio_url
         if url:
             return str(url)
-        services = getattr(job, "services", None) or {}
+        services = job.services or {}
         studio = services.get("Studio") if isinstance(services, Mapping) else None
         endpoint = getattr(studio, "endpoint", None)
         return str(endpoint) if endpoint else None
@@ -142,6 +161,8 @@ class JobHandle:
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
+                # JobException: the job failed (the status below says how); transient: the
+                # stream broke off, the status below says where the job is.
                 if type(exc).__name__ != "JobException" and not is_transient(exc):
                     raise translate(f"stream job {self.name!r}", exc) from exc
                 logger.debug("stream of %s ended with %s", self.name, exc)
@@ -162,24 +183,40 @@ class JobHandle:
         self._raise_if_failed(status)
         return status
 
-    def watch(self, *, poll_interval: float | None = None) -> Iterator[str]:
+    def watch(
+        self, *, poll_interval_s: float | None = None, poll_interval: float | None = None
+    ) -> Iterator[str]:
         """Yield the status at each poll until the job ends (no logs)."""
+        interval = self._interval(poll_interval_s, poll_interval)
         while True:
             status = self.status()
             yield status
             if status in TERMINAL_STATUSES:
                 return
-            self._sleep(self.poll_interval if poll_interval is None else poll_interval)
+            self._sleep(interval)
 
-    def wait(self, timeout: float | None = None, *, poll_interval: float | None = None) -> str:
-        """Poll until the job ends; raise :class:`WaitTimeoutError` after ``timeout`` seconds.
+    def _interval(self, poll_interval_s: float | None, poll_interval: float | None) -> float:
+        if poll_interval is not None:
+            _deprecated_keyword("poll_interval", "poll_interval_s")
+            poll_interval_s = poll_interval
+        return self.poll_interval_s if poll_interval_s is None else poll_interval_s
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        poll_interval_s: float | None = None,
+        poll_interval: float | None = None,
+    ) -> str:
+        """Poll until the job ends; raise :class:`WaitTimeoutError` after ``timeout`` seconds
+        and :class:`JobFailedError` when it failed. Returns the final status.
 
         Shows a progress line (status and elapsed time) when progress is enabled; Ctrl-C stops
         waiting and never cancels the job.
         """
         from phi_finetune.progress import progress_bar
 
-        interval = self.poll_interval if poll_interval is None else poll_interval
+        interval = self._interval(poll_interval_s, poll_interval)
         started = time.monotonic()
         bar = progress_bar(desc=self.name, total=None, unit="poll")
         try:
@@ -194,7 +231,7 @@ class JobHandle:
                     raise WaitTimeoutError(
                         f"job {self.name!r} still {status} after {elapsed:.0f}s (timeout "
                         f"{timeout:.0f}s); it keeps running. Wait again with "
-                        f"JobHandle.attach(ml_client, {self.name!r}).wait()"
+                        f"JobHandle.from_name(ml_client, {self.name!r}).wait()"
                     )
                 self._sleep(interval)
         except KeyboardInterrupt:
@@ -205,18 +242,30 @@ class JobHandle:
         self._raise_if_failed(status)
         return status
 
-    def cancel(self) -> str:
-        """Cancel the job (nothing happens when it already ended); returns the status."""
-        status = self.status()
+    def result(self, timeout: float | None = None) -> str:
+        """Wait until the job ends (see :meth:`wait`); the ``trained_model`` output path that
+        :class:`~phi_finetune.azure.registrar.ModelRegistrar` registers."""
+        self.wait(timeout)
+        return self.trained_model_path
+
+    def cancel(self) -> None:
+        """Cancel the job and wait for the service to accept it; succeeds (doing nothing) when
+        the job already ended or no longer exists."""
+        try:
+            status = self.status()
+        except JobError as exc:
+            if isinstance(exc.__cause__, BaseException) and is_not_found(exc.__cause__):
+                logger.info("job %s no longer exists; nothing to cancel", self.name)
+                return
+            raise
         if status in TERMINAL_STATUSES:
-            return status
+            logger.info("job %s already ended (%s); nothing to cancel", self.name, status)
+            return
         poller = self._call(
             f"cancel job {self.name!r}", lambda: self.ml_client.jobs.begin_cancel(self.name)
         )
-        result = getattr(poller, "result", None)
-        if callable(result):
-            self._call(f"cancel job {self.name!r}", result)
-        return self.status()
+        self._call(f"cancel job {self.name!r}", poller.result)
+        logger.info("job %s canceled", self.name)
 
     # -------------------------------------------------------------- results
     def failure(self) -> tuple[str | None, str | None]:
@@ -229,8 +278,8 @@ class JobHandle:
             logger.debug("could not list child jobs of %s: %s", self.name, exc)
             children = []
         for child in children:
-            if _status_text(getattr(child, "status", None)) in _FAILED:
-                step = str(getattr(child, "display_name", None) or getattr(child, "name", ""))
+            if _status_text(child.status) in _FAILED:
+                step = str(child.display_name or child.name or "")
                 message = _error_message(child)
                 break
         if message is None or step is None:
@@ -241,7 +290,7 @@ class JobHandle:
         if message is None and job is not None:
             message = _error_message(job)
         if step is None and job is not None:
-            props = getattr(job, "properties", None) or {}
+            props = job.properties or {}
             step = props.get("azureml.failedNodeName") or props.get("failing_step")
         return step, message
 
@@ -289,7 +338,7 @@ class JobHandle:
                 return JobMetrics(reason="the workspace has no MLflow tracking URI")
             client = MlflowClient(tracking_uri=uri)
             runs = [self.name]
-            experiment = getattr(self._job, "experiment_name", None)
+            experiment = None if self._job is None else self._job.experiment_name
             if experiment:
                 exp = client.get_experiment_by_name(str(experiment))
                 if exp is not None:
@@ -313,15 +362,20 @@ class JobHandle:
         return JobMetrics(values=values)
 
     def _tracking_uri(self) -> str | None:
-        workspace_name = getattr(self.ml_client, "workspace_name", None)
+        workspace_name = self.ml_client.workspace_name
         if not workspace_name:
             return None
-        workspace = self.ml_client.workspaces.get(workspace_name)
-        uri = getattr(workspace, "mlflow_tracking_uri", None)
+        workspace = self._call(
+            f"get workspace {workspace_name!r}",
+            lambda: self.ml_client.workspaces.get(workspace_name),
+        )
+        uri = workspace.mlflow_tracking_uri
         return str(uri) if uri else None
 
 
 def _error_message(job: Any) -> str | None:
+    # Job entities carry no ``error`` attribute in azure-ai-ml 1.35 (the fake and newer SDKs
+    # may set one), and child jobs come back as several Job subclasses: read defensively.
     error = getattr(job, "error", None)
     if error is not None:
         text = getattr(error, "message", None) or str(error)
@@ -332,6 +386,14 @@ def _error_message(job: Any) -> str | None:
             if props.get(key):
                 return str(props[key])
     return None
+
+
+def _deprecated_keyword(old: str, new: str) -> None:
+    warnings.warn(
+        f"JobHandle {old} is deprecated; use {new} (durations end in _s)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def _status_text(status: Any) -> str:

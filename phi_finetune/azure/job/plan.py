@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from phi_finetune.azure.boundary import translate
+from phi_finetune.azure.boundary import is_not_found, is_service_exception, translate
 from phi_finetune.azure.compute import ComputeSelection, ComputeSelector
 from phi_finetune.azure.foundation_model import (
     DEFAULT_MODEL_NAME,
@@ -45,6 +45,9 @@ from phi_finetune.interface import (
     load_pinned_interface,
 )
 from phi_finetune.parameters import FineTuneParameters
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
 
 __all__ = ["COMPONENT_NAME", "FineTuneJob", "FineTunePlan"]
 
@@ -149,8 +152,8 @@ class FineTuneJob:
     def __init__(
         self,
         *,
-        ml_client: Any = None,
-        registry_client: Any = None,
+        ml_client: MLClient | None = None,
+        registry_client: MLClient | None = None,
         model: FoundationModel | str = DEFAULT_MODEL_NAME,
         model_version: str | int | None = None,
         model_label: str | None = "latest",
@@ -308,6 +311,11 @@ class FineTuneJob:
         logger.info("submitted %s (%s): %s", job.name, plan.display_name, handle.studio_url)
         return handle
 
+    def begin_submit(self) -> JobHandle:
+        """Submit (see :meth:`submit`) and return the :class:`JobHandle` to poll: ``status()``,
+        ``wait()``, ``result()``; reattach later with ``JobHandle.from_name``."""
+        return self.submit()
+
     # ------------------------------------------------------------------ internals
     def _resolve_model(self, warnings: list[str]) -> FoundationModel:
         if isinstance(self.model, FoundationModel):
@@ -377,26 +385,28 @@ class FineTuneJob:
         return component, interface, report, component_id
 
     def _fetch_component(self) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
-
         name = self.component_name
+        client = self.registry_client
+        assert client is not None  # _resolve_component checked it
         try:
             if self.component_version:
-                return self.registry_client.components.get(name, version=self.component_version)
-            return self.registry_client.components.get(name, label=self.component_label or "latest")
-        except ResourceNotFoundError as exc:
-            raise ConfigurationError(
-                f"component {name!r} version {self.component_version} not found in registry "
-                f"{self.registry!r}; check finetune.component_version",
-                key="finetune.component_version",
-            ) from exc
+                return client.components.get(name, version=self.component_version)
+            return client.components.get(name, label=self.component_label or "latest")
         except Exception as exc:
+            if is_not_found(exc):
+                raise ConfigurationError(
+                    f"component {name!r} version {self.component_version} not found in registry "
+                    f"{self.registry!r}; check finetune.component_version",
+                    key="finetune.component_version",
+                ) from exc
             if type(exc).__name__ == "ValidationException":
                 raise ConfigurationError(
                     f"component {name!r} has no version with label "
                     f"{self.component_label or 'latest'!r} in registry {self.registry!r}",
                     key="finetune.component",
                 ) from exc
+            if not is_service_exception(exc):
+                raise
             raise translate(f"get component {name!r}", exc) from exc
 
     def _registry_component_id(self, interface: ComponentInterface) -> str:

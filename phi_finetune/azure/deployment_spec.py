@@ -1,0 +1,181 @@
+"""``DeploymentSpec``: every setting of one managed online deployment, in one frozen object.
+
+The defaults are :class:`~phi_finetune.config.DeployConfig`'s (read from its fields, written
+nowhere else); :meth:`DeploymentSpec.from_config` builds a spec from a ``[deploy]`` section, and
+:meth:`DeploymentSpec.check` does every check that needs no Azure before the first request.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from phi_finetune.errors import ComputeNotAllowedError, ConfigurationError
+from phi_finetune.names import validate_deployment_name, validate_endpoint_name
+
+if TYPE_CHECKING:
+    from phi_finetune.config import DeployConfig
+
+__all__ = [
+    "DEFAULT_INSTANCE_TYPE",
+    "MAX_REQUEST_TIMEOUT_MS",
+    "DeploymentSpec",
+    "check_instance_type",
+    "parse_allow_list",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The service's upper bound for ``request_settings.request_timeout_ms``.
+MAX_REQUEST_TIMEOUT_MS = 180_000
+
+
+def _config_default(name: str) -> Any:
+    """The default of ``DeployConfig.<name>``: the one place the deploy defaults are written."""
+    from phi_finetune.config import DeployConfig
+
+    default: Any = attrs.fields_dict(DeployConfig)[name].default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return default.factory()
+    return default
+
+
+DEFAULT_INSTANCE_TYPE: str = _config_default("instance_type")
+
+
+def parse_allow_list(value: Sequence[str] | str | None) -> list[str] | None:
+    """An allow list from a list, a Python/JSON list literal (as in model tags) or a
+    comma-separated string; ``None`` when there is none."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.startswith("["):
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError) as exc:
+                raise ConfigurationError(
+                    f"inference allow list {text[:80]!r} is not a list literal; pass a list of "
+                    "VM sizes such as ['Standard_NC6s_v3']",
+                    key="inference_allow_list",
+                ) from exc
+            return [str(item).strip() for item in parsed if str(item).strip()]
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return [str(item).strip() for item in value if str(item).strip()]
+
+
+def check_instance_type(instance_type: str, allow_list: Sequence[str] | str | None) -> str:
+    """Return ``instance_type`` if the allow list (case-insensitive) permits it, else raise
+    :class:`~phi_finetune.errors.ComputeNotAllowedError` listing what is allowed."""
+    allowed = parse_allow_list(allow_list)
+    if not isinstance(instance_type, str) or not instance_type.strip():
+        raise ConfigurationError(
+            "instance_type must be a VM size such as 'Standard_NC6s_v3'", key="instance_type"
+        )
+    if allowed is None:
+        logger.info("no inference allow list known; not checking instance type %s", instance_type)
+        return instance_type
+    if instance_type.lower() not in {item.lower() for item in allowed}:
+        listed = ", ".join(allowed) if allowed else "(empty)"
+        raise ComputeNotAllowedError(
+            f"instance_type={instance_type!r} is not in the model's inference allow list: "
+            f"{listed}. Deploy on one of those sizes (instance_type=...)."
+        )
+    return instance_type
+
+
+def _allow_list(value: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    parsed = parse_allow_list(value)
+    return None if parsed is None else tuple(parsed)
+
+
+def _tags(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    return {str(k): str(v) for k, v in dict(value or {}).items()}
+
+
+def _check_int(name: str, value: Any, *, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be an integer, got {value!r}", key=name)
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ConfigurationError(f"{name} must be {bound}, got {value}", key=name)
+
+
+@attrs.frozen(kw_only=True)
+class DeploymentSpec:
+    """What to deploy where: names, instance type and count, probe and timeouts.
+
+    Build it from a ``[deploy]`` section with :meth:`from_config`, or directly (every field has
+    :class:`~phi_finetune.config.DeployConfig`'s default). ``attrs.evolve(spec, ...)`` gives a
+    changed copy.
+    """
+
+    endpoint_name: str | None = attrs.field(factory=lambda: _config_default("endpoint_name"))
+    """``None``: a fresh ``ultrachat-completion-<suffix>``."""
+    deployment_name: str = attrs.field(factory=lambda: _config_default("deployment_name"))
+    instance_type: str = attrs.field(factory=lambda: _config_default("instance_type"))
+    instance_count: int = attrs.field(factory=lambda: _config_default("instance_count"))
+    liveness_initial_delay: int = attrs.field(
+        factory=lambda: _config_default("liveness_initial_delay")
+    )
+    """Seconds before the liveness probe starts (model loading takes minutes)."""
+    request_timeout_ms: int = attrs.field(factory=lambda: _config_default("request_timeout_ms"))
+    wait_timeout_s: float | None = None
+    """How long deploying may take; ``None``: the deployer's ``wait_timeout_s``."""
+    inference_allow_list: tuple[str, ...] | None = attrs.field(default=None, converter=_allow_list)
+    """The model's inference VM sizes; ``None``: not checked."""
+    keep_on_failure: bool = False
+    """Keep the endpoint when the deployment fails (it bills until deleted)."""
+    log_lines: int = 50
+    """Deployment log lines a :class:`~phi_finetune.errors.DeploymentError` carries."""
+    description: str | None = None
+    tags: Mapping[str, str] = attrs.field(factory=dict, converter=_tags)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: DeployConfig,
+        *,
+        inference_allow_list: Sequence[str] | str | None = None,
+        endpoint_name: str | None = None,
+    ) -> DeploymentSpec:
+        """From a ``[deploy]`` section; ``endpoint_name`` overrides the section's."""
+        return cls(
+            endpoint_name=endpoint_name or config.endpoint_name,
+            deployment_name=config.deployment_name,
+            instance_type=config.instance_type,
+            instance_count=config.instance_count,
+            liveness_initial_delay=config.liveness_initial_delay,
+            request_timeout_ms=config.request_timeout_ms,
+            wait_timeout_s=float(config.wait_timeout_s),
+            inference_allow_list=_allow_list(inference_allow_list),
+        )
+
+    def check(self) -> None:
+        """Every offline check: names, instance type against the allow list, integer bounds."""
+        if self.endpoint_name is not None:
+            validate_endpoint_name(self.endpoint_name)
+        validate_deployment_name(self.deployment_name)
+        check_instance_type(self.instance_type, self.inference_allow_list)
+        _check_int("instance_count", self.instance_count, low=1)
+        _check_int("liveness_initial_delay", self.liveness_initial_delay, low=0)
+        _check_int(
+            "request_timeout_ms", self.request_timeout_ms, low=1, high=MAX_REQUEST_TIMEOUT_MS
+        )
+        _check_int("log_lines", self.log_lines, low=0)
+        if self.wait_timeout_s is not None and self.wait_timeout_s <= 0:
+            raise ConfigurationError("wait_timeout_s must be > 0", key="wait_timeout_s")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["inference_allow_list"] = (
+            None if self.inference_allow_list is None else list(self.inference_allow_list)
+        )
+        data["tags"] = dict(self.tags)
+        return data
