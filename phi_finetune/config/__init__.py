@@ -18,11 +18,14 @@ the dotted key, what is allowed and, for a misspelt key or value, the closest va
 
 The package's modules: :mod:`~phi_finetune.config.checks` (coercion and the field specs, shared
 with the fine-tuning parameters), :mod:`~phi_finetune.config.workspace`,
-:mod:`~phi_finetune.config.sections` and :mod:`~phi_finetune.config.toml` (reading and writing).
+:mod:`~phi_finetune.config.sections` (the seven sections), :mod:`~phi_finetune.config.run`
+(:class:`RunConfig`, built from a dict, written as TOML) and :mod:`~phi_finetune.config.toml`
+(reading).
 """
 
 from __future__ import annotations
 
+from phi_finetune.config.run import RunConfig
 from phi_finetune.config.sections import (
     ComputeConfig,
     DataConfig,
@@ -30,7 +33,6 @@ from phi_finetune.config.sections import (
     FinetuneConfig,
     LocalConfig,
     ModelConfig,
-    RunConfig,
     ScoreConfig,
 )
 from phi_finetune.config.toml import DEFAULT_RUN_CONFIG_FILE, load_run_config

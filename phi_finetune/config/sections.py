@@ -1,18 +1,18 @@
 """The run configuration: one frozen attrs class per section of ``phi-finetune.toml``.
 
-:class:`RunConfig` holds :class:`ModelConfig`, :class:`ComputeConfig`, :class:`DataConfig`,
-:class:`FinetuneConfig`, :class:`DeployConfig`, :class:`ScoreConfig`, :class:`LocalConfig` and
-an optional :class:`~phi_finetune.config.workspace.WorkspaceConfig`. Every field has a default and
+:class:`~phi_finetune.config.run.RunConfig` holds :class:`ModelConfig`,
+:class:`ComputeConfig`, :class:`DataConfig`, :class:`FinetuneConfig`, :class:`DeployConfig`,
+:class:`ScoreConfig`, :class:`LocalConfig` and an optional
+:class:`~phi_finetune.config.workspace.WorkspaceConfig`. Every field has a default and
 is checked at construction by the specs of :mod:`phi_finetune.config.checks`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -22,7 +22,6 @@ from phi_finetune.config.checks import (
     _INT,
     _NUM,
     _PATHLIKE,
-    _SPEC,
     _STR,
     _VERSION,
     _between,
@@ -49,7 +48,6 @@ __all__ = [
     "FinetuneConfig",
     "LocalConfig",
     "ModelConfig",
-    "RunConfig",
     "ScoreConfig",
 ]
 
@@ -495,112 +493,3 @@ SECTIONS: dict[str, type] = {
     "score": ScoreConfig,
     "local": LocalConfig,
 }
-
-
-@attrs.frozen
-class RunConfig(_Section):
-    """Everything a run needs; one attribute per section of ``phi-finetune.toml``."""
-
-    backend: str = attrs.field(
-        default="local", metadata=_spec(_STR, "string", choices=("azure", "local"))
-    )
-    state_dir: Path = attrs.field(
-        factory=_default_state_dir,
-        converter=_to_path,
-        metadata=_spec(_PATHLIKE, "path string", path="path"),
-    )
-    experiment_name: str | None = attrs.field(
-        default=None, metadata=_spec(_STR, "string", optional=True, check=_non_empty)
-    )
-    workspace: WorkspaceConfig | None = attrs.field(
-        default=None,
-        metadata=_spec(
-            (WorkspaceConfig,), "WorkspaceConfig", optional=True, section=WorkspaceConfig
-        ),
-    )
-    model: ModelConfig = attrs.field(
-        factory=ModelConfig, metadata=_spec((ModelConfig,), "ModelConfig", section=ModelConfig)
-    )
-    compute: ComputeConfig = attrs.field(
-        factory=ComputeConfig,
-        metadata=_spec((ComputeConfig,), "ComputeConfig", section=ComputeConfig),
-    )
-    data: DataConfig = attrs.field(
-        factory=DataConfig, metadata=_spec((DataConfig,), "DataConfig", section=DataConfig)
-    )
-    finetune: FinetuneConfig = attrs.field(
-        factory=FinetuneConfig,
-        metadata=_spec((FinetuneConfig,), "FinetuneConfig", section=FinetuneConfig),
-    )
-    deploy: DeployConfig = attrs.field(
-        factory=DeployConfig, metadata=_spec((DeployConfig,), "DeployConfig", section=DeployConfig)
-    )
-    score: ScoreConfig = attrs.field(
-        factory=ScoreConfig, metadata=_spec((ScoreConfig,), "ScoreConfig", section=ScoreConfig)
-    )
-    local: LocalConfig = attrs.field(
-        factory=LocalConfig, metadata=_spec((LocalConfig,), "LocalConfig", section=LocalConfig)
-    )
-
-    @property
-    def effective_experiment_name(self) -> str:
-        """``experiment_name``, or ``chat_completion_<model name>`` when it is not set."""
-        return self.experiment_name or f"chat_completion_{self.model.name}"
-
-    @property
-    def mlflow_tracking_uri(self) -> str:
-        """``local.mlflow_tracking_uri``, or a SQLite store under ``state_dir``."""
-        if self.local.mlflow_tracking_uri:
-            return self.local.mlflow_tracking_uri
-        return f"sqlite:///{(self.state_dir / 'mlflow.db').absolute().as_posix()}"
-
-    # -- dict / TOML ------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON- and TOML-friendly dict (paths as strings, ``None`` kept) that
-        :meth:`from_dict` reads back."""
-        out: dict[str, Any] = {}
-        for field in attrs.fields(type(self)):
-            value = getattr(self, field.name)
-            if field.metadata[_SPEC].section is not None:
-                out[field.name] = None if value is None else _section_dict(value)
-            else:
-                out[field.name] = _plain(value)
-        return out
-
-    def to_toml(self) -> str:
-        """This configuration as ``phi-finetune.toml`` text (``None`` values are left out)."""
-        from phi_finetune.config.toml import dumps_run_config
-
-        return dumps_run_config(self)
-
-    @classmethod
-    def from_dict(
-        cls,
-        data: Mapping[str, Any],
-        *,
-        source: str = "<dict>",
-        base_dir: str | os.PathLike[str] | None = None,
-    ) -> RunConfig:
-        """Build from a dict shaped like the TOML file (as :meth:`to_dict` writes it).
-
-        Every problem is collected and raised together as one ConfigurationError naming
-        ``source``. Relative paths resolve against ``base_dir`` when it is given.
-        """
-        from phi_finetune.config.toml import build_run_config
-
-        return build_run_config(
-            data, source=source, base_dir=None if base_dir is None else Path(base_dir)
-        )
-
-
-def _section_dict(section: Any) -> dict[str, Any]:
-    return {f.name: _plain(getattr(section, f.name)) for f in attrs.fields(type(section))}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
