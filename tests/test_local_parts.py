@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from phi_finetune.config.checks import coerce
 from phi_finetune.errors import LocalBackendError
 from phi_finetune.local import examples as local_examples
 from phi_finetune.local import model_loading, parameters, results, training
 from phi_finetune.local.examples import length_batches
-from phi_finetune.local.parameters import _coerce
 from phi_finetune.local.tracking import MlflowTracker, artifact_location_beside
 
 # --------------------------------------------------------------------------- parameters
@@ -41,7 +41,7 @@ from phi_finetune.local.tracking import MlflowTracker, artifact_location_beside
     ],
 )
 def test_coerce_converts_what_toml_and_the_cli_give(value: Any, kind: type, expected: Any) -> None:
-    result = _coerce(value, kind)
+    result = coerce(value, kind, mode="loose")
     assert result == expected and type(result) is kind
 
 
@@ -61,7 +61,7 @@ def test_coerce_converts_what_toml_and_the_cli_give(value: Any, kind: type, expe
 )
 def test_coerce_rejects_what_does_not_convert(value: Any, kind: type) -> None:
     with pytest.raises((TypeError, ValueError)):
-        _coerce(value, kind)
+        coerce(value, kind, mode="loose")
 
 
 def test_ignored_parameters_say_why() -> None:

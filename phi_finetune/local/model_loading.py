@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from phi_finetune.constants import hf_hub_offline
 from phi_finetune.errors import LocalBackendError
 from phi_finetune.local._chat import PHI3_CHAT_TEMPLATE
 from phi_finetune.local.parameters import IgnoredParameter
@@ -74,7 +75,7 @@ def _load_error(name: str, local: Path, is_local: bool, exc: Exception) -> Local
             f"cannot load the model in {local}: {first}. The folder must hold a causal LM "
             "and its tokenizer saved with save_pretrained."
         )
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = hf_hub_offline()
     return LocalBackendError(
         f"cannot load model {name!r}: it is not a local folder and the Hugging Face Hub "
         f"could not provide it ({first}). "

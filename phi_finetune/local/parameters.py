@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from phi_finetune.config.checks import coerce
 from phi_finetune.errors import ParameterError, ParameterProblem
 
 __all__ = [
@@ -71,8 +72,6 @@ SCHEDULERS = (
 )
 #: Values ``precision`` accepts; CPU training always runs in float32.
 PRECISIONS = ("auto", "32", "fp32", "16", "fp16", "bf16")
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no")
 
 
 @attrs.frozen
@@ -85,33 +84,6 @@ class IgnoredParameter:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "value": self.value, "reason": self.reason}
-
-
-def _coerce(value: object, kind: type) -> Any:
-    """``value`` as ``kind`` (bool, int, float or str), accepting the strings a TOML or CLI gives.
-
-    Raises ``ValueError`` or ``TypeError`` when it does not convert. The one conversion rule of
-    the local parameters: swap it here for a shared coercer.
-    """
-    text = value.strip() if isinstance(value, str) else None
-    if kind is bool:
-        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
-            return bool(value)
-        if text is not None and text.lower() in _TRUE + _FALSE:
-            return text.lower() in _TRUE
-        raise ValueError("expected true or false")
-    if kind in (int, float) and isinstance(value, bool):
-        raise ValueError(f"expected {kind.__name__}, not a boolean")
-    if kind is int:
-        number = float(text) if text is not None else value
-        if isinstance(number, int):
-            return number
-        if isinstance(number, float) and number.is_integer():
-            return int(number)
-        raise ValueError("expected an integer")
-    if kind is float:
-        return float(text if text is not None else value)  # type: ignore[arg-type]
-    return str(value).strip()
 
 
 def resolve_parameters(
@@ -133,7 +105,7 @@ def resolve_parameters(
         if value is None:
             continue
         try:
-            resolved[name] = _coerce(value, spec[0])
+            resolved[name] = coerce(value, spec[0], mode="loose")
         except (TypeError, ValueError):
             problems.append(ParameterProblem(name, value, f"expected {spec[0].__name__}"))
     problems.extend(_range_problems(resolved))

@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from phi_finetune.constants import ENV_MLFLOW_TRACKING_URI
 from phi_finetune.errors import LocalBackendError, ModelNotFoundError
 from phi_finetune.local._chat import generate, no_mlflow_telemetry
 from phi_finetune.local._layout import ARTIFACT_FOLDER, DEFAULT_EXPERIMENT
@@ -209,7 +210,7 @@ def _tracking(uri: str) -> Iterator[None]:
     no_mlflow_telemetry()
     import mlflow
 
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = os.environ.get(ENV_MLFLOW_TRACKING_URI)
     had_uri = mlflow.tracking._tracking_service.utils.is_tracking_uri_set()  # type: ignore[no-untyped-call]
     old = mlflow.get_tracking_uri() if had_uri else None
     mlflow.set_tracking_uri(uri)
@@ -224,7 +225,7 @@ def _tracking(uri: str) -> Iterator[None]:
             mlflow.tracking._tracking_service.utils._tracking_uri = None
             mlflow.tracking._model_registry.utils._registry_uri = None
         if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            os.environ.pop(ENV_MLFLOW_TRACKING_URI, None)
 
 
 class LocalRegistry:

@@ -59,6 +59,7 @@ from typing import Any
 
 from phi_finetune._atomic import atomic_write_json
 from phi_finetune._redact import redact
+from phi_finetune.constants import ENV_SERVER_KEY
 from phi_finetune.errors import LocalBackendError, PhiFinetuneError, WaitTimeoutError
 from phi_finetune.scoring import ScoreResult, parse_response
 
@@ -75,7 +76,7 @@ __all__ = [
 ]
 
 #: Environment variable that carries the endpoint key to the server process.
-KEY_ENV = "PHI_FINETUNE_SERVER_KEY"
+KEY_ENV = ENV_SERVER_KEY
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 DEFAULT_MAX_NEW_TOKENS = 512
 DEFAULT_MAX_BATCH = 32
