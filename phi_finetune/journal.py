@@ -34,6 +34,7 @@ __all__ = [
     "BILLABLE_KINDS",
     "DEFAULT_STATE_DIR",
     "FORMAT_VERSION",
+    "READABLE_FORMATS",
     "RESOURCE_KINDS",
     "STATE_DIR_ENV",
     "Journal",
@@ -51,7 +52,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Older formats this release reads (migrated in memory, written back as FORMAT_VERSION).
+READABLE_FORMATS = (1, 2)
 JOURNAL_FILE = "journal.json"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -355,8 +358,12 @@ class Journal:
 
     @property
     def steps(self) -> dict[str, StepRecord]:
-        """Every step seen so far, in the order they were first begun."""
-        return {name: _step_from(raw) for name, raw in self._data["steps"].items()}
+        """Every step seen so far, in workflow order (unknown step names last, by name)."""
+        from phi_finetune.steps import STEPS
+
+        order = {name: index for index, name in enumerate(STEPS)}
+        names = sorted(self._data["steps"], key=lambda n: (order.get(n, len(order)), n))
+        return {name: _step_from(self._data["steps"][name]) for name in names}
 
     def get_step(self, name: str) -> StepRecord | None:
         raw = self._data["steps"].get(name)
@@ -378,14 +385,15 @@ class Journal:
 
     @property
     def status(self) -> str:
-        """``failed`` / ``running`` when a step is; ``completed`` after :meth:`finish`; else
-        ``incomplete`` (stopped between steps, e.g. killed) or ``new``."""
+        """``failed`` / ``running`` when a step is; ``completed`` after :meth:`finish` or once
+        ``teardown`` is the last step completed; else ``incomplete`` (stopped between steps,
+        e.g. killed) or ``new``."""
         statuses = [raw["status"] for raw in self._data["steps"].values()]
         if "failed" in statuses:
             return "failed"
         if "running" in statuses:
             return "running"
-        if self._data.get("finished_at"):
+        if self._data.get("finished_at") or self.last_completed_step == "teardown":
             return "completed"
         return "incomplete" if statuses else "new"
 
@@ -399,6 +407,15 @@ class Journal:
                 f"resume the run with `phi-finetune resume {self.run_id}`"
             )
         return json.loads(json.dumps(raw.get("outputs", {})))  # type: ignore[no-any-return]
+
+    def record_of(self, step: str) -> Any:
+        """The typed record (:mod:`phi_finetune.steps`) ``step`` completed with;
+        :class:`RunStateError` if it has not completed or its outputs do not read."""
+        from phi_finetune.steps import record_from_dict
+
+        return record_from_dict(
+            step, self.outputs_of(step), source=f"run {self.run_id} (journal {self._path})"
+        )
 
     # ------------------------------------------------------------------ steps
     def begin_step(self, name: str, inputs: Mapping[str, Any] | None = None) -> StepRecord:
@@ -617,8 +634,15 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         problems.append("it is not a JSON object")
     else:
-        if data.get("format") != FORMAT_VERSION:
-            problems.append(f"format {data.get('format')!r} is not {FORMAT_VERSION}")
+        if data.get("format") not in READABLE_FORMATS:
+            problems.append(
+                f"format {data.get('format')!r} is not one this release reads "
+                f"({', '.join(map(str, READABLE_FORMATS))}); a newer phi_finetune wrote it"
+            )
+        elif data["format"] != FORMAT_VERSION:
+            from phi_finetune.journal_migrate import migrate
+
+            data = migrate(data, target=FORMAT_VERSION)
         for key, kind in (
             ("run_id", str),
             ("backend", str),
