@@ -245,7 +245,9 @@ class FineTuneSession:
             raise
         outputs["seconds"] = round(time.monotonic() - started, 3)
         self.journal.complete_step(name, outputs)
-        return record
+        # What the journal holds (JSON values, secrets masked) is what a resume will read.
+        journaled: _R = self.journal.record_of(name)
+        return journaled
 
     # -- steps ----------------------------------------------------------------------------
 

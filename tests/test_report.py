@@ -88,13 +88,17 @@ def _azure_journal(state_dir: Path, run_id: str = "azure-run-1") -> Journal:
         "fine_tune", {**JobRecord(name="job-abc", status="Completed").to_dict(), "seconds": 3600.0}
     )
     complete(
-        "register", ModelRef(name="phi3-ultrachat", version="7", uri="azureml:phi3-ultrachat:7"), 2.0
+        "register",
+        ModelRef(name="phi3-ultrachat", version="7", uri="azureml:phi3-ultrachat:7"),
+        2.0,
     )
     journal.record_resource("endpoint", "ep-abc", details={"scoring_uri": "https://x/score"})
     journal.mark_deleted("endpoint", "ep-abc")
     complete(
         "score",
-        ScoreRecord(request={}, request_file="sample_score.json", reply="Hello | there\nsecond line"),
+        ScoreRecord(
+            request={}, request_file="sample_score.json", reply="Hello | there\nsecond line"
+        ),
         0.5,
     )
     return journal

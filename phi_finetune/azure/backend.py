@@ -303,7 +303,7 @@ def plan_record(plan: FineTunePlan) -> PlanRecord:
         warnings=tuple(plan.warnings),
         table=plan.to_table(),
         details={
-            **{k: v for k, v in full.items() if k not in typed and k != "component_id"},
+            **{k: v for k, v in full.items() if k not in typed and not k.startswith("component_")},
             "model": full["model"],
             "compute": full["compute"],
         },
