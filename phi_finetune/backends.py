@@ -128,11 +128,10 @@ class StepContext:
     run_dir: Path
     records: Mapping[str, Any] = attrs.field(factory=dict)
     """The record of each completed step, by step name."""
-    observer: ResourceObserver = attrs.field(default=None)
-
-    def __attrs_post_init__(self) -> None:
-        if self.observer is None:
-            self.observer = JournalObserver(self.journal)
+    observer: ResourceObserver = attrs.field(
+        default=attrs.Factory(lambda self: JournalObserver(self.journal), takes_self=True)
+    )
+    """Where the step reports the resources it creates (default: the run's journal)."""
 
     def _need(self, step: str, kind: type[_R]) -> _R:
         record = self.records.get(step)

@@ -22,13 +22,23 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
 from phi_finetune._atomic import atomic_write_json
 from phi_finetune._redact import REDACTED, redact
 from phi_finetune.errors import RunStateError
+from phi_finetune.journal_records import (
+    ResourceKind,
+    ResourceRecord,
+    ResourceState,
+    RunSummary,
+    StepRecord,
+    StepStatus,
+    resource_from,
+    step_from,
+)
 
 __all__ = [
     "BILLABLE_KINDS",
@@ -61,19 +71,6 @@ DIR_MODE = 0o700
 #: Environment variable naming the state folder (default: ``.phi_finetune``).
 STATE_DIR_ENV = "PHI_FINETUNE_STATE_DIR"
 DEFAULT_STATE_DIR = ".phi_finetune"
-
-StepStatus = Literal["pending", "running", "completed", "failed"]
-ResourceKind = Literal[
-    "data_asset",
-    "compute",
-    "job",
-    "model",
-    "endpoint",
-    "deployment",
-    "local_server",
-    "local_model",
-]
-ResourceState = Literal["creating", "created", "deleted"]
 
 RESOURCE_KINDS: tuple[str, ...] = (
     "data_asset",
@@ -137,105 +134,6 @@ def scrub(value: Any, secrets: Sequence[str] = ()) -> Any:
     if attrs.has(type(value)):
         return scrub(attrs.asdict(value), secrets)
     return redact(str(value), secrets)
-
-
-@attrs.frozen
-class StepRecord:
-    """One workflow step as the journal last saw it."""
-
-    name: str
-    status: StepStatus
-    inputs: Mapping[str, Any] = attrs.field(factory=dict)
-    outputs: Mapping[str, Any] = attrs.field(factory=dict)
-    started_at: str | None = None
-    finished_at: str | None = None
-    error: str | None = None
-    attempts: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "inputs": dict(self.inputs),
-            "outputs": dict(self.outputs),
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "error": self.error,
-            "attempts": self.attempts,
-        }
-
-
-@attrs.frozen
-class ResourceRecord:
-    """A resource a run created or reused."""
-
-    kind: str
-    name: str
-    version: str | None = None
-    created_by_run: bool = True
-    billable: bool = False
-    state: ResourceState = "created"
-    details: Mapping[str, Any] = attrs.field(factory=dict)
-    """Non-secret facts such as ``scoring_uri``, ``deployment`` or a local server's ``pid``."""
-    created_at: str | None = None
-    updated_at: str | None = None
-
-    @property
-    def alive(self) -> bool:
-        """Whether the resource may still exist (not recorded as deleted)."""
-        return self.state != "deleted"
-
-    @property
-    def key(self) -> tuple[str, str, str | None]:
-        return (self.kind, self.name, self.version)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "version": self.version,
-            "created_by_run": self.created_by_run,
-            "billable": self.billable,
-            "state": self.state,
-            "details": dict(self.details),
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
-
-
-@attrs.frozen
-class RunSummary:
-    """One line of :func:`list_runs`: a run and what it still holds."""
-
-    run_id: str
-    backend: str
-    status: str
-    created_at: str
-    updated_at: str
-    last_completed_step: str | None
-    alive_resources: tuple[ResourceRecord, ...]
-    path: Path
-    error: str | None = None
-    """Why the journal could not be read (the other fields are then placeholders)."""
-
-    @property
-    def billable_alive(self) -> tuple[ResourceRecord, ...]:
-        """Billable resources the run created and has not recorded as deleted."""
-        return tuple(r for r in self.alive_resources if r.billable and r.created_by_run)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "backend": self.backend,
-            "status": self.status,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "last_completed_step": self.last_completed_step,
-            "alive_resources": [r.to_dict() for r in self.alive_resources],
-            "billable_alive": len(self.billable_alive),
-            "path": str(self.path),
-            "error": self.error,
-        }
 
 
 def _run_dir(state_dir: str | os.PathLike[str], run_id: str) -> Path:
@@ -363,11 +261,11 @@ class Journal:
 
         order = {name: index for index, name in enumerate(STEPS)}
         names = sorted(self._data["steps"], key=lambda n: (order.get(n, len(order)), n))
-        return {name: _step_from(self._data["steps"][name]) for name in names}
+        return {name: step_from(self._data["steps"][name]) for name in names}
 
     def get_step(self, name: str) -> StepRecord | None:
         raw = self._data["steps"].get(name)
-        return None if raw is None else _step_from(raw)
+        return None if raw is None else step_from(raw)
 
     def is_completed(self, name: str) -> bool:
         step = self.get_step(name)
@@ -439,7 +337,7 @@ class Journal:
             "attempts": attempts + 1,
         }
         self._save()
-        return _step_from(self._data["steps"][name])
+        return step_from(self._data["steps"][name])
 
     def complete_step(self, name: str, outputs: Mapping[str, Any] | None = None) -> StepRecord:
         """Record that ``name`` finished with ``outputs``."""
@@ -459,7 +357,7 @@ class Journal:
             completed_seq=self._data["seq"],
         )
         self._save()
-        return _step_from(raw)
+        return step_from(raw)
 
     def fail_step(self, name: str, error: BaseException | str) -> StepRecord:
         """Record that ``name`` failed (the message is scrubbed of secrets)."""
@@ -476,7 +374,7 @@ class Journal:
             }
         raw.update(status="failed", finished_at=_now(), error=redact(message, self._secrets)[:4000])
         self._save()
-        return _step_from(raw)
+        return step_from(raw)
 
     @contextlib.contextmanager
     def step(self, name: str, inputs: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
@@ -544,7 +442,7 @@ class Journal:
         existing["details"] = {**existing.get("details", {}), **self._scrub(dict(details or {}))}
         existing["updated_at"] = now
         self._save()
-        return _resource_from(existing)
+        return resource_from(existing)
 
     def mark_deleted(
         self, kind: str, name: str, *, version: str | int | None = None
@@ -556,13 +454,13 @@ class Journal:
         found["state"] = "deleted"
         found["updated_at"] = _now()
         self._save()
-        return _resource_from(found)
+        return resource_from(found)
 
     def resources(
         self, *, billable_only: bool = False, alive_only: bool = False, kind: str | None = None
     ) -> list[ResourceRecord]:
         """Recorded resources, in the order they were first recorded."""
-        out = [_resource_from(raw) for raw in self._data["resources"]]
+        out = [resource_from(raw) for raw in self._data["resources"]]
         if billable_only:
             out = [r for r in out if r.billable]
         if alive_only:
@@ -580,7 +478,7 @@ class Journal:
                 continue
             if version is not None and raw.get("version") != str(version):
                 continue
-            return _resource_from(raw)
+            return resource_from(raw)
         return None
 
     def summary(self) -> RunSummary:
@@ -662,33 +560,6 @@ def _read(path: Path) -> dict[str, Any]:
     if problems:
         raise RunStateError(f"{fix} ({'; '.join(problems)})")
     return data  # type: ignore[no-any-return]
-
-
-def _step_from(raw: Mapping[str, Any]) -> StepRecord:
-    return StepRecord(
-        name=str(raw["name"]),
-        status=raw["status"],
-        inputs=dict(raw.get("inputs") or {}),
-        outputs=dict(raw.get("outputs") or {}),
-        started_at=raw.get("started_at"),
-        finished_at=raw.get("finished_at"),
-        error=raw.get("error"),
-        attempts=int(raw.get("attempts", 0)),
-    )
-
-
-def _resource_from(raw: Mapping[str, Any]) -> ResourceRecord:
-    return ResourceRecord(
-        kind=str(raw["kind"]),
-        name=str(raw["name"]),
-        version=raw.get("version"),
-        created_by_run=bool(raw.get("created_by_run", True)),
-        billable=bool(raw.get("billable", False)),
-        state=raw["state"],
-        details=dict(raw.get("details") or {}),
-        created_at=raw.get("created_at"),
-        updated_at=raw.get("updated_at"),
-    )
 
 
 def list_runs(state_dir: str | os.PathLike[str] | None = None) -> list[RunSummary]:
