@@ -17,9 +17,9 @@ def main(
     session = FineTuneSession.from_config(config_path, workspace=workspace, backend=backend)
     print(f"run {session.run_id} (journal: {session.run_dir})")
     data = session.prepare_data()  # step 7: sampled, validated, registered as data assets
-    print("rows per file:", data["counts"])
+    print("rows per file:", dict(data.counts))
     plan = session.plan()  # steps 5, 6, 8, 9: model, compute, quota, every parameter checked
-    print(plan["table"])
+    print(plan)  # the plan table; plan.model.version, plan.component_version are pinned
     result = session.run()  # 10-16: submit, wait, register, deploy, score, delete the endpoint
     print(f"job {result.job_name} -> model {result.model} -> endpoint {result.endpoint_name}")
     print("reply:", result.reply)

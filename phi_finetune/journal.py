@@ -22,7 +22,7 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
@@ -30,11 +30,22 @@ from phi_finetune._atomic import atomic_write_json
 from phi_finetune._redact import REDACTED, redact
 from phi_finetune.constants import DEFAULT_STATE_DIR, STATE_DIR_ENV, default_state_dir
 from phi_finetune.errors import RunStateError
+from phi_finetune.journal_records import (
+    ResourceKind,
+    ResourceRecord,
+    ResourceState,
+    RunSummary,
+    StepRecord,
+    StepStatus,
+    resource_from,
+    step_from,
+)
 
 __all__ = [
     "BILLABLE_KINDS",
     "DEFAULT_STATE_DIR",
     "FORMAT_VERSION",
+    "READABLE_FORMATS",
     "RESOURCE_KINDS",
     "STATE_DIR_ENV",
     "Journal",
@@ -52,23 +63,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Older formats this release reads (migrated in memory, written back as FORMAT_VERSION).
+READABLE_FORMATS = (1, 2)
 JOURNAL_FILE = "journal.json"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-
-StepStatus = Literal["pending", "running", "completed", "failed"]
-ResourceKind = Literal[
-    "data_asset",
-    "compute",
-    "job",
-    "model",
-    "endpoint",
-    "deployment",
-    "local_server",
-    "local_model",
-]
-ResourceState = Literal["creating", "created", "deleted"]
 
 RESOURCE_KINDS: tuple[str, ...] = (
     "data_asset",
@@ -126,105 +126,6 @@ def scrub(value: Any, secrets: Sequence[str] = ()) -> Any:
     if attrs.has(type(value)):
         return scrub(attrs.asdict(value), secrets)
     return redact(str(value), secrets)
-
-
-@attrs.frozen
-class StepRecord:
-    """One workflow step as the journal last saw it."""
-
-    name: str
-    status: StepStatus
-    inputs: Mapping[str, Any] = attrs.field(factory=dict)
-    outputs: Mapping[str, Any] = attrs.field(factory=dict)
-    started_at: str | None = None
-    finished_at: str | None = None
-    error: str | None = None
-    attempts: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "inputs": dict(self.inputs),
-            "outputs": dict(self.outputs),
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "error": self.error,
-            "attempts": self.attempts,
-        }
-
-
-@attrs.frozen
-class ResourceRecord:
-    """A resource a run created or reused."""
-
-    kind: str
-    name: str
-    version: str | None = None
-    created_by_run: bool = True
-    billable: bool = False
-    state: ResourceState = "created"
-    details: Mapping[str, Any] = attrs.field(factory=dict)
-    """Non-secret facts such as ``scoring_uri``, ``deployment`` or a local server's ``pid``."""
-    created_at: str | None = None
-    updated_at: str | None = None
-
-    @property
-    def alive(self) -> bool:
-        """Whether the resource may still exist (not recorded as deleted)."""
-        return self.state != "deleted"
-
-    @property
-    def key(self) -> tuple[str, str, str | None]:
-        return (self.kind, self.name, self.version)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "version": self.version,
-            "created_by_run": self.created_by_run,
-            "billable": self.billable,
-            "state": self.state,
-            "details": dict(self.details),
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
-
-
-@attrs.frozen
-class RunSummary:
-    """One line of :func:`list_runs`: a run and what it still holds."""
-
-    run_id: str
-    backend: str
-    status: str
-    created_at: str
-    updated_at: str
-    last_completed_step: str | None
-    alive_resources: tuple[ResourceRecord, ...]
-    path: Path
-    error: str | None = None
-    """Why the journal could not be read (the other fields are then placeholders)."""
-
-    @property
-    def billable_alive(self) -> tuple[ResourceRecord, ...]:
-        """Billable resources the run created and has not recorded as deleted."""
-        return tuple(r for r in self.alive_resources if r.billable and r.created_by_run)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "backend": self.backend,
-            "status": self.status,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "last_completed_step": self.last_completed_step,
-            "alive_resources": [r.to_dict() for r in self.alive_resources],
-            "billable_alive": len(self.billable_alive),
-            "path": str(self.path),
-            "error": self.error,
-        }
 
 
 def _run_dir(state_dir: str | os.PathLike[str], run_id: str) -> Path:
@@ -347,12 +248,16 @@ class Journal:
 
     @property
     def steps(self) -> dict[str, StepRecord]:
-        """Every step seen so far, in the order they were first begun."""
-        return {name: _step_from(raw) for name, raw in self._data["steps"].items()}
+        """Every step seen so far, in workflow order (unknown step names last, by name)."""
+        from phi_finetune.steps import STEPS
+
+        order = {name: index for index, name in enumerate(STEPS)}
+        names = sorted(self._data["steps"], key=lambda n: (order.get(n, len(order)), n))
+        return {name: step_from(self._data["steps"][name]) for name in names}
 
     def get_step(self, name: str) -> StepRecord | None:
         raw = self._data["steps"].get(name)
-        return None if raw is None else _step_from(raw)
+        return None if raw is None else step_from(raw)
 
     def is_completed(self, name: str) -> bool:
         step = self.get_step(name)
@@ -370,14 +275,15 @@ class Journal:
 
     @property
     def status(self) -> str:
-        """``failed`` / ``running`` when a step is; ``completed`` after :meth:`finish`; else
-        ``incomplete`` (stopped between steps, e.g. killed) or ``new``."""
+        """``failed`` / ``running`` when a step is; ``completed`` after :meth:`finish` or once
+        ``teardown`` is the last step completed; else ``incomplete`` (stopped between steps,
+        e.g. killed) or ``new``."""
         statuses = [raw["status"] for raw in self._data["steps"].values()]
         if "failed" in statuses:
             return "failed"
         if "running" in statuses:
             return "running"
-        if self._data.get("finished_at"):
+        if self._data.get("finished_at") or self.last_completed_step == "teardown":
             return "completed"
         return "incomplete" if statuses else "new"
 
@@ -391,6 +297,15 @@ class Journal:
                 f"resume the run with `phi-finetune resume {self.run_id}`"
             )
         return json.loads(json.dumps(raw.get("outputs", {})))  # type: ignore[no-any-return]
+
+    def record_of(self, step: str) -> Any:
+        """The typed record (:mod:`phi_finetune.steps`) ``step`` completed with;
+        :class:`RunStateError` if it has not completed or its outputs do not read."""
+        from phi_finetune.steps import record_from_dict
+
+        return record_from_dict(
+            step, self.outputs_of(step), source=f"run {self.run_id} (journal {self._path})"
+        )
 
     # ------------------------------------------------------------------ steps
     def begin_step(self, name: str, inputs: Mapping[str, Any] | None = None) -> StepRecord:
@@ -414,7 +329,7 @@ class Journal:
             "attempts": attempts + 1,
         }
         self._save()
-        return _step_from(self._data["steps"][name])
+        return step_from(self._data["steps"][name])
 
     def complete_step(self, name: str, outputs: Mapping[str, Any] | None = None) -> StepRecord:
         """Record that ``name`` finished with ``outputs``."""
@@ -434,7 +349,7 @@ class Journal:
             completed_seq=self._data["seq"],
         )
         self._save()
-        return _step_from(raw)
+        return step_from(raw)
 
     def fail_step(self, name: str, error: BaseException | str) -> StepRecord:
         """Record that ``name`` failed (the message is scrubbed of secrets)."""
@@ -451,7 +366,7 @@ class Journal:
             }
         raw.update(status="failed", finished_at=_now(), error=redact(message, self._secrets)[:4000])
         self._save()
-        return _step_from(raw)
+        return step_from(raw)
 
     @contextlib.contextmanager
     def step(self, name: str, inputs: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
@@ -519,7 +434,7 @@ class Journal:
         existing["details"] = {**existing.get("details", {}), **self._scrub(dict(details or {}))}
         existing["updated_at"] = now
         self._save()
-        return _resource_from(existing)
+        return resource_from(existing)
 
     def mark_deleted(
         self, kind: str, name: str, *, version: str | int | None = None
@@ -531,13 +446,13 @@ class Journal:
         found["state"] = "deleted"
         found["updated_at"] = _now()
         self._save()
-        return _resource_from(found)
+        return resource_from(found)
 
     def resources(
         self, *, billable_only: bool = False, alive_only: bool = False, kind: str | None = None
     ) -> list[ResourceRecord]:
         """Recorded resources, in the order they were first recorded."""
-        out = [_resource_from(raw) for raw in self._data["resources"]]
+        out = [resource_from(raw) for raw in self._data["resources"]]
         if billable_only:
             out = [r for r in out if r.billable]
         if alive_only:
@@ -555,7 +470,7 @@ class Journal:
                 continue
             if version is not None and raw.get("version") != str(version):
                 continue
-            return _resource_from(raw)
+            return resource_from(raw)
         return None
 
     def summary(self) -> RunSummary:
@@ -609,8 +524,15 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         problems.append("it is not a JSON object")
     else:
-        if data.get("format") != FORMAT_VERSION:
-            problems.append(f"format {data.get('format')!r} is not {FORMAT_VERSION}")
+        if data.get("format") not in READABLE_FORMATS:
+            problems.append(
+                f"format {data.get('format')!r} is not one this release reads "
+                f"({', '.join(map(str, READABLE_FORMATS))}); a newer phi_finetune wrote it"
+            )
+        elif data["format"] != FORMAT_VERSION:
+            from phi_finetune.journal_migrate import migrate
+
+            data = migrate(data, target=FORMAT_VERSION)
         for key, kind in (
             ("run_id", str),
             ("backend", str),
@@ -630,33 +552,6 @@ def _read(path: Path) -> dict[str, Any]:
     if problems:
         raise RunStateError(f"{fix} ({'; '.join(problems)})")
     return data  # type: ignore[no-any-return]
-
-
-def _step_from(raw: Mapping[str, Any]) -> StepRecord:
-    return StepRecord(
-        name=str(raw["name"]),
-        status=raw["status"],
-        inputs=dict(raw.get("inputs") or {}),
-        outputs=dict(raw.get("outputs") or {}),
-        started_at=raw.get("started_at"),
-        finished_at=raw.get("finished_at"),
-        error=raw.get("error"),
-        attempts=int(raw.get("attempts", 0)),
-    )
-
-
-def _resource_from(raw: Mapping[str, Any]) -> ResourceRecord:
-    return ResourceRecord(
-        kind=str(raw["kind"]),
-        name=str(raw["name"]),
-        version=raw.get("version"),
-        created_by_run=bool(raw.get("created_by_run", True)),
-        billable=bool(raw.get("billable", False)),
-        state=raw["state"],
-        details=dict(raw.get("details") or {}),
-        created_at=raw.get("created_at"),
-        updated_at=raw.get("updated_at"),
-    )
 
 
 def list_runs(state_dir: str | os.PathLike[str] | None = None) -> list[RunSummary]:

@@ -30,6 +30,15 @@ import attrs
 
 from phi_finetune._atomic import atomic_write_bytes, atomic_write_text
 from phi_finetune.errors import ConfigurationError, PhiFinetuneError
+from phi_finetune.steps import (
+    STEPS,
+    JobRecord,
+    ModelRef,
+    PlanRecord,
+    PreparedDataRecord,
+    ScoreRecord,
+    TrainingSummary,
+)
 
 if TYPE_CHECKING:
     from phi_finetune.journal import Journal
@@ -163,35 +172,32 @@ def _curves(journal: Journal, ml_client: Any) -> _Curves:
         step = journal.get_step("fine_tune")
         state = "never ran" if step is None else f"is {step.status}"
         return _Curves(note=f"metrics unavailable: the fine_tune step {state}")
-    outputs = journal.outputs_of("fine_tune")
-    history = outputs.get("history")
-    if isinstance(history, list):
-        return _local_curves(history, outputs)
-    job_name = outputs.get("job_name")
-    if not job_name:
+    job: JobRecord = journal.record_of("fine_tune")
+    if job.training is not None:
+        return _local_curves(job.training)
+    if not job.name:
         return _Curves(note="metrics unavailable: the fine_tune step recorded no job name")
     if ml_client is None:
         return _Curves(
             note=(
-                f"metrics unavailable: job {job_name}'s metrics live in the workspace; pass "
+                f"metrics unavailable: job {job.name}'s metrics live in the workspace; pass "
                 "ml_client= (or `phi-finetune report --metrics`) to fetch them"
             )
         )
-    return _job_curves(ml_client, str(job_name))
+    return _job_curves(ml_client, job.name)
 
 
-def _local_curves(history: Sequence[Any], outputs: Mapping[str, Any]) -> _Curves:
+def _local_curves(training: TrainingSummary) -> _Curves:
     points = [
         (int(h["step"]), float(h["loss"]))
-        for h in history
-        if isinstance(h, Mapping) and _number(h.get("step")) and _number(h.get("loss"))
+        for h in training.history
+        if _number(h.get("step")) and _number(h.get("loss"))
     ]
     eval_steps: tuple[int, ...] = ()
     eval_loss: tuple[float, ...] = ()
-    if _number(outputs.get("eval_loss")):
-        last = outputs.get("steps")
-        at = int(last) if _number(last) else (points[-1][0] if points else 0)
-        eval_steps, eval_loss = (at,), (float(outputs["eval_loss"]),)
+    if training.eval_loss is not None:
+        at = training.steps if training.steps is not None else (points[-1][0] if points else 0)
+        eval_steps, eval_loss = (at,), (float(training.eval_loss),)
     note = None if points or eval_loss else "no metrics: the training history is empty"
     return _Curves(
         train_steps=tuple(p[0] for p in points),
@@ -248,22 +254,29 @@ def _number(value: Any) -> TypeGuard[int | float]:
 
 
 def _summary(journal: Journal, curves: _Curves) -> dict[str, Any]:
-    outputs = {
-        name: journal.outputs_of(name)
-        for name, step in journal.steps.items()
-        if step.status == "completed"
-    }
-    prepared = outputs.get("prepare_data", {})
-    plan = outputs.get("plan", {})
-    fine_tune = outputs.get("fine_tune", {})
-    registered = outputs.get("register", {})
-    parameters = plan.get("parameters") if isinstance(plan.get("parameters"), Mapping) else {}
+    records = {name: journal.record_of(name) for name in STEPS if journal.is_completed(name)}
+    prepared: PreparedDataRecord | None = records.get("prepare_data")
+    plan: PlanRecord | None = records.get("plan")
+    job: JobRecord | None = records.get("fine_tune")
+    registered: ModelRef | None = records.get("register")
+    score: ScoreRecord | None = records.get("score")
+    parameters = plan.parameters if plan else {}
     chosen = {
-        name: dict(p)
-        for name, p in sorted((parameters or {}).items())
-        if isinstance(p, Mapping) and p.get("source") != "component default"
+        name: p.to_dict()
+        for name, p in sorted(parameters.items())
+        if p.source != "component default"
     }
-    base = plan.get("model", {}) if isinstance(plan.get("model"), Mapping) else {}
+    job_facts: dict[str, Any] = {}
+    if job is not None:
+        training = job.training
+        job_facts = {
+            "job_name": job.name,
+            "status": job.status,
+            "studio_url": job.studio_url,
+            "device": training.device if training else None,
+            "steps": training.steps if training else None,
+            "tokens_trained": training.tokens_trained if training else None,
+        }
     return {
         "run_id": journal.run_id,
         "backend": journal.backend,
@@ -271,23 +284,19 @@ def _summary(journal: Journal, curves: _Curves) -> dict[str, Any]:
         "created_at": journal.created_at,
         "finished_at": journal.finished_at,
         "data": {
-            "counts": dict(prepared.get("counts") or {}),
-            "validation": dict(prepared.get("validation") or {}),
+            "counts": dict(prepared.counts) if prepared else {},
+            "validation": prepared.validation.to_dict() if prepared else {},
         },
         "parameters": chosen,
-        "parameters_at_component_default": len(parameters or {}) - len(chosen),
-        "display_name": plan.get("display_name"),
-        "base_model": {k: base.get(k) for k in ("name", "version") if base.get(k) is not None},
-        "job": {
-            k: fine_tune.get(k)
-            for k in ("job_name", "status", "studio_url", "device", "steps", "tokens_trained")
-            if fine_tune.get(k) is not None
-        },
-        "model": (
-            {"name": registered.get("name"), "version": registered.get("version")}
-            if registered
-            else None
+        "parameters_at_component_default": len(parameters) - len(chosen),
+        "display_name": plan.display_name if plan else None,
+        "base_model": (
+            {k: v for k, v in (("name", plan.model.name), ("version", plan.model.version)) if v}
+            if plan
+            else {}
         ),
+        "job": {k: v for k, v in job_facts.items() if v is not None},
+        "model": {"name": registered.name, "version": registered.version} if registered else None,
         "durations": _durations(journal),
         "endpoints": [
             {
@@ -299,7 +308,7 @@ def _summary(journal: Journal, curves: _Curves) -> dict[str, Any]:
             for r in journal.resources()
             if r.kind in _ENDPOINT_KINDS
         ],
-        "reply": outputs.get("score", {}).get("reply"),
+        "reply": score.reply if score else None,
         "metrics": {
             "source": curves.source or None,
             "train_points": len(curves.train_loss),
@@ -312,9 +321,7 @@ def _summary(journal: Journal, curves: _Curves) -> dict[str, Any]:
 
 def _durations(journal: Journal) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    # The journal file stores steps by name; list them in the order they ran.
-    ordered = sorted(journal.steps.items(), key=lambda item: item[1].started_at or "~")
-    for name, step in ordered:
+    for name, step in journal.steps.items():  # workflow order
         seconds = step.outputs.get("seconds")
         wall = _elapsed(step.started_at, step.finished_at)
         out[name] = {

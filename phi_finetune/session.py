@@ -8,7 +8,10 @@
     FineTuneSession.resume(result.run_id)      # after a crash: continues, never duplicates
     FineTuneSession.teardown_run(run_id)       # deletes every billable resource of a run
 
-Each step is also a method. Every step's inputs and outputs and every resource created are in the
+Each step is also a method returning the step's typed record (:mod:`phi_finetune.steps`):
+``prepare_data() -> PreparedDataRecord``, ``plan() -> PlanRecord`` (``str(plan)`` is the plan
+table), ``fine_tune() -> JobRecord``, ``register() -> ModelRef``, ``deploy() -> Endpoint``,
+``score_sample() -> ScoreRecord``. Every step's record and every resource created are in the
 run's journal (``<state_dir>/runs/<run_id>/journal.json``) before and after each remote call.
 """
 
@@ -17,9 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -27,6 +30,16 @@ from phi_finetune._redact import redact
 from phi_finetune.backends import STEPS, Backend, StepContext
 from phi_finetune.constants import DEFAULT_STATE_DIR
 from phi_finetune.errors import PhiFinetuneError, RunStateError
+from phi_finetune.steps import (
+    DeploymentRecord,
+    JobRecord,
+    ModelRef,
+    PlanRecord,
+    PreparedDataRecord,
+    ScoreRecord,
+    StepRecordType,
+    TeardownRecord,
+)
 
 if TYPE_CHECKING:
     from phi_finetune.azure.workspace import Workspace
@@ -39,37 +52,54 @@ __all__ = ["FineTuneSession", "RunResult"]
 
 logger = logging.getLogger(__name__)
 
+_R = TypeVar("_R", bound=StepRecordType)
+
 
 @attrs.frozen
 class RunResult:
-    """What :meth:`FineTuneSession.run` produced."""
+    """What :meth:`FineTuneSession.run` produced: each completed step's record (``None`` for a
+    step that did not run)."""
 
     run_id: str
     backend: str
     run_dir: Path
-    outputs: Mapping[str, Mapping[str, Any]] = attrs.field(repr=False)
-    """Every completed step's outputs, by step name."""
+    prepared: PreparedDataRecord | None = attrs.field(default=None, repr=False)
+    plan: PlanRecord | None = attrs.field(default=None, repr=False)
+    job: JobRecord | None = attrs.field(default=None, repr=False)
+    model: ModelRef | None = None
+    """The registered model; ``str(result.model)`` is ``<name>:<version>``."""
+    endpoint: DeploymentRecord | None = attrs.field(default=None, repr=False)
+    score: ScoreRecord | None = attrs.field(default=None, repr=False)
+    teardown: TeardownRecord | None = attrs.field(default=None, repr=False)
 
     @property
     def job_name(self) -> str | None:
-        return self.outputs.get("fine_tune", {}).get("job_name")
-
-    @property
-    def model(self) -> str | None:
-        reg = self.outputs.get("register", {})
-        return f"{reg['name']}:{reg['version']}" if reg else None
+        return self.job.name if self.job else None
 
     @property
     def endpoint_name(self) -> str | None:
-        return self.outputs.get("deploy", {}).get("endpoint_name")
+        return self.endpoint.endpoint_name if self.endpoint else None
 
     @property
     def request(self) -> Any:
-        return self.outputs.get("score", {}).get("request")
+        return self.score.request if self.score else None
 
     @property
     def reply(self) -> str | None:
-        return self.outputs.get("score", {}).get("reply")
+        return self.score.reply if self.score else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every completed step's record as JSON values, by step name."""
+        records = {
+            "prepare_data": self.prepared,
+            "plan": self.plan,
+            "fine_tune": self.job,
+            "register": self.model,
+            "deploy": self.endpoint,
+            "score": self.score,
+            "teardown": self.teardown,
+        }
+        return {step: r.to_dict() for step, r in records.items() if r is not None}
 
 
 class FineTuneSession:
@@ -181,47 +211,67 @@ class FineTuneSession:
     def run_dir(self) -> Path:
         return self.journal.run_dir
 
+    def _records(self) -> dict[str, Any]:
+        return {s: self.journal.record_of(s) for s in STEPS if self.journal.is_completed(s)}
+
     def _context(self) -> StepContext:
-        outputs = {s: self.journal.outputs_of(s) for s in STEPS if self.journal.is_completed(s)}
         return StepContext(
-            config=self.config, journal=self.journal, run_dir=self.run_dir, outputs=outputs
+            config=self.config, journal=self.journal, run_dir=self.run_dir, records=self._records()
         )
 
-    def _step(self, name: str, work: Any, *, force: bool = False) -> dict[str, Any]:
+    def _step(
+        self,
+        name: str,
+        work: Callable[[StepContext], _R],
+        kind: type[_R],
+        *,
+        force: bool = False,
+    ) -> _R:
         if not force and self.journal.is_completed(name):
             logger.info("step %s already completed in run %s; reusing it", name, self.run_id)
-            return dict(self.journal.outputs_of(name))
+            record: _R = self.journal.record_of(name)
+            return record
         self.journal.begin_step(name, inputs={"backend": self.backend.name})
         started = time.monotonic()
         try:
-            outputs = _json_safe(dict(work(self._context())))
+            record = work(self._context())
+            if not isinstance(record, kind):
+                raise RunStateError(
+                    f"backend {self.backend.name!r} returned a {type(record).__name__} from "
+                    f"step {name!r}; a backend's {name} must return a {kind.__name__}"
+                )
+            outputs = _json_safe(record.to_dict())
         except BaseException as exc:
             self.journal.fail_step(name, redact(f"{type(exc).__name__}: {exc}"))
             raise
-        outputs.setdefault("seconds", round(time.monotonic() - started, 3))
+        outputs["seconds"] = round(time.monotonic() - started, 3)
         self.journal.complete_step(name, outputs)
-        return outputs
+        # What the journal holds (JSON values, secrets masked) is what a resume will read.
+        journaled: _R = self.journal.record_of(name)
+        return journaled
 
     # -- steps ----------------------------------------------------------------------------
 
-    def prepare_data(self) -> dict[str, Any]:
+    def prepare_data(self) -> PreparedDataRecord:
         """Step 7: load, validate, sample and write the data (and register it on Azure)."""
-        return self._step("prepare_data", self.backend.prepare_data)
+        return self._step("prepare_data", self.backend.prepare_data, PreparedDataRecord)
 
-    def plan(self) -> dict[str, Any]:
-        """Steps 5, 6, 8, 9: resolve the model, check compute and quota, validate parameters."""
+    def plan(self) -> PlanRecord:
+        """Steps 5, 6, 8, 9: resolve and pin the model and component versions, check compute
+        and quota, validate parameters. ``str()`` of the result is the plan table."""
         self.prepare_data()
-        return self._step("plan", self.backend.plan)
+        return self._step("plan", self.backend.plan, PlanRecord)
 
-    def fine_tune(self) -> dict[str, Any]:
-        """Steps 10-11: submit (or reattach to) the fine-tuning job and wait for it."""
+    def fine_tune(self) -> JobRecord:
+        """Steps 10-11: submit exactly the journaled plan (or reattach to the job an earlier
+        attempt submitted) and wait for it."""
         self.plan()
-        return self._step("fine_tune", self.backend.fine_tune)
+        return self._step("fine_tune", self.backend.fine_tune, JobRecord)
 
-    def register(self) -> dict[str, Any]:
+    def register(self) -> ModelRef:
         """Step 12: register the trained model (reuses the version registered before)."""
         self.fine_tune()
-        return self._step("register", self.backend.register)
+        return self._step("register", self.backend.register, ModelRef)
 
     def deploy(self) -> Endpoint:
         """Steps 13-14: endpoint and deployment (reattached when the journal has one)."""
@@ -234,38 +284,38 @@ class FineTuneSession:
                 self._endpoint = endpoint
                 return endpoint
 
-        def work(ctx: StepContext) -> dict[str, Any]:
+        def work(ctx: StepContext) -> DeploymentRecord:
             endpoint = self.backend.deploy(ctx)
             self._endpoint = endpoint
-            return {
-                "endpoint_name": endpoint.name,
-                "deployment_name": endpoint.deployment_name,
-                "scoring_uri": endpoint.scoring_uri,
-            }
+            return DeploymentRecord(
+                endpoint_name=endpoint.name,
+                deployment_name=endpoint.deployment_name,
+                scoring_uri=endpoint.scoring_uri,
+            )
 
-        self._step("deploy", work, force=True)
+        self._step("deploy", work, DeploymentRecord, force=True)
         assert self._endpoint is not None
         return self._endpoint
 
-    def score_sample(self) -> dict[str, Any]:
+    def score_sample(self) -> ScoreRecord:
         """Step 15: score one held-out conversation; the request is written to sample_score.json."""
         endpoint = self.deploy()
 
-        def work(ctx: StepContext) -> dict[str, Any]:
+        def work(ctx: StepContext) -> ScoreRecord:
             from phi_finetune._atomic import atomic_write_json
             from phi_finetune.backends import sample_scoring_request
 
             request = sample_scoring_request(
-                ctx.outputs["prepare_data"],
+                ctx.prepared,
                 seed=ctx.config.data.seed,
                 parameters=ctx.config.score.parameters(),
             )
             request_file = ctx.run_dir / "sample_score.json"
             atomic_write_json(request_file, request)
             result = endpoint.invoke_file(request_file)
-            return {"request": request, "request_file": str(request_file), "reply": result.text}
+            return ScoreRecord(request=request, request_file=str(request_file), reply=result.text)
 
-        return self._step("score", work, force=True)
+        return self._step("score", work, ScoreRecord, force=True)
 
     def teardown(self) -> list[str]:
         """Step 16: delete every billable resource this run created that is still alive."""
@@ -288,7 +338,7 @@ class FineTuneSession:
             raise RunStateError(
                 f"{message}. Run `phi-finetune teardown {self.run_id}` again once fixed."
             )
-        self.journal.complete_step("teardown", {"deleted": deleted})
+        self.journal.complete_step("teardown", TeardownRecord(deleted=tuple(deleted)).to_dict())
         return deleted
 
     def run(self, *, teardown_on_error: bool = True) -> RunResult:
@@ -336,12 +386,19 @@ class FineTuneSession:
         )
 
     def result(self) -> RunResult:
-        """The run's outputs so far."""
+        """The records of the steps completed so far."""
+        records = self._records()
         return RunResult(
             run_id=self.run_id,
             backend=self.backend.name,
             run_dir=self.run_dir,
-            outputs={s: self.journal.outputs_of(s) for s in STEPS if self.journal.is_completed(s)},
+            prepared=records.get("prepare_data"),
+            plan=records.get("plan"),
+            job=records.get("fine_tune"),
+            model=records.get("register"),
+            endpoint=records.get("deploy"),
+            score=records.get("score"),
+            teardown=records.get("teardown"),
         )
 
     def __repr__(self) -> str:

@@ -274,3 +274,47 @@ def test_a_killed_process_leaves_a_readable_journal(
     endpoint = journal.resource("endpoint")
     assert (endpoint.state if endpoint else None) == expected_endpoint
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
+
+
+def test_steps_are_listed_in_workflow_order_after_a_reload(tmp_path: Path) -> None:
+    journal = Journal.create(tmp_path, "r1", backend="local")
+    for step in ("prepare_data", "plan", "fine_tune", "register", "deploy", "score"):
+        journal.begin_step(step)
+        journal.complete_step(step, {})
+    journal.begin_step("zz_custom")
+    reloaded = Journal.load(tmp_path, "r1")
+    # The file stores steps by name (alphabetically); the journal lists them as they run.
+    assert list(reloaded.steps) == [
+        "prepare_data",
+        "plan",
+        "fine_tune",
+        "register",
+        "deploy",
+        "score",
+        "zz_custom",
+    ]
+
+
+def test_a_run_whose_last_step_is_teardown_is_completed(tmp_path: Path) -> None:
+    journal = Journal.create(tmp_path, "r1", backend="local")
+    for step in ("prepare_data", "plan"):
+        journal.begin_step(step)
+        journal.complete_step(step, {})
+    assert journal.status == "incomplete"
+    journal.begin_step("teardown")
+    assert journal.status == "running"
+    journal.complete_step("teardown", {"deleted": []})
+    assert journal.status == "completed" and journal.finished_at is None
+    assert list_runs(tmp_path)[0].status == "completed"
+    # Running a step again after the teardown makes the run incomplete again.
+    journal.begin_step("plan")
+    journal.complete_step("plan", {})
+    assert journal.status == "incomplete"
+
+
+def test_a_journal_from_a_newer_release_is_refused_with_a_fix(tmp_path: Path) -> None:
+    journal = Journal.create(tmp_path, "r1", backend="local")
+    data = json.loads(journal.path.read_text())
+    journal.path.write_text(json.dumps({**data, "format": 3}))
+    with pytest.raises(RunStateError, match="format 3 is not one this release reads"):
+        Journal.load(tmp_path, "r1")

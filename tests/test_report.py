@@ -18,6 +18,16 @@ from phi_finetune.errors import RunStateError
 from phi_finetune.journal import Journal
 from phi_finetune.report import RunReport, build_report
 from phi_finetune.session import FineTuneSession
+from phi_finetune.steps import (
+    JobRecord,
+    ModelRef,
+    PlannedModel,
+    PlanParameter,
+    PlanRecord,
+    PreparedDataRecord,
+    ScoreRecord,
+    ValidationSummary,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNG_SHAPE = (450, 800)
@@ -43,39 +53,54 @@ def _check_png(path: Path) -> None:
 
 def _azure_journal(state_dir: Path, run_id: str = "azure-run-1") -> Journal:
     journal = Journal.create(state_dir, run_id, backend="azure", config={"backend": "azure"})
-    journal.begin_step("prepare_data")
-    journal.complete_step(
+
+    def complete(step: str, record: Any, seconds: float) -> None:
+        journal.begin_step(step)
+        journal.complete_step(step, {**record.to_dict(), "seconds": seconds})
+
+    complete(
         "prepare_data",
-        {
-            "counts": {"train": 1200, "test": 300},
-            "validation": {"errors": 0, "warnings": 3, "rows_invalid": 2},
-            "seconds": 4.5,
-        },
+        PreparedDataRecord(
+            out_dir="data",
+            files={"train": "data/train.jsonl", "test": "data/test.jsonl"},
+            counts={"train": 1200, "test": 300},
+            validation=ValidationSummary(errors=0, warnings=3, rows_invalid=2),
+        ),
+        4.5,
     )
-    journal.begin_step("plan")
-    journal.complete_step(
+    parameters = {
+        "num_train_epochs": PlanParameter(2, "user", "integer"),
+        "adam_beta1": PlanParameter(0.9, "component default", "number"),
+    }
+    complete(
         "plan",
-        {
-            "model": {"name": "Phi-3-mini-4k-instruct", "version": "15"},
-            "parameters": {
-                "num_train_epochs": {"value": 2, "source": "user", "type": "integer"},
-                "adam_beta1": {"value": 0.9, "source": "component default", "type": "number"},
-            },
-            "display_name": "phi3-ultrachat",
-            "seconds": 1.0,
-        },
+        PlanRecord(
+            model=PlannedModel(name="Phi-3-mini-4k-instruct", version="15"),
+            parameters=parameters,
+            display_name="phi3-ultrachat",
+            table="(table)",
+        ),
+        1.0,
     )
     journal.begin_step("fine_tune")
     journal.record_resource("job", "job-abc", billable=False)
     journal.complete_step(
-        "fine_tune", {"job_name": "job-abc", "status": "Completed", "seconds": 3600.0}
+        "fine_tune", {**JobRecord(name="job-abc", status="Completed").to_dict(), "seconds": 3600.0}
     )
-    journal.begin_step("register")
-    journal.complete_step("register", {"name": "phi3-ultrachat", "version": "7", "seconds": 2.0})
+    complete(
+        "register",
+        ModelRef(name="phi3-ultrachat", version="7", uri="azureml:phi3-ultrachat:7"),
+        2.0,
+    )
     journal.record_resource("endpoint", "ep-abc", details={"scoring_uri": "https://x/score"})
     journal.mark_deleted("endpoint", "ep-abc")
-    journal.begin_step("score")
-    journal.complete_step("score", {"reply": "Hello | there\nsecond line", "seconds": 0.5})
+    complete(
+        "score",
+        ScoreRecord(
+            request={}, request_file="sample_score.json", reply="Hello | there\nsecond line"
+        ),
+        0.5,
+    )
     return journal
 
 
@@ -91,12 +116,13 @@ def test_local_report_png_and_curves_match_the_journal(
     assert report.png == tmp_path / "report.png" and report.markdown == tmp_path / "report.md"
     _check_png(report.png)
 
-    outputs = Journal.load(local_run.state_dir, local_run.run_id).outputs_of("fine_tune")
-    history = outputs["history"]
+    job = Journal.load(local_run.state_dir, local_run.run_id).record_of("fine_tune")
+    assert isinstance(job, JobRecord) and job.training is not None
+    history = job.training.history
     assert len(history) == 6
     assert report.train_steps == tuple(h["step"] for h in history)
     assert report.train_loss == tuple(h["loss"] for h in history)
-    assert report.eval_loss == (outputs["eval_loss"],)
+    assert report.eval_loss == (job.training.eval_loss,)
     assert report.eval_steps == (6,)
     assert report.metrics_note is None and report.has_metrics
     assert report.summary["metrics"]["final_train_loss"] == history[-1]["loss"]
@@ -109,17 +135,17 @@ def test_local_report_markdown_has_counts_parameters_durations(
     report = build_report(local_run.run_id, state_dir=local_run.state_dir, out_dir=tmp_path)
     text = report.markdown.read_text(encoding="utf-8")
     journal = Journal.load(local_run.state_dir, local_run.run_id)
-    counts = journal.outputs_of("prepare_data")["counts"]
+    counts = journal.record_of("prepare_data").counts
     for split, rows in counts.items():
         assert f"| {split} | {rows} |" in text
     assert "Validation: 0 errors, 0 warnings" in text
-    parameters = journal.outputs_of("plan")["parameters"]
+    parameters = journal.record_of("plan").parameters
     for name in ("learning_rate", "num_train_epochs", "lora_r"):
-        assert parameters[name]["source"] == "user"
-        assert f"| {name} | {parameters[name]['value']:.4g} | user |" in text
+        assert parameters[name].source == "user"
+        assert f"| {name} | {parameters[name].value:.4g} | user |" in text
     assert "component defaults" in text
-    register = journal.outputs_of("register")
-    assert f"`{register['name']}` version {register['version']}" in text
+    register = journal.record_of("register")
+    assert f"`{register.name}` version {register.version}" in text
     assert "Never deployed." in text
     durations = report.summary["durations"]
     assert list(durations) == ["prepare_data", "plan", "fine_tune", "register"]

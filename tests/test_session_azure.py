@@ -141,7 +141,8 @@ def test_whole_run_against_the_fake(
     # one model version
     assert len(fake.models) == 1
     (name, version), _model = next(iter(fake.models.items()))
-    assert result.model == f"{name}:{version}"
+    assert str(result.model) == f"{name}:{version}"
+    assert result.model is not None and result.model.uri == f"azureml:{name}:{version}"
     assert name == "Phi-3-mini-4k-instruct-ultrachat-200k"
     # endpoint created, scored, then deleted (keep_endpoint=False)
     assert _creates(fake)["endpoint"] == [result.endpoint_name]
@@ -374,7 +375,7 @@ def test_kill_right_after_model_registration_reuses_the_version(
     (registered,) = fake.models
 
     result = _resume(session, workspace).run()
-    assert result.model == "{}:{}".format(*registered)
+    assert str(result.model) == "{}:{}".format(*registered)
     _assert_one_of_each(fake)
 
 

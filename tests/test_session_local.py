@@ -47,16 +47,20 @@ def test_whole_run_scores_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert isinstance(result.reply, str)
     assert result.request["input_data"]["input_string"][0][-1]["role"] == "user"
     assert (session.run_dir / "sample_score.json").exists()
-    assert result.model is not None and result.model.endswith(":1")
+    assert result.model is not None and str(result.model).endswith(":1")
+    assert result.model.version == "1" and result.model.uri == f"models:/{result.model.name}/1"
+    assert result.plan is not None and "learning_rate" in str(result.plan)
     journal = Journal.load(tmp_path / "state", result.run_id)
     for step in ("prepare_data", "plan", "fine_tune", "register", "deploy", "score", "teardown"):
         assert journal.is_completed(step), step
     assert journal.resources(billable_only=True, alive_only=True) == []
     assert _servers_under(tmp_path) == []
-    history = journal.outputs_of("fine_tune")["history"]
+    assert result.job is not None and result.job.training is not None
+    history = result.job.training.history
     assert len(history) == 4 and all(h["loss"] > 0 for h in history)
+    assert journal.record_of("fine_tune") == result.job
     # Azure-only inputs are reported as ignored by the local backend, never silently dropped.
-    assert "apply_deepspeed" in journal.outputs_of("plan")["ignored_on_local"]
+    assert result.plan is not None and "apply_deepspeed" in result.plan.ignored_on_local
 
 
 def test_failure_between_steps_then_resume_does_not_repeat_work(
@@ -73,7 +77,8 @@ def test_failure_between_steps_then_resume_does_not_repeat_work(
         session.run()
     assert session.journal.is_completed("fine_tune")
     assert not session.journal.is_completed("register")
-    merged = Path(session.journal.outputs_of("fine_tune")["merged_dir"])
+    training = session.journal.record_of("fine_tune").training
+    merged = Path(training.merged_dir)
     trained_at = merged.stat().st_mtime_ns
 
     monkeypatch.setattr(LocalBackend, "register", real_register)

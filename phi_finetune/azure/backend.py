@@ -4,22 +4,34 @@ Composes :class:`~phi_finetune.azure.workspace.Workspace`,
 :class:`~phi_finetune.data.UltraChatDataset`, :class:`~phi_finetune.azure.job.FineTuneJob` (with
 :class:`~phi_finetune.azure.compute.ComputeSelector`),
 :class:`~phi_finetune.azure.registrar.ModelRegistrar` and
-:class:`~phi_finetune.azure.deployer.EndpointDeployer`. Every resource is reported to the journal
-as soon as the service accepts it, before any waiting.
+:class:`~phi_finetune.azure.deployer.EndpointDeployer`. Every resource is reported to the step's
+:class:`~phi_finetune.backends.ResourceObserver` as soon as the service accepts it, before any
+waiting. ``fine_tune`` submits the journaled plan: the model and component versions the plan
+resolved are pinned, so ``label="latest"`` is not resolved a second time.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from phi_finetune.backends import StepContext, prepare_data_files
 from phi_finetune.names import RUN_ID_TAG
+from phi_finetune.steps import (
+    JobRecord,
+    ModelRef,
+    PlannedCompute,
+    PlannedModel,
+    PlanParameter,
+    PlanRecord,
+    PreparedDataRecord,
+)
 
 if TYPE_CHECKING:
-    from phi_finetune.azure.job import FineTuneJob, JobHandle
+    from phi_finetune.azure.job import FineTuneJob, FineTunePlan, JobHandle
     from phi_finetune.azure.workspace import Workspace
     from phi_finetune.endpoint import Endpoint
     from phi_finetune.journal import ResourceRecord
@@ -61,34 +73,41 @@ class AzureBackend:
 
     # -- steps ----------------------------------------------------------------------------
 
-    def prepare_data(self, ctx: StepContext) -> dict[str, Any]:
-        prepared, outputs = prepare_data_files(ctx)
+    def prepare_data(self, ctx: StepContext) -> PreparedDataRecord:
+        prepared, record = prepare_data_files(ctx)
         ml_client = self.workspace(ctx).ml_client
         registered = prepared.register(ml_client)
         for asset in registered.assets.values():
-            ctx.created("data_asset", asset.name, version=asset.version, billable=False)
-        outputs["assets"] = registered.input_paths()
-        return outputs
+            ctx.observer.created("data_asset", asset.name, str(asset.version), billable=False)
+        return attrs.evolve(record, assets=registered.input_paths())
 
-    def _job(self, ctx: StepContext) -> FineTuneJob:
+    def _job(self, ctx: StepContext, *, pinned: PlanRecord | None = None) -> FineTuneJob:
+        """The job the config describes; with ``pinned``, at the model and component versions
+        that plan resolved."""
         from phi_finetune.azure.compute import ComputeSelector
         from phi_finetune.azure.job import FineTuneJob
 
         config = ctx.config
         workspace = self.workspace(ctx)
-        assets = ctx.outputs["prepare_data"].get("assets", {})
+        assets = ctx.prepared.assets
+        model_version = config.model.version
+        component_version = config.finetune.component_version
+        if pinned is not None:
+            model_version = pinned.model.version or model_version
+            if config.finetune.interface_file is None:
+                component_version = pinned.component_version or component_version
         return FineTuneJob(
             ml_client=workspace.ml_client,
             registry_client=workspace.registry_client,
             model=config.model.name,
-            model_version=config.model.version,
+            model_version=model_version,
             model_label=config.model.label,
             allow_retired=config.model.allow_retired,
             compute=ComputeSelector.from_config(workspace.ml_client, config.compute),
             parameters=dict(config.finetune.parameters),
             component=config.finetune.interface_file,
             component_name=config.finetune.component,
-            component_version=config.finetune.component_version,
+            component_version=component_version,
             component_label=config.finetune.component_label,
             registry=config.model.registry,
             train_data=assets.get("train_file_path"),
@@ -98,36 +117,32 @@ class AzureBackend:
             tags={RUN_ID_TAG: ctx.journal.run_id},
         )
 
-    def plan(self, ctx: StepContext) -> dict[str, Any]:
-        plan = self._job(ctx).plan()
-        outputs = plan.to_dict()
-        outputs["table"] = plan.to_table()
-        return outputs
+    def plan(self, ctx: StepContext) -> PlanRecord:
+        return plan_record(self._job(ctx).plan())
 
-    def fine_tune(self, ctx: StepContext) -> dict[str, Any]:
+    def fine_tune(self, ctx: StepContext) -> JobRecord:
         handle = self._reattach(ctx)
         if handle is not None:
             handle.poll_interval_s = self.poll_interval_s
             logger.info("reattached to job %s instead of submitting again", handle.name)
         else:
-            plan = ctx.outputs.get("plan", {})
-            handle = self._job(ctx).submit()
+            planned = ctx.plan
+            handle = self._job(ctx, pinned=planned).submit()
             handle.poll_interval_s = self.poll_interval_s
-            ctx.created(
+            ctx.observer.created(
                 "job", handle.name, billable=True, details={"studio_url": handle.studio_url}
             )
-            compute = plan.get("compute", {})
-            if compute.get("will_create"):
-                ctx.created("compute", str(compute.get("name")), billable=False)
+            if planned.compute is not None and planned.compute.will_create:
+                ctx.observer.created("compute", planned.compute.name, billable=False)
         status = handle.wait(timeout=self.job_timeout_s)
         # A finished job bills nothing more: keep it in the journal, no longer billable.
-        ctx.created("job", handle.name, billable=False, details={"status": status})
-        return {
-            "job_name": handle.name,
-            "status": status,
-            "studio_url": handle.studio_url,
-            "trained_model": handle.trained_model_path,
-        }
+        ctx.observer.created("job", handle.name, billable=False, details={"status": status})
+        return JobRecord(
+            name=handle.name,
+            status=status,
+            studio_url=handle.studio_url,
+            trained_model=handle.trained_model_path,
+        )
 
     def _reattach(self, ctx: StepContext) -> JobHandle | None:
         """The job an earlier attempt of this run submitted, unless it failed or was canceled.
@@ -144,14 +159,14 @@ class AzureBackend:
         if name is None and step is not None and step.attempts > 1:
             name = self._find_job_of_run(ml_client, ctx.journal.run_id)
             if name is not None:
-                ctx.created("job", name, billable=True)
+                ctx.observer.created("job", name, billable=True)
         if name is None:
             return None
         handle = JobHandle.from_name(ml_client, name)
         status = handle.status()
         if status in _ENDED_BADLY:
             logger.info("job %s of an earlier attempt is %s; submitting a new one", name, status)
-            ctx.created("job", name, billable=False, details={"status": status})
+            ctx.observer.created("job", name, billable=False, details={"status": status})
             return None
         return handle
 
@@ -166,78 +181,81 @@ class AzureBackend:
             logger.warning("could not list jobs to find run %s's job: %s", run_id, exc)
         return None
 
-    def register(self, ctx: StepContext) -> dict[str, Any]:
+    def register(self, ctx: StepContext) -> ModelRef:
         from phi_finetune.azure.registrar import ModelRegistrar
 
         config = ctx.config
-        plan = ctx.outputs.get("plan", {})
+        plan = ctx.plan
         registrar = ModelRegistrar(
             self.workspace(ctx).ml_client,
-            on_created=lambda kind, name, version: ctx.created(kind, name, version=version),
+            on_creating=ctx.observer.creating,
+            on_created=ctx.observer.created,
         )
         model = registrar.register(
-            ctx.outputs["fine_tune"]["job_name"],
-            base_model=str(plan.get("model", {}).get("name") or config.model.name),
+            ctx.job.name,
+            base_model=plan.model.name or config.model.name,
             name=config.deploy.model_name,
             version=config.deploy.model_version,
-            data_hashes=ctx.outputs["prepare_data"].get("sha256"),
-            parameters={k: v.get("value") for k, v in plan.get("parameters", {}).items()}
-            if isinstance(plan.get("parameters"), dict)
-            else None,
+            data_hashes=ctx.prepared.sha256,
+            parameters=plan.parameter_values or None,
             run_id=ctx.journal.run_id,
         )
-        return model.to_dict()
+        return ModelRef(
+            name=model.name,
+            version=model.version,
+            uri=model.asset_id,
+            id=model.id,
+            created=model.created,
+        )
 
     def deploy(self, ctx: StepContext) -> Endpoint:
         from phi_finetune.azure.deployer import EndpointDeployer
+        from phi_finetune.azure.deployment_spec import DeploymentSpec
 
         deploy = ctx.config.deploy
-        plan = ctx.outputs.get("plan", {})
-        reg = ctx.outputs["register"]
         # A crash after the endpoint was created: finish that endpoint instead of a second one.
         earlier = ctx.existing("endpoint")
+        observer = ctx.observer
+        spec = DeploymentSpec.from_config(
+            deploy,
+            inference_allow_list=ctx.plan.model.inference_allow_list,
+            endpoint_name=earlier[-1].name if earlier else None,
+        )
         deployer = EndpointDeployer(
             self.workspace(ctx).ml_client,
             wait_timeout_s=deploy.wait_timeout_s,
             poll_interval_s=self.poll_interval_s,
         )
         endpoint = deployer.deploy(
-            reg.get("asset_id") or reg["id"],
-            endpoint_name=earlier[-1].name if earlier else deploy.endpoint_name,
-            deployment_name=deploy.deployment_name,
-            instance_type=deploy.instance_type,
-            instance_count=deploy.instance_count,
-            inference_allow_list=plan.get("model", {}).get("inference_allow_list"),
-            liveness_initial_delay=deploy.liveness_initial_delay,
-            request_timeout_ms=deploy.request_timeout_ms,
+            ctx.model.uri,
+            spec,
             reuse_endpoint=bool(earlier),
             run_id=ctx.journal.run_id,
-            # Journaled before the create request: a kill while it is in flight still leaves
-            # the (possibly created) endpoint's name in the journal.
-            on_creating=lambda kind, name: ctx.journal.record_resource(
-                kind, name, billable=True, state="creating"
-            ),
-            on_created=lambda kind, name: ctx.created(kind, name, billable=True),
-            on_deleted=_journal_deleted(ctx),
+            # ``creating`` is journaled before the create request: a kill while it is in
+            # flight still leaves the (possibly created) endpoint's name in the journal.
+            on_creating=observer.creating,
+            on_created=observer.created,
+            on_deleted=observer.deleted,
         )
         # A reused endpoint or deployment (left "creating" by a killed attempt) gets no
-        # on_created call from the deployer: record that both exist now.
-        ctx.created("endpoint", endpoint.name, billable=True)
-        ctx.created("deployment", endpoint.deployment_name or deploy.deployment_name, billable=True)
+        # created call from the deployer: record that both exist now.
+        observer.created("endpoint", endpoint.name, billable=True)
+        observer.created(
+            "deployment", endpoint.deployment_name or deploy.deployment_name, billable=True
+        )
         return endpoint
 
     def endpoint(self, ctx: StepContext) -> Endpoint | None:
-        deployed = ctx.outputs.get("deploy")
-        alive = ctx.existing("endpoint")
-        if not deployed or not alive:
+        deployed = ctx.deployment
+        if deployed is None or not ctx.existing("endpoint"):
             return None
         from phi_finetune.endpoint import Endpoint as AzureEndpoint
 
         return AzureEndpoint.from_name(
             self.workspace(ctx).ml_client,
-            deployed["endpoint_name"],
-            deployment_name=deployed.get("deployment_name"),
-            on_deleted=_journal_deleted(ctx),
+            deployed.endpoint_name,
+            deployment_name=deployed.deployment_name,
+            on_deleted=ctx.observer.deleted,
         )
 
     def delete_resource(self, ctx: StepContext, resource: ResourceRecord) -> None:
@@ -253,14 +271,41 @@ class AzureBackend:
         # Deployments go with their endpoint; computes scale to zero and are left to the user.
 
 
-def _journal_deleted(ctx: StepContext) -> Callable[[str, str], None]:
-    """An ``on_deleted`` callback recording deletions in the run's journal; deleting an endpoint
-    deletes its deployments, so they are recorded deleted with it."""
-
-    def deleted(kind: str, name: str) -> None:
-        ctx.journal.mark_deleted(kind, name)
-        if kind == "endpoint":
-            for deployment in ctx.existing("deployment"):
-                ctx.journal.mark_deleted("deployment", deployment.name)
-
-    return deleted
+def plan_record(plan: FineTunePlan) -> PlanRecord:
+    """The journaled record of an Azure :class:`~phi_finetune.azure.job.FineTunePlan`: the
+    model and component versions it resolved, compute, parameters, names and the table."""
+    full = plan.to_dict()
+    model, compute = plan.model, plan.compute
+    typed = ("model", "compute", "parameters", "display_name", "experiment_name", "warnings")
+    return PlanRecord(
+        model=PlannedModel(
+            name=model.name,
+            version=str(model.version),
+            id=model.id,
+            inference_allow_list=(
+                tuple(model.inference_allow_list) if model.inference_allow_list else None
+            ),
+        ),
+        component_id=plan.component_id,
+        component_version=plan.component_version,
+        compute=PlannedCompute(
+            name=compute.name,
+            vm_size=compute.vm_size,
+            gpus_per_node=compute.gpus_per_node,
+            nodes=compute.nodes,
+            will_create=compute.will_create,
+        ),
+        parameters={
+            name: PlanParameter(v.value, str(v.source), v.type)
+            for name, v in sorted(plan.parameters.values.items())
+        },
+        display_name=plan.display_name,
+        experiment_name=plan.experiment_name,
+        warnings=tuple(plan.warnings),
+        table=plan.to_table(),
+        details={
+            **{k: v for k, v in full.items() if k not in typed and not k.startswith("component_")},
+            "model": full["model"],
+            "compute": full["compute"],
+        },
+    )

@@ -103,12 +103,17 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _describe(label: str, out: Any) -> str:
-    if not isinstance(out, dict):
+    from phi_finetune.steps import RECORD_TYPES
+
+    if not isinstance(out, tuple(RECORD_TYPES.values())):
         return f"endpoint {getattr(out, 'name', out)} at {getattr(out, 'scoring_uri', '?')}"
+    record: Any = out
+    values: dict[str, Any] = record.to_dict()
+    training = values.pop("training", None) or {}  # the local training's loss figures
+    out = {**values, **training}
     keys = (
         "counts",
         "display_name",
-        "job_name",
         "final_loss",
         "eval_loss",
         "name",

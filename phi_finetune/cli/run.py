@@ -48,10 +48,10 @@ def summary_dict(result: Any) -> dict[str, Any]:
         "backend": result.backend,
         "run_dir": str(result.run_dir),
         "job_name": result.job_name,
-        "model": result.model,
+        "model": None if result.model is None else str(result.model),
         "endpoint": result.endpoint_name,
         "reply": result.reply,
-        "steps": {name: dict(out) for name, out in result.outputs.items()},
+        "steps": result.to_dict(),
     }
 
 

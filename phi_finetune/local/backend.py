@@ -21,6 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.backends import StepContext, prepare_data_files
+from phi_finetune.steps import (
+    JobRecord,
+    ModelRef,
+    PlannedModel,
+    PlanParameter,
+    PlanRecord,
+    PreparedDataRecord,
+    TrainingSummary,
+    plan_table,
+)
 
 if TYPE_CHECKING:
     from phi_finetune.endpoint import Endpoint
@@ -45,7 +55,7 @@ class LocalBackend:
 
     # -- steps ----------------------------------------------------------------------------
 
-    def prepare_data(self, ctx: StepContext) -> dict[str, Any]:
+    def prepare_data(self, ctx: StepContext) -> PreparedDataRecord:
         return prepare_data_files(ctx)[1]
 
     def _parameters(self, ctx: StepContext) -> tuple[Any, dict[str, Any]]:
@@ -60,33 +70,47 @@ class LocalBackend:
             values["max_steps"] = ctx.config.local.max_steps
         return params, values
 
-    def plan(self, ctx: StepContext) -> dict[str, Any]:
+    def plan(self, ctx: StepContext) -> PlanRecord:
         from phi_finetune.local.training import resolve_parameters
 
         params, values = self._parameters(ctx)
         _, ignored = resolve_parameters(values)
         base = ctx.config.local.base_model or TEST_MODEL_NAME
-        return {
-            "model": {"name": base, "test_model": ctx.config.local.base_model is None},
-            "parameters": params.to_dict(),
-            "ignored_on_local": {i.name: i.reason for i in ignored},
-            "warnings": list(params.warnings),
-            "display_name": params.display_name(Path(str(base)).name, gpus_per_node=1),
+        test_model = ctx.config.local.base_model is None
+        parameters = {
+            name: PlanParameter(v.value, str(v.source), v.type)
+            for name, v in sorted(params.values.items())
         }
+        display = params.display_name(Path(str(base)).name, gpus_per_node=1)
+        ignored_on_local = {i.name: i.reason for i in ignored}
+        rows = [
+            ("model", f"{base}" + (" (offline test model)" if test_model else "")),
+            ("backend", "local"),
+            ("display name", display),
+        ]
+        rows += [(f"ignored {name}", reason) for name, reason in ignored_on_local.items()]
+        return PlanRecord(
+            model=PlannedModel(name=str(base), test_model=test_model),
+            parameters=parameters,
+            ignored_on_local=ignored_on_local,
+            warnings=tuple(params.warnings),
+            display_name=display,
+            table=plan_table(rows, parameters, params.warnings),
+        )
 
-    def fine_tune(self, ctx: StepContext) -> dict[str, Any]:
+    def fine_tune(self, ctx: StepContext) -> JobRecord:
         from phi_finetune.local.training import LocalTrainer
 
         _follow_progress_switch()
 
         local = ctx.config.local
         model_dir = local.base_model
+        files = ctx.prepared.files
         if model_dir is None:
             from phi_finetune.local.tiny_model import build_tiny_model
 
-            texts = _training_texts(ctx.outputs["prepare_data"]["files"]["train"])
+            texts = _training_texts(files["train"])
             model_dir = str(build_tiny_model(ctx.run_dir / "base-model", texts=texts, seed=0))
-        files = ctx.outputs["prepare_data"]["files"]
         _, values = self._parameters(ctx)
         trainer = LocalTrainer(
             model_dir,
@@ -98,52 +122,59 @@ class LocalBackend:
         result = trainer.train(
             files["train"], validation=files.get("validation") or files.get("test")
         )
-        ctx.created("local_model", str(result.merged_dir), billable=False)
-        return {
-            "job_name": f"local-{ctx.journal.run_id}",
-            "status": "Completed",
-            "base_model": model_dir,
-            "merged_dir": str(result.merged_dir),
-            "adapter_dir": str(result.adapter_dir),
-            "final_loss": result.final_loss,
-            "eval_loss": result.eval_loss,
-            "steps": result.steps,
-            "tokens_trained": result.tokens_trained,
-            "duration_s": result.duration_s,
-            "device": result.device,
-            "mlflow_run_id": result.mlflow_run_id,
-            "history": result.metrics,
-            "ignored": {i.name: i.reason for i in result.ignored},
-        }
+        ctx.observer.created("local_model", str(result.merged_dir), billable=False)
+        return JobRecord(
+            name=f"local-{ctx.journal.run_id}",
+            status="Completed",
+            training=TrainingSummary(
+                base_model=str(model_dir),
+                merged_dir=str(result.merged_dir),
+                adapter_dir=str(result.adapter_dir),
+                final_loss=result.final_loss,
+                eval_loss=result.eval_loss,
+                steps=result.steps,
+                tokens_trained=result.tokens_trained,
+                duration_s=result.duration_s,
+                device=str(result.device),
+                mlflow_run_id=result.mlflow_run_id,
+                history=tuple(dict(m) for m in result.metrics),
+                ignored={i.name: i.reason for i in result.ignored},
+            ),
+        )
 
-    def register(self, ctx: StepContext) -> dict[str, Any]:
+    def register(self, ctx: StepContext) -> ModelRef:
+        from phi_finetune.errors import RunStateError
         from phi_finetune.local.registry import LocalRegistry
         from phi_finetune.names import default_model_name
 
         _follow_progress_switch()
         config = ctx.config
         registry = LocalRegistry(config.state_dir)
-        trained = ctx.outputs["fine_tune"]
+        trained = ctx.job.training
+        if trained is None:
+            raise RunStateError(
+                f"run {ctx.journal.run_id}: the fine_tune step recorded no local training "
+                "output to register; resume the run on the backend that trained it"
+            )
         # The training run is reused for the model when both live in the same store.
         same_store = config.mlflow_tracking_uri == registry.tracking_uri
         base = config.local.base_model or TEST_MODEL_NAME
         name = config.deploy.model_name or default_model_name(Path(str(base)).name)
         model = registry.log_model(
-            trained["merged_dir"],
+            trained.merged_dir,
             name=name,
             alias=config.local.registered_model_alias,
-            run_id=trained.get("mlflow_run_id") if same_store else None,
+            run_id=trained.mlflow_run_id if same_store else None,
             description=f"fine-tuned by phi_finetune run {ctx.journal.run_id}",
         )
-        ctx.created("model", model.name, version=str(model.version), billable=False)
-        return {
-            "name": model.name,
-            "version": str(model.version),
-            "id": model.version_uri,
-            "model_uri": model.version_uri,
-            "alias": model.alias,
-            "tracking_uri": model.tracking_uri,
-        }
+        ctx.observer.created("model", model.name, str(model.version), billable=False)
+        return ModelRef(
+            name=model.name,
+            version=str(model.version),
+            uri=model.version_uri,
+            tracking_uri=model.tracking_uri,
+            alias=model.alias,
+        )
 
     def deploy(self, ctx: StepContext) -> Endpoint:
         from phi_finetune._atomic import atomic_write_text
@@ -152,22 +183,22 @@ class LocalBackend:
         # A server of an earlier (crashed) attempt of this run is stopped first.
         for old in ctx.existing(SERVER_KIND):
             self.delete_resource(ctx, old)
-            ctx.journal.mark_deleted(SERVER_KIND, old.name)
-        reg = ctx.outputs["register"]
+            ctx.observer.deleted(SERVER_KIND, old.name)
+        model = ctx.model
         key = secrets.token_urlsafe(32)
         key_file = ctx.run_dir / "endpoint.key"
         atomic_write_text(key_file, key, mode=0o600)
         name = ctx.config.deploy.endpoint_name or f"local-{ctx.journal.run_id[-12:]}"
         server = LocalServer(
-            reg["model_uri"],
+            model.uri,
             key=key,
-            tracking_uri=reg["tracking_uri"],
+            tracking_uri=model.tracking_uri,
             port=ctx.config.local.port,
             log_path=ctx.run_dir / "server.log",
         )
         server.start()
         self._servers[name] = server
-        ctx.created(
+        ctx.observer.created(
             SERVER_KIND,
             name,
             billable=True,

@@ -72,6 +72,10 @@ class FineTunePlan:
     interface_report: InterfaceReport | None = None
     pipeline_yaml: str = attrs.field(default="", repr=False)
     offline: bool = False
+    component_version: str | None = None
+    """The component version resolved (a ``label`` is resolved once, here)."""
+    pipeline: Any = attrs.field(default=None, repr=False, eq=False)
+    """The azure-ai-ml ``PipelineJob`` this plan built (what :meth:`FineTuneJob.submit` sends)."""
 
     @property
     def effective_batch_size(self) -> int:
@@ -86,6 +90,7 @@ class FineTunePlan:
             "display_name": self.display_name,
             "experiment_name": self.experiment_name,
             "component_id": self.component_id,
+            "component_version": self.component_version,
             "data": dict(self.data),
             "tags": dict(self.tags),
             "effective_batch_size": self.effective_batch_size,
@@ -263,47 +268,32 @@ class FineTuneJob:
             interface_report=report,
             pipeline_yaml=yaml_text,
             offline=self.offline,
+            component_version=interface.version,
+            pipeline=pipeline,
         )
 
     def build_pipeline(self) -> Any:
         """The azure-ai-ml ``PipelineJob`` (checks included, nothing submitted or created)."""
-        plan = self.plan()
-        component, *_ = self._resolve_component([])
-        return build_pipeline_job(
-            component,
-            plan.model,
-            plan.compute,
-            plan.parameters,
-            plan.display_name,
-            plan.experiment_name,
-            dict(plan.tags),
-            self.data,
-        )
+        return self.plan().pipeline
 
     # ------------------------------------------------------------------ submit
     def submit(self) -> JobHandle:
-        """Plan (creating the cluster if needed), build and submit; returns a :class:`JobHandle`."""
+        """Plan (creating the cluster if needed), build and submit; returns a :class:`JobHandle`.
+
+        To submit a plan made earlier exactly, pin ``model_version`` and ``component_version``
+        to the versions it resolved (``plan.model.version``, ``plan.component_version``).
+        """
         if self.offline:
             raise JobError("an offline job cannot be submitted; build it without offline=True")
         if self.ml_client is None:
             raise JobError("submit needs a workspace MLClient (ml_client=...)")
         if self.data["train"] is None:
             raise JobError("submit needs training data: FineTuneJob(train_data=...)")
+        # One plan, one pipeline: what was checked is what is sent.
         plan = self._plan(create_compute=True)
-        component, *_ = self._resolve_component([])
-        pipeline = build_pipeline_job(
-            component,
-            plan.model,
-            plan.compute,
-            plan.parameters,
-            plan.display_name,
-            plan.experiment_name,
-            dict(plan.tags),
-            self.data,
-        )
         try:
             job = self.ml_client.jobs.create_or_update(
-                pipeline, experiment_name=plan.experiment_name
+                plan.pipeline, experiment_name=plan.experiment_name
             )
         except Exception as exc:
             raise translate("submit the pipeline job", exc) from exc
