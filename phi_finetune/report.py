@@ -213,7 +213,7 @@ def _job_curves(ml_client: Any, job_name: str) -> _Curves:
     from phi_finetune.azure.job import JobHandle
 
     try:
-        metrics = JobHandle.from_name(ml_client, job_name).metrics()
+        metrics = JobHandle.attach(ml_client, job_name).metrics()
     except PhiFinetuneError as exc:
         return _Curves(note=f"metrics unavailable: {exc}")
     if not metrics.values:
