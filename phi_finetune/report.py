@@ -4,7 +4,7 @@
 
     from phi_finetune.report import build_report
 
-    report = build_report(run_id, state_dir=".phi_finetune")
+    report = build_report(run_id)   # state_dir: $PHI_FINETUNE_STATE_DIR, else .phi_finetune
     report.png        # <state_dir>/runs/<run_id>/report.png
     report.markdown   # <state_dir>/runs/<run_id>/report.md
     report.train_loss, report.eval_loss   # the plotted curves
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import attrs
 
 from phi_finetune._atomic import atomic_write_bytes, atomic_write_text
+from phi_finetune.constants import default_state_dir
 from phi_finetune.errors import ConfigurationError, PhiFinetuneError
 from phi_finetune.steps import (
     STEPS,
@@ -110,7 +111,7 @@ class _Curves:
 def build_report(
     run_id: str,
     *,
-    state_dir: str | os.PathLike[str] = ".phi_finetune",
+    state_dir: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     ml_client: Any = None,
     journal: Journal | None = None,
@@ -119,7 +120,8 @@ def build_report(
 
     Args:
         run_id: the run (``phi-finetune status`` lists them).
-        state_dir: the folder the run's journal lives under.
+        state_dir: the folder the run's journal lives under (default: ``$PHI_FINETUNE_STATE_DIR``,
+            else ``.phi_finetune``).
         out_dir: where to write the two files (default: the run's folder).
         ml_client: an ``azure.ai.ml.MLClient`` for the run's workspace; only used for Azure
             runs, to fetch the job's metrics. Without it an Azure report has no curves and
@@ -133,7 +135,7 @@ def build_report(
     from phi_finetune.journal import Journal
 
     if journal is None:
-        journal = Journal.load(state_dir, run_id)
+        journal = Journal.load(state_dir if state_dir is not None else default_state_dir(), run_id)
     target = Path(out_dir).expanduser() if out_dir is not None else journal.run_dir
     curves = _curves(journal, ml_client)
     summary = _summary(journal, curves)
@@ -213,7 +215,7 @@ def _job_curves(ml_client: Any, job_name: str) -> _Curves:
     from phi_finetune.azure.job import JobHandle
 
     try:
-        metrics = JobHandle.attach(ml_client, job_name).metrics()
+        metrics = JobHandle.from_name(ml_client, job_name).metrics()
     except PhiFinetuneError as exc:
         return _Curves(note=f"metrics unavailable: {exc}")
     if not metrics.values:

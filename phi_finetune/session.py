@@ -28,7 +28,7 @@ import attrs
 
 from phi_finetune._redact import redact
 from phi_finetune.backends import STEPS, Backend, StepContext
-from phi_finetune.constants import DEFAULT_STATE_DIR
+from phi_finetune.constants import default_state_dir
 from phi_finetune.errors import PhiFinetuneError, RunStateError
 from phi_finetune.steps import (
     DeploymentRecord,
@@ -163,7 +163,7 @@ class FineTuneSession:
         cls,
         run_id: str,
         *,
-        state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+        state_dir: str | os.PathLike[str] | None = None,
         backend: Backend | None = None,
         workspace: Workspace | None = None,
     ) -> FineTuneSession:
@@ -175,14 +175,16 @@ class FineTuneSession:
         from phi_finetune.config import RunConfig
         from phi_finetune.journal import Journal
 
-        journal = Journal.load(state_dir, run_id)
+        folder = Path(state_dir) if state_dir is not None else default_state_dir()
+        journal = Journal.load(folder, run_id)
         config = RunConfig.from_dict(journal.config, source=f"journal of run {run_id}")
-        config = attrs.evolve(config, state_dir=str(state_dir))
+        config = attrs.evolve(config, state_dir=str(folder))
         return cls(config, backend=backend, workspace=workspace, journal=journal)
 
     @staticmethod
-    def list_runs(state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> list[RunSummary]:
-        """Every run under ``state_dir`` with what it still holds."""
+    def list_runs(state_dir: str | os.PathLike[str] | None = None) -> list[RunSummary]:
+        """Every run under ``state_dir`` (default ``$PHI_FINETUNE_STATE_DIR``, else
+        ``.phi_finetune``) with what it still holds."""
         from phi_finetune.journal import list_runs
 
         return list_runs(state_dir)
@@ -192,7 +194,7 @@ class FineTuneSession:
         cls,
         run_id: str,
         *,
-        state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+        state_dir: str | os.PathLike[str] | None = None,
         backend: Backend | None = None,
         workspace: Workspace | None = None,
     ) -> list[str]:

@@ -209,3 +209,17 @@ def test_one_state_dir_option_for_every_journal_command() -> None:
         "report",
     }
     assert set(found.values()) == {STATE_DIR_HELP}
+
+
+def test_the_python_api_honours_the_variable_too(
+    journals: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phi_finetune.report import build_report
+
+    monkeypatch.setenv("PHI_FINETUNE_STATE_DIR", str(journals))
+    assert [run.run_id for run in FineTuneSession.list_runs()] == [RUN_ID]
+    assert FineTuneSession.resume(RUN_ID).run_dir == journals / "runs" / RUN_ID
+    assert build_report(RUN_ID, out_dir=journals.parent / "report").run_id == RUN_ID
+    monkeypatch.delenv("PHI_FINETUNE_STATE_DIR")
+    with pytest.raises(RunStateError):
+        FineTuneSession.resume(RUN_ID)

@@ -227,11 +227,11 @@ def test_azure_report_with_client_plots_the_job_metrics(
                 }
             )
 
-    def attach(ml_client: Any, job_name: str) -> StubHandle:
+    def from_name(ml_client: Any, job_name: str) -> StubHandle:
         attached.append((ml_client, job_name))
         return StubHandle()
 
-    monkeypatch.setattr(JobHandle, "attach", staticmethod(attach))
+    monkeypatch.setattr(JobHandle, "from_name", staticmethod(from_name))
     client = object()
     report = build_report("azure-run-1", state_dir=tmp_path, ml_client=client)
     assert attached == [(client, "job-abc")]
@@ -251,7 +251,7 @@ def test_azure_report_when_the_service_has_no_metrics(
         def metrics(self) -> JobMetrics:
             return JobMetrics(reason="the workspace has no MLflow tracking URI")
 
-    monkeypatch.setattr(JobHandle, "attach", staticmethod(lambda client, name: StubHandle()))
+    monkeypatch.setattr(JobHandle, "from_name", staticmethod(lambda client, name: StubHandle()))
     report = build_report("azure-run-1", state_dir=tmp_path, ml_client=object())
     assert report.metrics_note is not None and "no MLflow tracking URI" in report.metrics_note
     _check_png(report.png)
@@ -299,12 +299,12 @@ def test_cli_metrics_flag_uses_the_workspace_client(
         def metrics(self) -> JobMetrics:
             return JobMetrics(values={"train_loss": ((1, 3.0), (2, 2.5))})
 
-    def attach(ml_client: Any, job_name: str) -> StubHandle:
+    def from_name(ml_client: Any, job_name: str) -> StubHandle:
         seen.append(ml_client)
         return StubHandle()
 
     monkeypatch.setattr(report_cli, "_ml_client", lambda args, journal: client)
-    monkeypatch.setattr(JobHandle, "attach", staticmethod(attach))
+    monkeypatch.setattr(JobHandle, "from_name", staticmethod(from_name))
     code = cli(["report", "azure-run-1", "--state-dir", str(tmp_path), "--metrics", "--json"])
     assert code == 0 and seen == [client]
     assert json.loads(capsys.readouterr().out)["train_loss"] == [3.0, 2.5]
