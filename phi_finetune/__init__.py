@@ -33,6 +33,10 @@ _EXPORTS: dict[str, str] = {
     "EndpointDeployer": "phi_finetune.azure.deployer",
     "Endpoint": "phi_finetune.endpoint",
     "FineTuneSession": "phi_finetune.session",
+    "RunResult": "phi_finetune.session",
+    "ModelRef": "phi_finetune.steps",
+    "JobHandle": "phi_finetune.azure.job",
+    "DeploymentSpec": "phi_finetune.azure.deployment_spec",
     "build_request": "phi_finetune.scoring",
     "parse_response": "phi_finetune.scoring",
     "ScoreResult": "phi_finetune.scoring",
@@ -41,15 +45,19 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "ComputeSelector",
+    "DeploymentSpec",
     "Endpoint",
     "EndpointDeployer",
     "FineTuneJob",
     "FineTuneParameters",
     "FineTuneSession",
     "FoundationModel",
+    "JobHandle",
+    "ModelRef",
     "ModelRegistrar",
     "PhiFinetuneError",
     "RunConfig",
+    "RunResult",
     "ScoreResult",
     "UltraChatDataset",
     "Workspace",
@@ -63,8 +71,9 @@ __all__ = [
 if TYPE_CHECKING:
     from phi_finetune.azure.compute import ComputeSelector
     from phi_finetune.azure.deployer import EndpointDeployer
+    from phi_finetune.azure.deployment_spec import DeploymentSpec
     from phi_finetune.azure.foundation_model import FoundationModel
-    from phi_finetune.azure.job import FineTuneJob
+    from phi_finetune.azure.job import FineTuneJob, JobHandle
     from phi_finetune.azure.registrar import ModelRegistrar
     from phi_finetune.azure.workspace import Workspace
     from phi_finetune.config import RunConfig, WorkspaceConfig, load_run_config
@@ -73,7 +82,8 @@ if TYPE_CHECKING:
     from phi_finetune.errors import PhiFinetuneError
     from phi_finetune.parameters import FineTuneParameters
     from phi_finetune.scoring import ScoreResult, build_request, parse_response
-    from phi_finetune.session import FineTuneSession
+    from phi_finetune.session import FineTuneSession, RunResult
+    from phi_finetune.steps import ModelRef
 
 
 def __getattr__(name: str) -> Any:

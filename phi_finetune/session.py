@@ -101,6 +101,19 @@ class RunResult:
         }
         return {step: r.to_dict() for step, r in records.items() if r is not None}
 
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Deprecated (0.1.0's dicts by step name): use the typed fields or :meth:`to_dict`."""
+        import warnings
+
+        warnings.warn(
+            "RunResult.outputs is deprecated and goes in 0.3.0; use the typed fields "
+            "(result.plan, result.job, result.model, ...) or result.to_dict()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.to_dict()
+
 
 class FineTuneSession:
     """The facade: runs the workflow's steps on a backend and keeps the run's journal.

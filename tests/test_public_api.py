@@ -15,15 +15,19 @@ from phi_finetune._moved import MOVED_MODULES
 
 PUBLIC = [
     "ComputeSelector",
+    "DeploymentSpec",
     "Endpoint",
     "EndpointDeployer",
     "FineTuneJob",
     "FineTuneParameters",
     "FineTuneSession",
     "FoundationModel",
+    "JobHandle",
+    "ModelRef",
     "ModelRegistrar",
     "PhiFinetuneError",
     "RunConfig",
+    "RunResult",
     "ScoreResult",
     "UltraChatDataset",
     "Workspace",
@@ -69,3 +73,20 @@ def test_moved_module_paths_still_import(old: str, new: str) -> None:
     with contextlib.nullcontext() if already else pytest.warns(DeprecationWarning):
         old_module = importlib.import_module(old)
     assert old_module is importlib.import_module(new)
+
+
+def test_run_result_outputs_is_deprecated_but_works() -> None:
+    from pathlib import Path
+
+    from phi_finetune.steps import ModelRef
+
+    result = phi_finetune.RunResult(
+        run_id="r",
+        backend="local",
+        run_dir=Path("r"),
+        model=ModelRef(name="m", version="2", uri="models:/m/2"),
+    )
+    with pytest.warns(DeprecationWarning, match=r"result\.to_dict\(\)"):
+        outputs = result.outputs
+    assert outputs == result.to_dict()
+    assert outputs["register"]["version"] == "2"
