@@ -51,7 +51,7 @@ ENDPOINT_NAME_PATTERN = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 DEFAULT_ENDPOINT_PREFIX = "ultrachat-completion"
 
 MODEL_NAME_MAX = 255
-#: Asset (model) names: start alphanumeric, then letters, digits, ``-``, ``_``, ``.``.
+#: Asset names, models included: start alphanumeric, then letters, digits, ``-``, ``_``, ``.``.
 MODEL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 #: The reference notebook's registered-model suffix.
 DEFAULT_MODEL_SUFFIX = "ultrachat-200k"
