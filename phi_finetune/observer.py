@@ -185,7 +185,8 @@ def observer_from_callbacks(
             "move the callbacks into the observer's creating/created/deleted methods"
         )
     warnings.warn(
-        f"{where}: {keywords} is deprecated and stops working in 0.3.0; pass observer=, an "
+        f"{where}: {keywords} {'is' if len(given) == 1 else 'are'} deprecated and stop"
+        f"{'s' if len(given) == 1 else ''} working in 0.3.0; pass observer=, an "
         "object with creating/created/deleted methods (phi_finetune.observer.ResourceObserver)",
         DeprecationWarning,
         stacklevel=stacklevel,

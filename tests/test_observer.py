@@ -248,7 +248,9 @@ def test_deprecated_deployer_callbacks_still_work_and_warn(fake: FakeAzureML) ->
 
 def test_deprecated_registrar_callbacks_still_work_and_warn(fake: FakeAzureML) -> None:
     events: list[tuple[str, ...]] = []
-    with pytest.warns(DeprecationWarning, match=r"ModelRegistrar\(\): on_creating=, on_created="):
+    with pytest.warns(
+        DeprecationWarning, match=r"ModelRegistrar\(\): on_creating=, on_created= are deprecated"
+    ):
         registrar = ModelRegistrar(
             fake.workspace_client(),
             on_creating=lambda *a: events.append(("creating", *a)),
