@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import attrs
 
 from phi_finetune.errors import RunStateError
+from phi_finetune.observer import ResourceObserver  # re-exported: its home is observer.py
 from phi_finetune.steps import (
     STEPS,
     DeploymentRecord,
@@ -44,38 +45,6 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
-
-
-class ResourceObserver(Protocol):
-    """Told about every resource a step creates or deletes.
-
-    ``creating`` right before a create request (a kill while it is in flight still leaves the
-    name behind), ``created`` as soon as the service accepted it (before any waiting),
-    ``deleted`` once it is gone. ``billable`` defaults to whether the kind costs money while it
-    exists (compute, endpoint, deployment).
-    """
-
-    def creating(
-        self,
-        kind: str,
-        name: str,
-        version: str | None = None,
-        *,
-        billable: bool | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> None: ...
-
-    def created(
-        self,
-        kind: str,
-        name: str,
-        version: str | None = None,
-        *,
-        billable: bool | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> None: ...
-
-    def deleted(self, kind: str, name: str, version: str | None = None) -> None: ...
 
 
 @attrs.define

@@ -29,6 +29,7 @@ from phi_finetune.errors import (
     EndpointError,
     InvocationError,
 )
+from phi_finetune.observer import ResourceCallback, ResourceObserver, observer_from_callbacks
 from phi_finetune.scoring import Message, ScoreResult, build_request, parse_response
 
 if TYPE_CHECKING:
@@ -136,7 +137,9 @@ class Endpoint:
     or :meth:`from_name` (Azure), from the local backend, or directly from a scoring URI and
     key. ``ml_client`` (or the
     ``fetch_logs``/``deleter`` callbacks) enables :meth:`logs` and :meth:`delete`;
-    ``on_deleted(kind, name)`` is called after a deletion, e.g. to record it in a run journal.
+    ``observer.deleted(kind, name)`` (a :class:`~phi_finetune.observer.ResourceObserver`) is
+    called after a deletion, e.g. to record it in a run journal (``on_deleted(kind, name)`` is
+    its deprecated 0.1 spelling).
     """
 
     def __init__(
@@ -149,7 +152,8 @@ class Endpoint:
         ml_client: MLClient | None = None,
         fetch_logs: Callable[[int], str] | None = None,
         deleter: Callable[[], object] | None = None,
-        on_deleted: Callable[[str, str], object] | None = None,
+        observer: ResourceObserver | None = None,
+        on_deleted: ResourceCallback | None = None,
         timeout_s: float = 120.0,
         max_attempts: int = 5,
         max_backoff_s: float = 30.0,
@@ -172,7 +176,7 @@ class Endpoint:
         self._ml_client = ml_client
         self._fetch_logs = fetch_logs
         self._deleter = deleter
-        self._on_deleted = on_deleted
+        self._observer = observer_from_callbacks("Endpoint()", observer, on_deleted=on_deleted)
         self._timeout_s = timeout_s
         self._max_attempts = max_attempts
         self._max_backoff_s = max_backoff_s
@@ -190,14 +194,17 @@ class Endpoint:
         name: str,
         *,
         deployment_name: str | None = None,
-        on_deleted: Callable[[str, str], object] | None = None,
+        observer: ResourceObserver | None = None,
+        on_deleted: ResourceCallback | None = None,
         **options: Any,
     ) -> Endpoint:
         """Attach to an existing Azure ML online endpoint (gets its scoring URI and key).
 
         ``deployment_name`` defaults to the deployment receiving most of the traffic;
-        ``options`` are the constructor's keyword arguments (``timeout_s``, ``max_attempts``...).
+        ``observer`` hears about :meth:`delete`; ``options`` are the constructor's keyword
+        arguments (``timeout_s``, ``max_attempts``...).
         """
+        observer = observer_from_callbacks("Endpoint.from_name", observer, on_deleted=on_deleted)
         from phi_finetune.azure.boundary import call
         from phi_finetune.names import validate_deployment_name, validate_endpoint_name
 
@@ -248,7 +255,7 @@ class Endpoint:
             str(key),
             deployment_name=deployment_name,
             ml_client=ml_client,
-            on_deleted=on_deleted,
+            observer=observer,
             **options,
         )
 
@@ -259,7 +266,8 @@ class Endpoint:
         name: str,
         *,
         deployment_name: str | None = None,
-        on_deleted: Callable[[str, str], object] | None = None,
+        observer: ResourceObserver | None = None,
+        on_deleted: ResourceCallback | None = None,
         **options: Any,
     ) -> Endpoint:
         """Deprecated alias of :meth:`from_name` (removed in 0.3.0)."""
@@ -268,8 +276,9 @@ class Endpoint:
             DeprecationWarning,
             stacklevel=2,
         )
+        observer = observer_from_callbacks("Endpoint.from_azure", observer, on_deleted=on_deleted)
         return cls.from_name(
-            ml_client, name, deployment_name=deployment_name, on_deleted=on_deleted, **options
+            ml_client, name, deployment_name=deployment_name, observer=observer, **options
         )
 
     # ------------------------------------------------------------------ properties
@@ -475,8 +484,8 @@ class Endpoint:
                 "deleter); delete it with `phi-finetune teardown RUN_ID`"
             )
         self._deleted = True
-        if self._on_deleted is not None:
-            self._on_deleted(self._kind, self._name)
+        if self._observer is not None:
+            self._observer.deleted(self._kind, self._name)
 
     def __enter__(self) -> Endpoint:
         return self

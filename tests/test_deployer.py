@@ -16,6 +16,7 @@ from phi_finetune.azure.deployer import (
     parse_allow_list,
 )
 from phi_finetune.azure.registrar import ModelRegistrar, RegisteredModel
+from phi_finetune.backends import JournalObserver
 from phi_finetune.config import DeployConfig
 from phi_finetune.endpoint import Endpoint
 from phi_finetune.errors import (
@@ -27,6 +28,7 @@ from phi_finetune.errors import (
     WaitTimeoutError,
 )
 from phi_finetune.journal import Journal
+from phi_finetune.observer import NullObserver
 from phi_finetune.testing import FakeAzureML, autospec_ml_client
 
 MODEL = RegisteredModel(name="phi-ultrachat", version="1")
@@ -124,14 +126,15 @@ def test_deploy_success_records_before_waiting_and_scores(fake: Any, tmp_path: A
     journal = Journal.create(tmp_path, backend="azure")
     seen: list[tuple[str, str, int]] = []
 
-    def on_created(kind: str, name: str) -> None:
-        # the resource is journaled as soon as the service accepted it
-        journal.record_resource(kind, name, state="created")
-        seen.append((kind, name, len(fake.find_requests("PUT"))))
+    class Seen(NullObserver):
+        def created(self, kind: str, name: str, *args: Any, **kwargs: Any) -> None:
+            # the resource is journaled as soon as the service accepted it
+            journal.record_resource(kind, name, state="created")
+            seen.append((kind, name, len(fake.find_requests("PUT"))))
 
     endpoint = EndpointDeployer(ml, poll_interval_s=0.01).deploy(
         model,
-        on_created=on_created,
+        observer=Seen(),
         run_id=journal.run_id,
         inference_allow_list=["STANDARD_NC6S_V3"],
     )
@@ -171,10 +174,13 @@ def test_failed_deployment_leaves_no_endpoint_and_carries_logs(fake: Any) -> Non
     model = _model(fake)
     fake.script_deployment("Failed", logs=["Loading model", "CUDA out of memory"])
     deleted: list[tuple[str, str]] = []
+
+    class Deletions(NullObserver):
+        def deleted(self, kind: str, name: str, version: str | None = None) -> None:
+            deleted.append((kind, name))
+
     with pytest.raises(DeploymentError, match="was deleted") as info:
-        EndpointDeployer(ml, poll_interval_s=0.01).deploy(
-            model, on_deleted=lambda k, n: deleted.append((k, n))
-        )
+        EndpointDeployer(ml, poll_interval_s=0.01).deploy(model, observer=Deletions())
     assert "CUDA out of memory" in info.value.log_lines
     assert "CUDA out of memory" in str(info.value)
     assert fake.endpoints == {}
@@ -329,7 +335,7 @@ def test_no_key_in_logs_reprs_or_journal(
     endpoint = EndpointDeployer(ml, poll_interval_s=0.01).deploy(
         _model(fake),
         endpoint_name="secret-check",
-        on_created=lambda k, n: journal.record_resource(k, n),
+        observer=JournalObserver(journal),
     )
     keys = fake.endpoint_keys("secret-check")
     endpoint._session = requests.Session()  # route scoring through the fake

@@ -14,6 +14,7 @@ import pytest
 
 from phi_finetune.endpoint import Endpoint, request_from_file
 from phi_finetune.errors import DataValidationError, EndpointError, InvocationError
+from phi_finetune.observer import NullObserver
 
 KEY = "k3y-Secret-Endpoint-Key-abcdef0123456789"
 USER = [{"role": "user", "content": "What is 2+2?"}]
@@ -253,12 +254,17 @@ def test_logs_never_show_the_key(
 def test_delete_is_idempotent_and_reports(server: tuple[str, Recorder]) -> None:
     calls: list[str] = []
     deleted: list[tuple[str, str]] = []
+
+    class Deletions(NullObserver):
+        def deleted(self, kind: str, name: str, version: str | None = None) -> None:
+            deleted.append((kind, name))
+
     endpoint = Endpoint(
         "ep",
         server[0],
         KEY,
         deleter=lambda: calls.append("x"),
-        on_deleted=lambda kind, name: deleted.append((kind, name)),
+        observer=Deletions(),
         kind="local_server",
     )
     assert endpoint.delete() is None

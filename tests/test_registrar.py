@@ -8,6 +8,7 @@ import pytest
 
 from phi_finetune.azure.registrar import ModelRegistrar, RegisteredModel, job_output_path
 from phi_finetune.errors import InvalidNameError, ModelError, ServiceError
+from phi_finetune.observer import NullObserver
 from phi_finetune.testing import FakeAzureML, autospec_ml_client
 
 BASE = "Phi-3-mini-4k-instruct"
@@ -28,12 +29,16 @@ def test_model_entity_and_tags_with_autospec() -> None:
     ml.models.list.return_value = []
     ml.models.get.side_effect = ResourceNotFoundError("nope")
     ml.models.create_or_update.side_effect = lambda model: model
-    events: list[tuple[str, str, str]] = []
-    registrar = ModelRegistrar(
-        ml,
-        on_creating=lambda *a: events.append(("creating", a[1], a[2])),
-        on_created=lambda *a: events.append(("created", a[1], a[2])),
-    )
+    events: list[tuple[str, str, str | None]] = []
+
+    class Events(NullObserver):
+        def creating(self, kind: str, name: str, version: str | None = None, **_: Any) -> None:
+            events.append(("creating", name, version))
+
+        def created(self, kind: str, name: str, version: str | None = None, **_: Any) -> None:
+            events.append(("created", name, version))
+
+    registrar = ModelRegistrar(ml, observer=Events())
     result = registrar.register(
         "calm_kiwi",
         base_model=f"azureml://registries/azureml/models/{BASE}/versions/15",
@@ -53,7 +58,10 @@ def test_model_entity_and_tags_with_autospec() -> None:
     assert model.tags["phi_finetune.run_id"] == "run-1"
     assert model.tags["team"] == "ml"
     assert result.created and result.asset_id == f"azureml:{model.name}:{model.version}"
-    assert [e[0] for e in events] == ["creating", "created"]
+    assert events == [
+        ("creating", model.name, model.version),
+        ("created", model.name, model.version),
+    ]
 
 
 def test_bad_names_are_refused_before_any_call() -> None:

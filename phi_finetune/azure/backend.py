@@ -186,11 +186,7 @@ class AzureBackend:
 
         config = ctx.config
         plan = ctx.plan
-        registrar = ModelRegistrar(
-            self.workspace(ctx).ml_client,
-            on_creating=ctx.observer.creating,
-            on_created=ctx.observer.created,
-        )
+        registrar = ModelRegistrar(self.workspace(ctx).ml_client, observer=ctx.observer)
         model = registrar.register(
             ctx.job.name,
             base_model=plan.model.name or config.model.name,
@@ -233,9 +229,7 @@ class AzureBackend:
             run_id=ctx.journal.run_id,
             # ``creating`` is journaled before the create request: a kill while it is in
             # flight still leaves the (possibly created) endpoint's name in the journal.
-            on_creating=observer.creating,
-            on_created=observer.created,
-            on_deleted=observer.deleted,
+            observer=observer,
         )
         # A reused endpoint or deployment (left "creating" by a killed attempt) gets no
         # created call from the deployer: record that both exist now.
@@ -255,7 +249,7 @@ class AzureBackend:
             self.workspace(ctx).ml_client,
             deployed.endpoint_name,
             deployment_name=deployed.deployment_name,
-            on_deleted=ctx.observer.deleted,
+            observer=ctx.observer,
         )
 
     def delete_resource(self, ctx: StepContext, resource: ResourceRecord) -> None:

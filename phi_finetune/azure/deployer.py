@@ -5,9 +5,10 @@ Everything that can be checked offline is checked before the first request
 model's inference allow list, the instance count, probe and timeout values.
 :meth:`EndpointDeployer.begin_deploy` sends the endpoint request and returns a
 :class:`DeploymentHandle` (``status()``, ``done()``, ``wait()``, ``result()`` -> :class:`Endpoint`);
-:meth:`EndpointDeployer.deploy` is ``begin_deploy(...).result()``. Resources are reported through
-callbacks as soon as the service accepts them (before any waiting), so a run journal never loses
-track of them. A failed deployment raises :class:`~phi_finetune.errors.DeploymentError` with the
+:meth:`EndpointDeployer.deploy` is ``begin_deploy(...).result()``. Resources are reported to a
+:class:`~phi_finetune.observer.ResourceObserver` (``observer=``) right before each create request
+and as soon as the service accepts it (before any waiting), so a run journal never loses track
+of them. A failed deployment raises :class:`~phi_finetune.errors.DeploymentError` with the
 last lines of its logs and deletes the endpoint unless ``keep_on_failure=True``.
 """
 
@@ -23,12 +24,7 @@ import attrs
 
 from phi_finetune._redact import redact
 from phi_finetune.azure.boundary import call, get_or_none, retrying
-from phi_finetune.azure.deployment_handle import (
-    Callbacks,
-    DeploymentHandle,
-    ResourceCallback,
-    state_text,
-)
+from phi_finetune.azure.deployment_handle import DeploymentHandle, state_text
 from phi_finetune.azure.deployment_spec import (
     DEFAULT_INSTANCE_TYPE,
     MAX_REQUEST_TIMEOUT_MS,
@@ -49,6 +45,12 @@ from phi_finetune.names import (
     RUN_ID_TAG,
     generate_endpoint_name,
     validate_endpoint_name,
+)
+from phi_finetune.observer import (
+    NullObserver,
+    ResourceCallback,
+    ResourceObserver,
+    observer_from_callbacks,
 )
 from phi_finetune.progress import progress_bar
 
@@ -98,10 +100,12 @@ def _model_reference(model: RegisteredModel | str) -> str:
 class EndpointDeployer:
     """Creates and deletes managed online endpoints through an ``MLClient``.
 
-    Callbacks, each ``fn(kind, name)`` with kind ``endpoint`` or ``deployment``:
-    ``on_creating`` right before a create request, ``on_created`` as soon as the service
-    accepted it (before waiting), ``on_deleted`` after a deletion. Values given to
-    :meth:`begin_deploy` override those given here.
+    ``observer`` (a :class:`~phi_finetune.observer.ResourceObserver`) hears
+    ``creating(kind, name, billable=True)`` right before each create request,
+    ``created(...)`` as soon as the service accepted it (before waiting) and
+    ``deleted(kind, name)`` after a deletion, with kind ``endpoint`` or ``deployment``. An
+    ``observer`` given to :meth:`begin_deploy` replaces this one for that deployment. The 0.1
+    callbacks ``on_creating``/``on_created``/``on_deleted`` (``fn(kind, name)``) are deprecated.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class EndpointDeployer:
         *,
         wait_timeout_s: float = 3600.0,
         poll_interval_s: float = 10.0,
+        observer: ResourceObserver | None = None,
         on_creating: ResourceCallback | None = None,
         on_created: ResourceCallback | None = None,
         on_deleted: ResourceCallback | None = None,
@@ -119,9 +124,14 @@ class EndpointDeployer:
         self._ml_client = ml_client
         self._wait_timeout_s = wait_timeout_s
         self._poll_interval_s = poll_interval_s
-        self._on_creating = on_creating
-        self._on_created = on_created
-        self._on_deleted = on_deleted
+        chosen = observer_from_callbacks(
+            "EndpointDeployer()",
+            observer,
+            on_creating=on_creating,
+            on_created=on_created,
+            on_deleted=on_deleted,
+        )
+        self._observer: ResourceObserver = NullObserver() if chosen is None else chosen
         self._clock = clock
         self._sleep = sleep
 
@@ -133,6 +143,7 @@ class EndpointDeployer:
         *,
         reuse_endpoint: bool = False,
         run_id: str | None = None,
+        observer: ResourceObserver | None = None,
         on_creating: ResourceCallback | None = None,
         on_created: ResourceCallback | None = None,
         on_deleted: ResourceCallback | None = None,
@@ -147,25 +158,22 @@ class EndpointDeployer:
         ``instance_type=...``, ``endpoint_name=...``). ``endpoint_name`` ``None`` means a fresh
         ``ultrachat-completion-<suffix>``. An endpoint that already exists is an error unless
         ``reuse_endpoint=True`` (used when resuming a run that created it); a deployment of the
-        same name that already succeeded is then reused too.
+        same name that already succeeded is then reused too. ``observer`` defaults to the
+        deployer's; the deprecated ``on_*`` callbacks fall back to it one by one.
         """
+        chosen = self._observer_for(
+            "EndpointDeployer.begin_deploy", observer, on_creating, on_created, on_deleted
+        )
         model_ref = _model_reference(model)
         spec = _merge_spec(spec, settings)
         spec.check()
         timeout = self._wait_timeout_s if spec.wait_timeout_s is None else spec.wait_timeout_s
         if timeout <= 0:
             raise ConfigurationError("wait_timeout_s must be > 0", key="wait_timeout_s")
-        callbacks = Callbacks(
-            on_creating or self._on_creating,
-            on_created or self._on_created,
-            on_deleted or self._on_deleted,
-        )
         with sdk_output_to_stderr():
             name, existing = self._choose_endpoint(spec.endpoint_name, reuse=reuse_endpoint)
             poller = (
-                None
-                if existing is not None
-                else self._create_endpoint(name, spec, run_id, callbacks)
+                None if existing is not None else self._create_endpoint(name, spec, run_id, chosen)
             )
         return DeploymentHandle(
             self,
@@ -175,7 +183,7 @@ class EndpointDeployer:
             existing=existing,
             endpoint_poller=poller,
             timeout_s=timeout,
-            callbacks=callbacks,
+            observer=chosen,
         )
 
     def deploy(
@@ -185,21 +193,18 @@ class EndpointDeployer:
         *,
         reuse_endpoint: bool = False,
         run_id: str | None = None,
+        observer: ResourceObserver | None = None,
         on_creating: ResourceCallback | None = None,
         on_created: ResourceCallback | None = None,
         on_deleted: ResourceCallback | None = None,
         **settings: Any,
     ) -> Endpoint:
         """``begin_deploy(...).result()``: deploy and wait (bounded); the :class:`Endpoint`."""
+        chosen = self._observer_for(
+            "EndpointDeployer.deploy", observer, on_creating, on_created, on_deleted
+        )
         return self.begin_deploy(
-            model,
-            spec,
-            reuse_endpoint=reuse_endpoint,
-            run_id=run_id,
-            on_creating=on_creating,
-            on_created=on_created,
-            on_deleted=on_deleted,
-            **settings,
+            model, spec, reuse_endpoint=reuse_endpoint, run_id=run_id, observer=chosen, **settings
         ).result()
 
     def attach(
@@ -215,11 +220,9 @@ class EndpointDeployer:
             DeprecationWarning,
             stacklevel=2,
         )
+        chosen = self._observer_for("EndpointDeployer.attach", None, None, None, on_deleted)
         return Endpoint.from_name(
-            self._ml_client,
-            endpoint_name,
-            deployment_name=deployment_name,
-            on_deleted=on_deleted or self._on_deleted,
+            self._ml_client, endpoint_name, deployment_name=deployment_name, observer=chosen
         )
 
     def exists(self, endpoint_name: str) -> bool:
@@ -231,11 +234,30 @@ class EndpointDeployer:
         """Delete an endpoint (and its deployments) and wait; succeeds when it is already gone."""
         validate_endpoint_name(endpoint_name)
         delete_online_endpoint(self._ml_client, endpoint_name)
-        _notify(self._on_deleted, "endpoint", endpoint_name)
+        self._observer.deleted("endpoint", endpoint_name)
 
     # ------------------------------------------------------------------ internals
+    def _observer_for(
+        self,
+        where: str,
+        observer: ResourceObserver | None,
+        on_creating: ResourceCallback | None,
+        on_created: ResourceCallback | None,
+        on_deleted: ResourceCallback | None,
+    ) -> ResourceObserver:
+        chosen = observer_from_callbacks(
+            where,
+            observer,
+            on_creating=on_creating,
+            on_created=on_created,
+            on_deleted=on_deleted,
+            fallback=self._observer,
+            stacklevel=4,
+        )
+        return self._observer if chosen is None else chosen
+
     def _create_endpoint(
-        self, name: str, spec: DeploymentSpec, run_id: str | None, callbacks: Callbacks
+        self, name: str, spec: DeploymentSpec, run_id: str | None, observer: ResourceObserver
     ) -> LROPoller[Any]:
         from azure.ai.ml.entities import ManagedOnlineEndpoint
 
@@ -248,12 +270,12 @@ class EndpointDeployer:
             description=spec.description or "phi_finetune chat completion endpoint",
             tags=tags,
         )
-        _notify(callbacks.on_creating, "endpoint", name)
+        observer.creating("endpoint", name, billable=True)
         poller: LROPoller[Any] = call(
             f"create endpoint {name!r}",
             lambda: self._ml_client.online_endpoints.begin_create_or_update(endpoint),
         )
-        _notify(callbacks.on_created, "endpoint", name)
+        observer.created("endpoint", name, billable=True)
         return poller
 
     def _choose_endpoint(
@@ -294,7 +316,7 @@ class EndpointDeployer:
         *,
         timeout: float,
         reuse: bool,
-        callbacks: Callbacks,
+        observer: ResourceObserver,
     ) -> None:
         from azure.ai.ml.entities import (
             ManagedOnlineDeployment,
@@ -317,10 +339,10 @@ class EndpointDeployer:
                 liveness_probe=ProbeSettings(initial_delay=spec.liveness_initial_delay),
                 request_settings=OnlineRequestSettings(request_timeout_ms=spec.request_timeout_ms),
             )
-            _notify(callbacks.on_creating, "deployment", deployment_name)
+            observer.creating("deployment", deployment_name, billable=True)
             try:
                 poller = self._ml_client.online_deployments.begin_create_or_update(deployment)
-                _notify(callbacks.on_created, "deployment", deployment_name)
+                observer.created("deployment", deployment_name, billable=True)
                 self._wait(poller, what=f"deployment {deployment_name}", timeout=timeout)
                 state = self._deployment_state(endpoint_name, deployment_name)
                 if state not in (None, "succeeded"):
@@ -328,7 +350,7 @@ class EndpointDeployer:
             except (WaitTimeoutError, KeyboardInterrupt):
                 raise
             except Exception as exc:
-                self._fail(endpoint_name, spec, exc, on_deleted=callbacks.on_deleted)
+                self._fail(endpoint_name, spec, exc, observer=observer)
         # --- all traffic to the deployment
         try:
             current = self._ml_client.online_endpoints.get(name=endpoint_name)
@@ -345,7 +367,7 @@ class EndpointDeployer:
                 endpoint_name,
                 spec,
                 exc,
-                on_deleted=callbacks.on_deleted,
+                observer=observer,
                 stage="sending traffic to",
             )
 
@@ -398,7 +420,7 @@ class EndpointDeployer:
         spec: DeploymentSpec,
         exc: BaseException,
         *,
-        on_deleted: ResourceCallback | None,
+        observer: ResourceObserver,
         stage: str = "deploying",
     ) -> None:
         deployment_name = spec.deployment_name
@@ -409,7 +431,7 @@ class EndpointDeployer:
             # HttpResponseError and the SDK's exceptions carry the service's words in .message.
             text = redact(str(getattr(exc, "message", None) or exc)).strip()
             reason = (text.splitlines() or [type(exc).__name__])[0][:600].rstrip(".")
-        cleanup = self._cleanup(endpoint_name, spec.keep_on_failure, on_deleted, deployment_name)
+        cleanup = self._cleanup(endpoint_name, spec.keep_on_failure, observer, deployment_name)
         raise DeploymentError(
             f"{stage} {deployment_name!r} on endpoint {endpoint_name!r} failed: {reason}. "
             f"{cleanup} Common causes: no quota for the instance type (request more in the "
@@ -436,7 +458,7 @@ class EndpointDeployer:
         self,
         endpoint_name: str,
         keep_on_failure: bool,
-        on_deleted: ResourceCallback | None,
+        observer: ResourceObserver | None,
         deployment_name: str | None = None,
     ) -> str:
         if keep_on_failure:
@@ -456,9 +478,10 @@ class EndpointDeployer:
                 f"Deleting endpoint {endpoint_name!r} failed too: delete it in the Azure ML "
                 "studio or with `phi-finetune teardown RUN_ID`, since it bills while it exists."
             )
-        if deployment_name is not None:
-            _notify(on_deleted, "deployment", deployment_name)
-        _notify(on_deleted, "endpoint", endpoint_name)
+        if observer is not None:
+            if deployment_name is not None:
+                observer.deleted("deployment", deployment_name)
+            observer.deleted("endpoint", endpoint_name)
         return f"The endpoint {endpoint_name!r} was deleted (pass keep_on_failure=True to keep it)."
 
 
@@ -478,8 +501,3 @@ def _merge_spec(spec: DeploymentSpec | None, settings: dict[str, Any]) -> Deploy
         )
     base = DeploymentSpec() if spec is None else spec
     return attrs.evolve(base, **settings) if settings else base
-
-
-def _notify(callback: ResourceCallback | None, kind: str, name: str) -> None:
-    if callback is not None:
-        callback(kind, name)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import attrs
 
 from phi_finetune.azure.boundary import translate
 from phi_finetune.endpoint import Endpoint, sdk_output_to_stderr
 from phi_finetune.errors import ConfigurationError, PhiFinetuneError, WaitTimeoutError
+from phi_finetune.observer import NullObserver
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import ManagedOnlineEndpoint
@@ -17,20 +15,9 @@ if TYPE_CHECKING:
 
     from phi_finetune.azure.deployer import EndpointDeployer
     from phi_finetune.azure.deployment_spec import DeploymentSpec
+    from phi_finetune.observer import ResourceObserver
 
-__all__ = ["Callbacks", "DeploymentHandle", "ResourceCallback", "state_text"]
-
-#: ``fn(kind, name)``; kind is ``endpoint`` or ``deployment``.
-ResourceCallback = Callable[[str, str], object]
-
-
-@attrs.frozen
-class Callbacks:
-    """The resource callbacks of one deployment (each ``fn(kind, name)``)."""
-
-    on_creating: ResourceCallback | None
-    on_created: ResourceCallback | None
-    on_deleted: ResourceCallback | None
+__all__ = ["DeploymentHandle", "state_text"]
 
 
 class DeploymentHandle:
@@ -51,7 +38,7 @@ class DeploymentHandle:
         existing: ManagedOnlineEndpoint | None,
         endpoint_poller: LROPoller[Any] | None,
         timeout_s: float,
-        callbacks: Callbacks,
+        observer: ResourceObserver | None = None,
     ) -> None:
         self._deployer = deployer
         self._model_ref = model_ref
@@ -60,7 +47,7 @@ class DeploymentHandle:
         self._existing = existing
         self._endpoint_poller = endpoint_poller
         self._timeout_s = timeout_s
-        self._callbacks = callbacks
+        self._observer: ResourceObserver = NullObserver() if observer is None else observer
         self._result: Endpoint | None = None
         self._error: BaseException | None = None
 
@@ -128,12 +115,12 @@ class DeploymentHandle:
 
     def _finish(self, timeout: float) -> Endpoint:
         deployer, spec, name = self._deployer, self._spec, self._endpoint_name
-        callbacks = self._callbacks
+        observer = self._observer
         if self._endpoint_poller is not None:
             try:
                 deployer._wait(self._endpoint_poller, what=f"endpoint {name}", timeout=timeout)
             except Exception as exc:
-                deployer._cleanup(name, spec.keep_on_failure, callbacks.on_deleted)
+                deployer._cleanup(name, spec.keep_on_failure, observer)
                 if isinstance(exc, PhiFinetuneError):
                     raise
                 raise translate(f"create endpoint {name!r}", exc) from exc
@@ -145,18 +132,16 @@ class DeploymentHandle:
                 spec,
                 timeout=timeout,
                 reuse=self._existing is not None,
-                callbacks=callbacks,
+                observer=observer,
             )
         except WaitTimeoutError:
-            deployer._cleanup(
-                name, spec.keep_on_failure, callbacks.on_deleted, spec.deployment_name
-            )
+            deployer._cleanup(name, spec.keep_on_failure, observer, spec.deployment_name)
             raise
         return Endpoint.from_name(
             deployer._ml_client,
             name,
             deployment_name=spec.deployment_name,
-            on_deleted=callbacks.on_deleted,
+            observer=observer,
         )
 
 

@@ -25,6 +25,7 @@ from phi_finetune.names import (
     validate_model_name,
     validate_model_version,
 )
+from phi_finetune.observer import NullObserver, ResourceObserver, observer_from_callbacks
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
@@ -121,21 +122,30 @@ def _tag_value(value: Any) -> str:
 class ModelRegistrar:
     """Registers job outputs as MLflow models through an ``MLClient``.
 
-    ``on_creating(kind, name, version)`` is called right before the create request and
-    ``on_created(kind, name, version)`` right after it succeeds, so a journal can record the
-    model on both sides of the remote call.
+    ``observer`` (a :class:`~phi_finetune.observer.ResourceObserver`) hears
+    ``creating("model", name, version, billable=False)`` right before the create request and
+    ``created(...)`` right after it succeeds, so a journal can record the model on both sides of
+    the remote call. The 0.1 callbacks ``on_creating``/``on_created``
+    (``fn(kind, name, version)``) are deprecated.
     """
 
     def __init__(
         self,
         ml_client: MLClient,
         *,
+        observer: ResourceObserver | None = None,
         on_creating: Callable[[str, str, str], object] | None = None,
         on_created: Callable[[str, str, str], object] | None = None,
     ) -> None:
         self._ml_client = ml_client
-        self._on_creating = on_creating
-        self._on_created = on_created
+        chosen = observer_from_callbacks(
+            "ModelRegistrar()",
+            observer,
+            on_creating=on_creating,
+            on_created=on_created,
+            with_version=True,
+        )
+        self._observer: ResourceObserver = NullObserver() if chosen is None else chosen
 
     def register(
         self,
@@ -217,8 +227,7 @@ class ModelRegistrar:
             or f"{base_model} fine-tuned on UltraChat 200k (job output {path})",
             tags=all_tags,
         )
-        if self._on_creating is not None:
-            self._on_creating("model", model_name, wanted_version)
+        self._observer.creating("model", model_name, wanted_version, billable=False)
         created = call(
             f"register model {model_name}:{wanted_version}",
             lambda: self._ml_client.models.create_or_update(model),
@@ -227,8 +236,7 @@ class ModelRegistrar:
         if not result.tags.get(TAG_SOURCE):
             result = attrs.evolve(result, tags={**result.tags, TAG_SOURCE: path})
         logger.info("registered model %s:%s from %s", result.name, result.version, path)
-        if self._on_created is not None:
-            self._on_created("model", result.name, result.version)
+        self._observer.created("model", result.name, result.version, billable=False)
         return result
 
     def get(self, name: str, version: str | int) -> RegisteredModel:
