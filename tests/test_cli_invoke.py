@@ -15,6 +15,7 @@ import requests
 
 from phi_finetune.azure.deployer import EndpointDeployer
 from phi_finetune.azure.registrar import ModelRegistrar
+from phi_finetune.backends import JournalObserver
 from phi_finetune.cli import endpoints as endpoints_cli
 from phi_finetune.cli import invoke as invoke_cli
 from phi_finetune.cli.main import main
@@ -179,7 +180,7 @@ def _deploy(ml: Any, name: str, journal: Journal | None = None) -> Any:
         model,
         endpoint_name=name,
         run_id=journal.run_id if journal else None,
-        on_created=(lambda k, n: journal.record_resource(k, n)) if journal else None,
+        observer=JournalObserver(journal) if journal else None,
     )
 
 
