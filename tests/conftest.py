@@ -5,9 +5,13 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from phi_finetune.journal import Journal
+    from phi_finetune.session import FineTuneSession
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
@@ -72,7 +76,9 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="session")
-def shared_trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+def shared_trained_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Journal, Path]]:
     """``(journal, root)`` of one demo run trained up to ``fine_tune`` (see tests/_local_runs.py).
 
     Shared by every test of the session: read it, never change it; use ``trained_run_copy``.
@@ -85,11 +91,15 @@ def shared_trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         attempts = _guard_network(mp)
         journal = train_shared_run(root)
     assert attempts == [], f"training the shared run tried to use the network: {attempts}"
+    store = root / "state" / "mlflow.db"
+    trained = journal.path.read_bytes(), store.read_bytes()
     yield journal, root
+    assert journal.path.read_bytes() == trained[0], "a test changed the shared run's journal"
+    assert store.read_bytes() == trained[1], "a test wrote into the shared run's MLflow store"
 
 
 @pytest.fixture
-def trained_run_copy(shared_trained_run: tuple[Any, Any], tmp_path: Path) -> Any:
+def trained_run_copy(shared_trained_run: tuple[Journal, Path], tmp_path: Path) -> FineTuneSession:
     """A new local session under ``tmp_path`` whose prepare_data/plan/fine_tune steps are the
     shared run's, with its own copy of the data, trained model and MLflow store."""
     from _local_runs import copy_trained_run
