@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from phi_finetune.journal import Journal
+    from phi_finetune.session import FineTuneSession
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
@@ -68,3 +73,55 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield attempts
     if attempts:
         pytest.fail(f"the test tried to use the network: {attempts}")
+
+
+@pytest.fixture(scope="session")
+def shared_trained_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Journal, Path]]:
+    """``(journal, root)`` of one demo run trained up to ``fine_tune`` (see tests/_local_runs.py).
+
+    Shared by every test of the session: read it, never change it; use ``trained_run_copy``.
+    """
+    from _local_runs import train_shared_run
+
+    root = tmp_path_factory.mktemp("shared-trained-run")
+    with pytest.MonkeyPatch.context() as mp:
+        # Session-scoped, so outside ``block_network``: the same guard, for the training only.
+        attempts = _guard_network(mp)
+        journal = train_shared_run(root)
+    assert attempts == [], f"training the shared run tried to use the network: {attempts}"
+    store = root / "state" / "mlflow.db"
+    trained = journal.path.read_bytes(), store.read_bytes()
+    yield journal, root
+    assert journal.path.read_bytes() == trained[0], "a test changed the shared run's journal"
+    assert store.read_bytes() == trained[1], "a test wrote into the shared run's MLflow store"
+
+
+@pytest.fixture
+def trained_run_copy(shared_trained_run: tuple[Journal, Path], tmp_path: Path) -> FineTuneSession:
+    """A new local session under ``tmp_path`` whose prepare_data/plan/fine_tune steps are the
+    shared run's, with its own copy of the data, trained model and MLflow store."""
+    from _local_runs import copy_trained_run
+
+    journal, root = shared_trained_run
+    return copy_trained_run(journal, root, tmp_path)
+
+
+def _guard_network(mp: pytest.MonkeyPatch) -> list[str]:
+    """Refuse non-loopback connections and set the offline switches on ``mp``."""
+    attempts: list[str] = []
+    real_connect = socket.socket.connect
+
+    def guarded_connect(self: socket.socket, address: Any) -> Any:
+        if not _is_loopback(address):
+            attempts.append(f"connect {address!r}")
+            raise NetworkBlocked(f"test tried to connect to {address!r}")
+        return real_connect(self, address)
+
+    mp.setattr(socket.socket, "connect", guarded_connect)
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        mp.setenv(name, "1")
+    mp.setenv("PHI_FINETUNE_NO_PROGRESS", "1")
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return attempts

@@ -1,7 +1,8 @@
 """Run reports: ``build_report``, ``FineTuneSession.report()`` and ``phi-finetune report``.
 
-The local-run tests share one real run (the tiny test model trained for 6 steps on CPU, a few
-seconds); the Azure tests use hand-written journals and a stub job handle.
+The local-run tests share one real run (a copy of the session's shared run, see
+tests/_local_runs.py: the tiny test model trained for ``MAX_STEPS`` steps on CPU, registered here);
+the Azure tests use hand-written journals and a stub job handle.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _local_runs import MAX_STEPS
 
 from phi_finetune.azure.job import JobHandle, JobMetrics
 from phi_finetune.cli.main import main as cli
@@ -34,11 +36,15 @@ PNG_SHAPE = (450, 800)
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory: pytest.TempPathFactory) -> FineTuneSession:
-    from phi_finetune.cli.demo import demo_config
+def local_run(
+    shared_trained_run: tuple[Journal, Path], tmp_path_factory: pytest.TempPathFactory
+) -> FineTuneSession:
+    """A registered local run: this module's copy of the session's shared trained run."""
+    from _local_runs import copy_trained_run
 
-    root = tmp_path_factory.mktemp("local-run")
-    session = FineTuneSession.from_config(demo_config(root, max_steps=6))
+    session: FineTuneSession = copy_trained_run(
+        *shared_trained_run, tmp_path_factory.mktemp("local-run")
+    )
     session.register()
     return session
 
@@ -119,11 +125,11 @@ def test_local_report_png_and_curves_match_the_journal(
     job = Journal.load(local_run.state_dir, local_run.run_id).record_of("fine_tune")
     assert isinstance(job, JobRecord) and job.training is not None
     history = job.training.history
-    assert len(history) == 6
+    assert len(history) == MAX_STEPS
     assert report.train_steps == tuple(h["step"] for h in history)
     assert report.train_loss == tuple(h["loss"] for h in history)
     assert report.eval_loss == (job.training.eval_loss,)
-    assert report.eval_steps == (6,)
+    assert report.eval_steps == (MAX_STEPS,)
     assert report.metrics_note is None and report.has_metrics
     assert report.summary["metrics"]["final_train_loss"] == history[-1]["loss"]
 
@@ -183,7 +189,7 @@ def test_cli_report_json(
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["png"] == str(out_dir / "report.png")
-    assert len(data["train_loss"]) == 6 and data["metrics_note"] is None
+    assert len(data["train_loss"]) == MAX_STEPS and data["metrics_note"] is None
     _check_png(out_dir / "report.png")
 
 

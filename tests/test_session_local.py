@@ -1,7 +1,10 @@
 """FineTuneSession on the local backend: the whole flow, failures, resume, teardown, the demo CLI.
 
-Each test trains the tiny test model for a few steps and (where needed) starts a real server on
-127.0.0.1, so these take seconds each.
+The tiny test model is trained once for the session (fixture ``shared_trained_run``); each test
+works on its own copy of that trained run (``trained_run_copy``: a new run whose prepare_data,
+plan and fine_tune steps and files are copied, see tests/_local_runs.py) and registers, deploys
+and scores its own model. Where needed a real server starts on 127.0.0.1. The demo CLI test
+trains on its own, end to end.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from phi_finetune.cli.demo import demo_config
 from phi_finetune.cli.main import main as cli
 from phi_finetune.errors import PhiFinetuneError
 from phi_finetune.journal import Journal
@@ -37,12 +39,11 @@ def _servers_under(root: Path) -> list[int]:
     return pids
 
 
-def _session(tmp_path: Path, **kw: Any) -> FineTuneSession:
-    return FineTuneSession.from_config(demo_config(tmp_path, max_steps=4), **kw)
-
-
-def test_whole_run_scores_and_leaves_nothing_running(tmp_path: Path) -> None:
-    session = _session(tmp_path)
+def test_whole_run_scores_and_leaves_nothing_running(
+    trained_run_copy: FineTuneSession, tmp_path: Path
+) -> None:
+    session = trained_run_copy
+    assert session.run_dir.is_relative_to(tmp_path)
     result = session.run()
     assert isinstance(result.reply, str)
     assert result.request["input_data"]["input_string"][0][-1]["role"] == "user"
@@ -64,9 +65,9 @@ def test_whole_run_scores_and_leaves_nothing_running(tmp_path: Path) -> None:
 
 
 def test_failure_between_steps_then_resume_does_not_repeat_work(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_run_copy: FineTuneSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session = _session(tmp_path)
+    session = trained_run_copy
     real_register = LocalBackend.register
 
     def broken(self: LocalBackend, ctx: Any) -> Any:
@@ -79,23 +80,33 @@ def test_failure_between_steps_then_resume_does_not_repeat_work(
     assert not session.journal.is_completed("register")
     training = session.journal.record_of("fine_tune").training
     merged = Path(training.merged_dir)
+    assert merged.is_relative_to(session.run_dir)  # this run's own copy, not the shared one
     trained_at = merged.stat().st_mtime_ns
+    trainings: list[object] = []
+
+    def no_training(self: object, *args: Any, **kwargs: Any) -> Any:
+        trainings.append(self)
+        raise AssertionError("resume trained the model again")
+
+    monkeypatch.setattr("phi_finetune.local.training.LocalTrainer.train", no_training)
 
     monkeypatch.setattr(LocalBackend, "register", real_register)
     resumed = FineTuneSession.resume(session.run_id, state_dir=tmp_path / "state")
     result = resumed.run()
     assert result.reply is not None
     assert merged.stat().st_mtime_ns == trained_at  # training was not run again
+    assert trainings == []
     journal = Journal.load(tmp_path / "state", session.run_id)
     models = [r for r in journal.resources() if r.kind == "model"]
     assert [(m.name, m.version) for m in models] == [(models[0].name, "1")]
+    assert journal.record_of("fine_tune").training == training
     assert _servers_under(tmp_path) == []
 
 
 def test_failure_after_deploy_stops_the_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_run_copy: FineTuneSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session = _session(tmp_path)
+    session = trained_run_copy
 
     def broken_invoke(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise PhiFinetuneError("scoring failed (injected)")
@@ -107,8 +118,10 @@ def test_failure_after_deploy_stops_the_server(
     assert _servers_under(tmp_path) == []
 
 
-def test_teardown_of_a_run_whose_process_died_stops_its_server(tmp_path: Path) -> None:
-    session = _session(tmp_path)
+def test_teardown_of_a_run_whose_process_died_stops_its_server(
+    trained_run_copy: FineTuneSession, tmp_path: Path
+) -> None:
+    session = trained_run_copy
     endpoint = session.deploy()
     assert endpoint.invoke([{"role": "user", "content": "Hello?"}], max_new_tokens=4).outputs
     pids = _servers_under(tmp_path)
@@ -138,9 +151,9 @@ def test_demo_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_status_and_teardown_cli_on_a_local_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained_run_copy: FineTuneSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    session = _session(tmp_path)
+    session = trained_run_copy
     session.register()
     state = str(tmp_path / "state")
     assert cli(["status", "--state-dir", state, "--json"]) == 0
