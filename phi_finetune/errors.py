@@ -285,3 +285,7 @@ class ServiceUnavailableError(ServiceError):
 
 class WaitTimeoutError(PhiFinetuneError, TimeoutError):
     """Waiting for a job, deployment or server took longer than allowed."""
+
+
+class RunInUseError(RunStateError):
+    """Another process holds the run (it is writing its journal or driving its steps)."""

@@ -28,6 +28,7 @@ import attrs
 
 from phi_finetune._atomic import atomic_write_json
 from phi_finetune._redact import REDACTED, redact
+from phi_finetune._run_lock import DRIVE_WAIT_S, WRITE_WAIT_S, RunLock, run_lock
 from phi_finetune.constants import DEFAULT_STATE_DIR, STATE_DIR_ENV, default_state_dir
 from phi_finetune.errors import RunStateError
 from phi_finetune.journal_records import (
@@ -67,6 +68,8 @@ FORMAT_VERSION = 2
 #: Older formats this release reads (migrated in memory, written back as FORMAT_VERSION).
 READABLE_FORMATS = (1, 2)
 JOURNAL_FILE = "journal.json"
+WRITE_LOCK_FILE = ".journal.lock"
+DRIVE_LOCK_FILE = ".driver.lock"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -192,7 +195,13 @@ class Journal:
             "resources": [],
         }
         journal = cls(path, data)
-        journal._save()
+        with journal._write_lock().held():
+            if path.exists():
+                raise RunStateError(
+                    f"run {run_id} already has a journal at {path}; resume it with "
+                    f"`phi-finetune resume {run_id}` or pick another run id"
+                )
+            journal._save()
         logger.info("run %s: journal created at %s", run_id, path)
         return journal
 
@@ -314,58 +323,60 @@ class Journal:
         Beginning a step again (after a failure, a kill, or to redo a completed one) counts
         another attempt and clears its previous outputs and error.
         """
-        raw = self._data["steps"].get(name)
-        if raw is not None and raw["status"] == "completed":
-            logger.info("run %s: step %s completed before; running it again", self.run_id, name)
-        attempts = int(raw.get("attempts", 0)) if raw else 0
-        self._data["steps"][name] = {
-            "name": name,
-            "status": "running",
-            "inputs": self._scrub(dict(inputs or {})),
-            "outputs": {},
-            "started_at": _now(),
-            "finished_at": None,
-            "error": None,
-            "attempts": attempts + 1,
-        }
-        self._save()
+        with self._mutating():
+            raw = self._data["steps"].get(name)
+            if raw is not None and raw["status"] == "completed":
+                logger.info("run %s: step %s completed before; running it again", self.run_id, name)
+            attempts = int(raw.get("attempts", 0)) if raw else 0
+            self._data["steps"][name] = {
+                "name": name,
+                "status": "running",
+                "inputs": self._scrub(dict(inputs or {})),
+                "outputs": {},
+                "started_at": _now(),
+                "finished_at": None,
+                "error": None,
+                "attempts": attempts + 1,
+            }
         return step_from(self._data["steps"][name])
 
     def complete_step(self, name: str, outputs: Mapping[str, Any] | None = None) -> StepRecord:
         """Record that ``name`` finished with ``outputs``."""
-        raw = self._data["steps"].get(name)
-        if raw is None or raw["status"] != "running":
-            state = "was never begun" if raw is None else f"is {raw['status']}, not running"
-            raise RunStateError(
-                f"run {self.run_id}: cannot complete step {name!r}: it {state}; "
-                "call begin_step first"
+        with self._mutating():
+            raw = self._data["steps"].get(name)
+            if raw is None or raw["status"] != "running":
+                state = "was never begun" if raw is None else f"is {raw['status']}, not running"
+                raise RunStateError(
+                    f"run {self.run_id}: cannot complete step {name!r}: it {state}; "
+                    "call begin_step first"
+                )
+            self._data["seq"] = int(self._data.get("seq", 0)) + 1
+            raw.update(
+                status="completed",
+                outputs=self._scrub(dict(outputs or {})),
+                finished_at=_now(),
+                error=None,
+                completed_seq=self._data["seq"],
             )
-        self._data["seq"] = int(self._data.get("seq", 0)) + 1
-        raw.update(
-            status="completed",
-            outputs=self._scrub(dict(outputs or {})),
-            finished_at=_now(),
-            error=None,
-            completed_seq=self._data["seq"],
-        )
-        self._save()
         return step_from(raw)
 
     def fail_step(self, name: str, error: BaseException | str) -> StepRecord:
         """Record that ``name`` failed (the message is scrubbed of secrets)."""
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        raw = self._data["steps"].get(name)
-        if raw is None:
-            raw = self._data["steps"][name] = {
-                "name": name,
-                "status": "failed",
-                "inputs": {},
-                "outputs": {},
-                "started_at": None,
-                "attempts": 1,
-            }
-        raw.update(status="failed", finished_at=_now(), error=redact(message, self._secrets)[:4000])
-        self._save()
+        with self._mutating():
+            raw = self._data["steps"].get(name)
+            if raw is None:
+                raw = self._data["steps"][name] = {
+                    "name": name,
+                    "status": "failed",
+                    "inputs": {},
+                    "outputs": {},
+                    "started_at": None,
+                    "attempts": 1,
+                }
+            raw.update(
+                status="failed", finished_at=_now(), error=redact(message, self._secrets)[:4000]
+            )
         return step_from(raw)
 
     @contextlib.contextmanager
@@ -383,8 +394,24 @@ class Journal:
 
     def finish(self) -> None:
         """Mark the whole run as finished (its status becomes ``completed``)."""
-        self._data["finished_at"] = _now()
-        self._save()
+        with self._mutating():
+            self._data["finished_at"] = _now()
+
+    @contextlib.contextmanager
+    def driving(self, *, wait_s: float = DRIVE_WAIT_S) -> Iterator[None]:
+        """Hold the run for the block so no other process runs or resumes it meanwhile.
+
+        A second process waits ``wait_s`` seconds, then gets :class:`RunInUseError` naming the
+        holder's pid. Reentrant within one process; released when the holder exits or dies.
+        """
+        lock = run_lock(
+            self._path.with_name(DRIVE_LOCK_FILE),
+            run_id=self.run_id,
+            purpose="run or resumed",
+            wait_s=DRIVE_WAIT_S,
+        )
+        with lock.held(wait_s=wait_s):
+            yield
 
     # ------------------------------------------------------------------ resources
     def record_resource(
@@ -412,40 +439,43 @@ class Journal:
                 f"unknown resource state {state!r}; use one of {', '.join(_RESOURCE_STATES)}"
             )
         ver = None if version is None else str(version)
-        now = _now()
-        existing = self._find(kind, name, ver)
-        if existing is None:
-            existing = {
-                "kind": kind,
-                "name": name,
-                "version": ver,
-                "created_by_run": created_by_run,
-                "billable": kind in BILLABLE_KINDS if billable is None else billable,
-                "state": state,
-                "details": {},
-                "created_at": now,
+        with self._mutating():
+            now = _now()
+            existing = self._find(kind, name, ver)
+            if existing is None:
+                existing = {
+                    "kind": kind,
+                    "name": name,
+                    "version": ver,
+                    "created_by_run": created_by_run,
+                    "billable": kind in BILLABLE_KINDS if billable is None else billable,
+                    "state": state,
+                    "details": {},
+                    "created_at": now,
+                }
+                self._data["resources"].append(existing)
+            else:
+                existing["created_by_run"] = bool(existing["created_by_run"] or created_by_run)
+                if billable is not None:
+                    existing["billable"] = billable
+                existing["state"] = state
+            existing["details"] = {
+                **existing.get("details", {}),
+                **self._scrub(dict(details or {})),
             }
-            self._data["resources"].append(existing)
-        else:
-            existing["created_by_run"] = bool(existing["created_by_run"] or created_by_run)
-            if billable is not None:
-                existing["billable"] = billable
-            existing["state"] = state
-        existing["details"] = {**existing.get("details", {}), **self._scrub(dict(details or {}))}
-        existing["updated_at"] = now
-        self._save()
+            existing["updated_at"] = now
         return resource_from(existing)
 
     def mark_deleted(
         self, kind: str, name: str, *, version: str | int | None = None
     ) -> ResourceRecord | None:
         """Record that a resource is gone (``None`` when the journal never knew it)."""
-        found = self._find(kind, name, None if version is None else str(version))
-        if found is None:
-            return None
-        found["state"] = "deleted"
-        found["updated_at"] = _now()
-        self._save()
+        with self._mutating():
+            found = self._find(kind, name, None if version is None else str(version))
+            if found is None:
+                return None
+            found["state"] = "deleted"
+            found["updated_at"] = _now()
         return resource_from(found)
 
     def resources(
@@ -510,6 +540,26 @@ class Journal:
         self._data["updated_at"] = _now()
         atomic_write_json(self._path, self._data, mode=FILE_MODE)
 
+    def _write_lock(self) -> RunLock:
+        return run_lock(
+            self._path.with_name(WRITE_LOCK_FILE),
+            run_id=self.run_id,
+            purpose="written",
+            wait_s=WRITE_WAIT_S,
+        )
+
+    @contextlib.contextmanager
+    def _mutating(self) -> Iterator[None]:
+        """Change the journal under the run's write lock: the latest file is re-read first
+        (another process may have written since), so no writer loses another's records; the
+        result is saved when the block ends without an exception."""
+        with self._write_lock().held():
+            _remove_stale_temp_files(self._path)
+            if self._path.is_file():
+                self._data = _read(self._path)
+            yield
+            self._save()
+
 
 def _read(path: Path) -> dict[str, Any]:
     fix = (
@@ -518,40 +568,124 @@ def _read(path: Path) -> dict[str, Any]:
     )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise RunStateError(f"{fix} ({type(exc).__name__}: {exc})") from exc
-    problems: list[str] = []
-    if not isinstance(data, dict):
-        problems.append("it is not a JSON object")
-    else:
-        if data.get("format") not in READABLE_FORMATS:
-            problems.append(
-                f"format {data.get('format')!r} is not one this release reads "
-                f"({', '.join(map(str, READABLE_FORMATS))}); a newer phi_finetune wrote it"
-            )
-        elif data["format"] != FORMAT_VERSION:
+        problems = _problems(data)
+        if not problems and data["format"] != FORMAT_VERSION:
             from phi_finetune.journal_migrate import migrate
 
             data = migrate(data, target=FORMAT_VERSION)
-        for key, kind in (
-            ("run_id", str),
-            ("backend", str),
-            ("steps", dict),
-            ("resources", list),
-            ("config", dict),
-        ):
-            if not isinstance(data.get(key), kind):
-                problems.append(f"'{key}' is missing or not a {kind.__name__}")
-        if not problems:
-            for name, raw in data["steps"].items():
-                if not isinstance(raw, dict) or raw.get("status") not in _STEP_STATUSES:
-                    problems.append(f"step {name!r} is malformed")
-            for index, raw in enumerate(data["resources"]):
-                if not isinstance(raw, dict) or not {"kind", "name", "state"} <= raw.keys():
-                    problems.append(f"resource #{index} is malformed")
+            problems = _problems(data)
+    except RecursionError:
+        raise RunStateError(f"{fix} (it is nested too deeply to be a journal)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunStateError(f"{fix} ({type(exc).__name__}: {exc})") from exc
     if problems:
-        raise RunStateError(f"{fix} ({'; '.join(problems)})")
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise RunStateError(f"{fix} ({shown})")
     return data  # type: ignore[no-any-return]
+
+
+_OPTIONAL_TEXT = (str, type(None))
+
+
+def _problems(data: Any) -> list[str]:
+    """What makes ``data`` not a journal this release can use (empty when it is one)."""
+    if not isinstance(data, dict):
+        return ["it is not a JSON object"]
+    if data.get("format") not in READABLE_FORMATS:
+        return [
+            f"format {data.get('format')!r} is not one this release reads "
+            f"({', '.join(map(str, READABLE_FORMATS))}); a newer phi_finetune wrote it"
+        ]
+    problems: list[str] = []
+    for key, kinds in (
+        ("run_id", (str,)),
+        ("backend", (str,)),
+        ("steps", (dict,)),
+        ("resources", (list,)),
+        ("config", (dict,)),
+        ("created_at", _OPTIONAL_TEXT),
+        ("updated_at", _OPTIONAL_TEXT),
+        ("finished_at", _OPTIONAL_TEXT),
+    ):
+        if not isinstance(data.get(key), kinds):
+            problems.append(f"'{key}' is missing or not a {kinds[0].__name__}")
+    if not isinstance(data.get("seq", 0), int) or isinstance(data.get("seq"), bool):
+        problems.append("'seq' is not an integer")
+    if problems:
+        return problems
+    for name, raw in data["steps"].items():
+        problems.extend(f"step {name!r}: {p}" for p in _step_problems(raw))
+    for index, raw in enumerate(data["resources"]):
+        problems.extend(f"resource #{index}: {p}" for p in _resource_problems(raw))
+    return problems
+
+
+def _field_problems(raw: Any, fields: Mapping[str, tuple[type, ...]]) -> list[str]:
+    if not isinstance(raw, dict):
+        return ["it is not a JSON object"]
+    out = []
+    for key, kinds in fields.items():
+        value = raw.get(key)
+        if key in raw and (
+            not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+        ):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            out.append(f"'{key}' is {value!r:.40}, not {names}")
+    return out
+
+
+_STEP_FIELDS: Mapping[str, tuple[type, ...]] = {
+    "name": (str,),
+    "inputs": (dict, type(None)),
+    "outputs": (dict, type(None)),
+    "started_at": _OPTIONAL_TEXT,
+    "finished_at": _OPTIONAL_TEXT,
+    "error": _OPTIONAL_TEXT,
+    "attempts": (int,),
+    "completed_seq": (int, type(None)),
+}
+_RESOURCE_FIELDS: Mapping[str, tuple[type, ...]] = {
+    "kind": (str,),
+    "name": (str,),
+    "version": _OPTIONAL_TEXT,
+    "created_by_run": (bool,),
+    "billable": (bool,),
+    "details": (dict, type(None)),
+    "created_at": _OPTIONAL_TEXT,
+    "updated_at": _OPTIONAL_TEXT,
+}
+
+
+def _step_problems(raw: Any) -> list[str]:
+    problems = _field_problems(raw, _STEP_FIELDS)
+    if not problems and raw.get("status") not in _STEP_STATUSES:
+        problems.append(
+            f"'status' is {raw.get('status')!r:.40}, not one of {', '.join(_STEP_STATUSES)}"
+        )
+    return problems
+
+
+def _resource_problems(raw: Any) -> list[str]:
+    problems = _field_problems(raw, _RESOURCE_FIELDS)
+    if problems:
+        return problems
+    missing = [key for key in ("kind", "name", "state") if key not in raw]
+    if missing:
+        return [f"{', '.join(missing)} missing"]
+    if raw["state"] not in _RESOURCE_STATES:
+        return [f"'state' is {raw['state']!r:.40}, not one of {', '.join(_RESOURCE_STATES)}"]
+    return []
+
+
+def _remove_stale_temp_files(journal_path: Path) -> None:
+    """Delete temp files a killed writer left beside the journal (call under the write lock:
+    no live writer has one open then)."""
+    for tmp in journal_path.parent.glob(f".{journal_path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            logger.debug("removed %s, left by a writer that was killed", tmp)
 
 
 def list_runs(state_dir: str | os.PathLike[str] | None = None) -> list[RunSummary]:
@@ -571,7 +705,8 @@ def list_runs(state_dir: str | os.PathLike[str] | None = None) -> list[RunSummar
             continue
         try:
             out.append(Journal(path, _read(path)).summary())
-        except RunStateError as exc:
+        except (RunStateError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            # One bad journal must never hide the others: it is listed as unreadable.
             out.append(
                 RunSummary(
                     run_id=run_dir.name,
@@ -582,7 +717,7 @@ def list_runs(state_dir: str | os.PathLike[str] | None = None) -> list[RunSummar
                     last_completed_step=None,
                     alive_resources=(),
                     path=path,
-                    error=str(exc),
+                    error=str(exc) if isinstance(exc, RunStateError) else f"{path}: {exc!r}",
                 )
             )
     return out

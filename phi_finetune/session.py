@@ -242,6 +242,19 @@ class FineTuneSession:
         *,
         force: bool = False,
     ) -> _R:
+        # No other process may drive this run while a step runs (RunInUseError after a
+        # short wait); the lock is reentrant, so run() holding it already is fine.
+        with self.journal.driving():
+            return self._step_unlocked(name, work, kind, force=force)
+
+    def _step_unlocked(
+        self,
+        name: str,
+        work: Callable[[StepContext], _R],
+        kind: type[_R],
+        *,
+        force: bool,
+    ) -> _R:
         if not force and self.journal.is_completed(name):
             logger.info("step %s already completed in run %s; reusing it", name, self.run_id)
             record: _R = self.journal.record_of(name)
@@ -363,6 +376,10 @@ class FineTuneSession:
         On an exception after deployment the endpoint is deleted (``teardown_on_error``); a
         killed process leaves it in the journal for :meth:`resume` or :meth:`teardown`.
         """
+        with self.journal.driving():
+            return self._run(teardown_on_error=teardown_on_error)
+
+    def _run(self, *, teardown_on_error: bool) -> RunResult:
         try:
             self.register()
             # A resumed run that already scored (or deployed, when scoring is off) only has

@@ -221,7 +221,8 @@ def test_a_failed_write_keeps_the_previous_state(
     monkeypatch.undo()
     reloaded = Journal.load(tmp_path, "r")
     assert reloaded.resource("endpoint").state == "creating"  # type: ignore[union-attr]
-    assert [p.name for p in journal.run_dir.iterdir()] == ["journal.json"]
+    assert not list(journal.run_dir.glob("*.tmp"))
+    assert (journal.run_dir / "journal.json").is_file()
 
 
 _KILLER = textwrap.dedent(
