@@ -204,6 +204,14 @@ class RegisteredModel:
         return f"models:/{self.name}/{self.version}"
 
 
+#: Model-version tag naming the folder (and run) a version was registered from.
+SOURCE_TAG = "phi_finetune.source"
+
+
+def _source_key(folder: Path, run_id: str | None) -> str:
+    return f"{folder.resolve()}|run={run_id or ''}"
+
+
 @contextlib.contextmanager
 def _tracking(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri`` for the block, then restore what was there."""
@@ -278,10 +286,14 @@ class LocalRegistry:
         alias: str | None = "champion",
         run_id: str | None = None,
         description: str | None = None,
+        reuse: bool = True,
     ) -> RegisteredModel:
         """Log ``merged_dir`` as a pyfunc model, register it as a new version, set ``alias``.
 
         ``run_id`` (e.g. the training run) receives the model; otherwise a new run is made.
+        With ``reuse`` (the default) a version already registered from the same folder (and
+        run) is returned instead of a second one, so a register step that was killed after
+        registering and then resumed leaves one version.
         """
         no_mlflow_telemetry()
         import mlflow
@@ -292,6 +304,18 @@ class LocalRegistry:
                 f"{folder} is not a saved model folder (no config.json); pass the merged model "
                 "folder from the training result (TrainingResult.merged_dir)"
             )
+        source_key = _source_key(folder, run_id)
+        if reuse:
+            found = self._version_from(name, source_key)
+            if found is not None:
+                logger.info(
+                    "model %s version %s was registered from %s before; reusing it",
+                    name,
+                    found.version,
+                    folder,
+                )
+                self._label(found.name, found.version, alias=alias, description=description)
+                return attrs.evolve(found, alias=alias)
         entry = Path(__file__).with_name("_pyfunc_entry.py")
         experiment_id = self.experiment_id()
         with _tracking(self.tracking_uri), warnings.catch_warnings():
@@ -308,11 +332,9 @@ class LocalRegistry:
                     pip_requirements=_PIP_REQUIREMENTS,
                     signature=_signature(),
                 )
-            version = mlflow.register_model(info.model_uri, name)
-        if alias:
-            self.client.set_registered_model_alias(name, alias, version.version)
-        if description:
-            self.client.update_model_version(name, version.version, description=description)
+            # The tag goes in with the version itself: a kill cannot leave it untagged.
+            version = mlflow.register_model(info.model_uri, name, tags={SOURCE_TAG: source_key})
+        self._label(name, str(version.version), alias=alias, description=description)
         return RegisteredModel(
             name=name,
             version=str(version.version),
@@ -320,6 +342,35 @@ class LocalRegistry:
             run_id=run_id,
             tracking_uri=self.tracking_uri,
             source=str(info.model_uri),
+        )
+
+    def _label(
+        self, name: str, version: str, *, alias: str | None, description: str | None
+    ) -> None:
+        if alias:
+            self.client.set_registered_model_alias(name, alias, version)
+        if description:
+            self.client.update_model_version(name, version, description=description)
+
+    def _version_from(self, name: str, source_key: str) -> RegisteredModel | None:
+        """The newest version of ``name`` registered from ``source_key``, if any."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self.client.search_model_versions(f"name='{name}'")
+        except MlflowException:
+            return None
+        matching = [v for v in versions if (v.tags or {}).get(SOURCE_TAG) == source_key]
+        if not matching:
+            return None
+        mv = max(matching, key=lambda v: int(v.version))
+        return RegisteredModel(
+            name=name,
+            version=str(mv.version),
+            alias=None,
+            run_id=str(mv.run_id or ""),
+            tracking_uri=self.tracking_uri,
+            source=str(mv.source),
         )
 
     def get(
