@@ -24,6 +24,7 @@ The tree::
     ├── EndpointError
     │   └── InvocationError               (.status, .body_excerpt)
     ├── RunStateError                     (journal: unknown run, corrupt journal, wrong step)
+    │   └── RunInUseError                 (another process is writing or driving the run)
     ├── LocalBackendError                 (local training, registry or server)
     ├── ServiceError                      (any other Azure service failure, wrapped; .status)
     │   └── ServiceUnavailableError       (transport error, timeout, 429 or 5xx: retry later)
@@ -64,6 +65,7 @@ __all__ = [
     "ParameterProblem",
     "PhiFinetuneError",
     "QuotaExceededError",
+    "RunInUseError",
     "RunStateError",
     "ServiceError",
     "ServiceUnavailableError",
