@@ -76,6 +76,9 @@ class FakeAzureML:
     name_reservation_s = Forward[float](
         "_store", "How long (fake-clock seconds) a deleted endpoint's name stays reserved."
     )
+    check_job_outputs = Forward[bool](
+        "_store", "Refuse models registered from outputs of a missing or unfinished job."
+    )
     keys_issued = Forward[list[str]](
         "_store", "Every endpoint key ever issued, deleted endpoints' included (for leak scans)."
     )

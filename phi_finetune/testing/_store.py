@@ -54,6 +54,8 @@ class FakeStore:
         """Items per page of a list reply; more items come behind a ``nextLink``."""
         self.name_reservation_s = 0.0
         """How long (fake-clock seconds) a deleted endpoint's name stays reserved."""
+        self.check_job_outputs = False
+        """Refuse models registered from outputs of a missing or unfinished job (as Azure does)."""
         self.slept_s = 0.0
         """Sum of the skipped sleeps: the fake clock runs ahead of real time by this much."""
         self.keys_issued: list[str] = []
