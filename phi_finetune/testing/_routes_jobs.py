@@ -69,12 +69,27 @@ def _quota_short(store: FakeStore, computes: list[str]) -> bool:
         if compute is None:
             continue
         size = store.find_vm_size(str(compute["properties"]["properties"].get("vmSize", "")))
-        usage = None if size is None else store.get_usage(str(size["family"]))
+        usage = None if size is None else _family_usage(store, str(size["family"]))
         if size is None or usage is None or int(usage["limit"]) < 0:
             continue
         if int(usage["limit"]) - int(usage["currentValue"]) < int(size["vCPUs"]):
             return True
     return False
+
+
+def _squash(text: Any) -> str:
+    return re.sub(r"[\s_]", "", str(text or "")).lower()
+
+
+def _family_usage(store: FakeStore, family: str) -> dict[str, Any] | None:
+    """The dedicated usage entry of a VM family, however its name is spelled."""
+    key = _squash(family).removesuffix("family")
+    for usage in store.list_usages():
+        name = usage.get("name") or {}
+        for spelled in (_squash(name.get("value")), _squash(name.get("localizedValue"))):
+            if spelled.startswith(key) and "lowpriority" not in spelled:
+                return usage
+    return None
 
 
 def _pipeline_node(props: dict[str, Any]) -> str:
@@ -214,12 +229,10 @@ def _job_cancel(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     job = store.get_job(m["name"])
     if job is None:
         return not_found("Job", m["name"])
+    # The cancel operation ends when the request is accepted; the job itself reads
+    # CancelRequested for ``cancel_polls`` more polls, then Canceled.
     job.request_cancel(store.cancel_polls)
-
-    def canceled() -> None:
-        job.cancel_polls = 0
-
-    return lro_accepted(store, 202, None, on_done=canceled)
+    return lro_accepted(store, 202, None)
 
 
 def _failure_error(message: str, target: str) -> dict[str, Any]:
