@@ -111,10 +111,13 @@ def test_failed_job_stream_raises_and_children_name_the_step(fake_azureml: FakeA
     )
     ml = fake_azureml.workspace_client()
     job = ml.jobs.create_or_update(_pipeline_job(fake_azureml, "azureml:train:1", "serverless"))
-    with pytest.raises(JobException, match="CUDA out of memory"):
+    # As on the service, the root only summarises; the step's own error is two levels down.
+    with pytest.raises(JobException, match="Pipeline has failed child jobs"):
         ml.jobs.stream(job.name)
     assert ml.jobs.get(job.name).status == "Failed"
-    children = {c.display_name: c.status for c in ml.jobs.list(parent_job_name=job.name)}
+    (node,) = ml.jobs.list(parent_job_name=job.name)
+    assert (node.display_name, node.status) == ("node", "Failed")
+    children = {c.display_name: c.status for c in ml.jobs.list(parent_job_name=node.name)}
     assert children["chat_completion_finetune"] == "Failed"
     assert children["chat_completion_model_import"] == "Completed"
     log = fake_azureml.find_requests("GET", "executionlogs.txt")

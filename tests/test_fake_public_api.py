@@ -31,11 +31,15 @@ EXPORTS = {
     "Fault": (
         "(method: 'str | None', pattern: 're.Pattern[str]', status: 'int', "
         "times: 'int | None', retry_after: 'float | None', connection_reset: 'bool', "
-        "reply: 'Reply', hits: 'int' = 0) -> None"
+        "reply: 'Reply', hits: 'int' = 0, "
+        "lost_reply: \"Literal['reset', 'timeout'] | None\" = None) -> None"
     ),
     "JobState": (
         "(name: 'str', body: 'dict[str, Any]', script: 'JobScript', position: 'int' = 0, "
-        "canceled: 'bool' = False, children: 'list[dict[str, Any]]' = NOTHING) -> None"
+        "canceled: 'bool' = False, children: 'list[dict[str, Any]]' = NOTHING, "
+        "cancel_polls: 'int' = 0, hold: 'Hold | None' = None, "
+        "waiting: 'Callable[[], bool] | None' = None, created: 'int' = 0, "
+        "node: 'str' = 'chat_completion_pipeline') -> None"
     ),
     "Reply": (
         "(status: 'int' = 200, json: 'Any' = None, body: 'bytes | None' = None, "
@@ -133,6 +137,15 @@ METHODS = {
     "stop": "(self) -> 'None'",
     "studio_url": "(self, job_name: 'str') -> 'str'",
     "workspace_client": "(self, **kwargs: 'Any') -> 'MLClient'",
+    # realism (0.2.0)
+    "clock": "(self) -> 'float'",
+    "endpoint_name_reserved": "(self, name: 'str') -> 'bool'",
+    "hold": "(self, method: 'str | None', url_pattern: 'str') -> 'Hold'",
+    "inject_lost_reply": (
+        "(self, method: 'str | None', url_pattern: 'str', *, times: 'int | None' = 1, "
+        "kind: \"Literal['reset', 'timeout']\" = 'reset') -> 'Fault'"
+    ),
+    "release_endpoint_name": "(self, name: 'str') -> 'None'",
 }
 
 READ_ONLY = {
@@ -169,6 +182,11 @@ WRITABLE: dict[str, Any] = {
     "storage_account": "otheraccount",
     "storage_container": "other-container",
     "lro_polls": 3,
+    "retry_after_s": 2.5,
+    "cancel_polls": 2,
+    "page_size": 7,
+    "name_reservation_s": 30.0,
+    "check_job_outputs": True,
     "keys_issued": [],
     "scoring_calls": [],
     "sleeps": [],

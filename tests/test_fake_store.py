@@ -146,7 +146,15 @@ def test_job_script_defaults() -> None:
     assert failed.statuses == ["Running", "Failed"]
     assert failed.failing_step == "chat_completion_finetune"
     assert failed.logs[-1].startswith("Error: Execution failed.")
-    assert JobScript.build().statuses == ["NotStarted", "Running", "Completed"]
+    assert JobScript.build().statuses == [
+        "NotStarted",
+        "Starting",
+        "Preparing",
+        "Queued",
+        "Running",
+        "Finalizing",
+        "Completed",
+    ]
 
 
 def test_jobs_and_billable(store: FakeStore) -> None:

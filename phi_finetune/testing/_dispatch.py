@@ -104,9 +104,13 @@ class Dispatcher:
         stream = bool(kwargs.get("stream"))
         with self.store.lock:
             fake_req, raw_headers = parse_request(request)
+            lost = None
             for fault in self._faults:
                 if fault.matches(fake_req.method, fake_req.url):
                     fault.hits += 1
+                    if fault.lost_reply is not None:
+                        lost = fault
+                        break
                     if fault.connection_reset:
                         self._requests.append(_with(fake_req, "fault", None))
                         raise ServiceResponseError(
@@ -117,12 +121,14 @@ class Dispatcher:
                     reply = fault.answer()
                     self._requests.append(_with(fake_req, "fault", reply.status))
                     return to_transport_response(request, reply, stream=stream)
-            with self.store.serving(raw_headers):
+            with self.store.serving(raw_headers, fake_req.method, fake_req.url):
                 reply, route_name = self._route(fake_req)
             recorded = _with(fake_req, route_name, reply.status)
             self._requests.append(recorded)
             if route_name is None:
                 self.unrouted.append(recorded)
+            if lost is not None:
+                raise _lost_reply(lost.lost_reply)
             return to_transport_response(request, reply, stream=stream)
 
     def _route(self, req: FakeRequest) -> tuple[Reply, str | None]:
@@ -146,3 +152,19 @@ class Dispatcher:
 
 def _with(req: FakeRequest, route: str | None, status: int | None) -> FakeRequest:
     return attrs.evolve(req, route=route, status=status)
+
+
+def _lost_reply(kind: str | None) -> Exception:
+    """The error a client sees when the service acted but its reply never arrived."""
+    from azure.core.exceptions import ServiceResponseError, ServiceResponseTimeoutError
+
+    if kind == "timeout":
+        return ServiceResponseTimeoutError(
+            "Read timed out (the service applied the request; reply lost, injected by FakeAzureML)",
+            error=TimeoutError("read timed out"),
+        )
+    return ServiceResponseError(
+        "Connection aborted: ConnectionResetError(104, 'Connection reset by peer') (the service "
+        "applied the request; reply lost, injected by FakeAzureML)",
+        error=ConnectionResetError(104, "Connection reset by peer"),
+    )

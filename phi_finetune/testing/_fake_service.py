@@ -9,6 +9,7 @@ storage client, registry discovery) talks to it instead of the network. The stat
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
@@ -20,7 +21,8 @@ from phi_finetune.testing._forward import Forward
 from phi_finetune.testing._http import FakeRequest
 from phi_finetune.testing._scope import FakeScope
 from phi_finetune.testing._scoring import Scorer, echo_scorer
-from phi_finetune.testing._state import DeploymentScript, Fault, JobScript, JobState
+from phi_finetune.testing._state import DeploymentScript, Fault, Hold, JobScript, JobState
+from phi_finetune.testing._storage_sleep import StorageSleepPatch
 from phi_finetune.testing._store import FakeStore
 from phi_finetune.testing._tokens import FakeCredential
 from phi_finetune.testing._transport import TransportPatch
@@ -62,6 +64,21 @@ class FakeAzureML:
     lro_polls = Forward[int](
         "_store", "How many in-progress answers a long-running operation gives before it finishes."
     )
+    retry_after_s = Forward[float](
+        "_store", "``Retry-After`` of long-running operations (skipped by the patched sleep)."
+    )
+    cancel_polls = Forward[int](
+        "_store", "How many polls a cancelled job reads ``CancelRequested`` before ``Canceled``."
+    )
+    page_size = Forward[int](
+        "_store", "Items per page of a list reply; more items come behind a ``nextLink``."
+    )
+    name_reservation_s = Forward[float](
+        "_store", "How long (fake-clock seconds) a deleted endpoint's name stays reserved."
+    )
+    check_job_outputs = Forward[bool](
+        "_store", "Refuse models registered from outputs of a missing or unfinished job."
+    )
     keys_issued = Forward[list[str]](
         "_store", "Every endpoint key ever issued, deleted endpoints' included (for leak scans)."
     )
@@ -98,6 +115,7 @@ class FakeAzureML:
         """Every sleep the SDK asked the transport for (skipped, but recorded)."""
         self._credential = FakeCredential()
         self._patch = TransportPatch()
+        self._storage_sleep = StorageSleepPatch()
         if seed:
             self._seed_defaults()
 
@@ -126,7 +144,8 @@ class FakeAzureML:
             if _active is not None:
                 raise RuntimeError("another FakeAzureML is already active; stop it first")
             _active = self
-        self._patch.apply(self._dispatcher.send, lambda duration: self.sleeps.append(duration))
+        self._patch.apply(self._dispatcher.send, self._skip_sleep)
+        self._storage_sleep.apply(self._skip_sleep)
 
     def stop(self) -> None:
         """Undo the patches and restore the environment (what ``with`` does on exit)."""
@@ -139,6 +158,7 @@ class FakeAzureML:
         self._store.abandon_operations()
         self._patch.join_pollers(timeout_s=5.0)
         self._patch.restore()
+        self._storage_sleep.restore()
         with _active_lock:
             _active = None
 
@@ -564,3 +584,51 @@ class FakeAzureML:
     def __repr__(self) -> str:
         state = "active" if self.active else "inactive"
         return f"FakeAzureML({self.workspace_name!r}, {state}, {len(self.requests)} requests)"
+
+    # ------------------------------------------------------------------ realism (time, conflict)
+
+    def _skip_sleep(self, duration: float) -> None:
+        self.sleeps.append(duration)
+        self._store.record_sleep(duration)
+
+    def hold(self, method: str | None, url_pattern: str) -> Hold:
+        """Keep matching operations in progress until released.
+
+        A long-running operation (or a job) started by a request matching ``method`` (``None``:
+        any) and ``url_pattern`` (a regular expression searched in the full URL) answers
+        ``InProgress`` on every poll, and its resource refuses a second operation with 409,
+        until ``.release()`` or the end of a ``with fake.hold(...):`` block.
+        """
+        pattern = re.compile(url_pattern)
+        return self._store.add_hold(
+            Hold(method=method.upper() if method else None, pattern=pattern)
+        )
+
+    def inject_lost_reply(
+        self,
+        method: str | None,
+        url_pattern: str,
+        *,
+        times: int | None = 1,
+        kind: Literal["reset", "timeout"] = "reset",
+    ) -> Fault:
+        """The service acts on the next ``times`` matching requests, but the reply is lost.
+
+        The fake applies the request (creates, deletes, submits), then the client sees a
+        connection reset (``kind="reset"``) or a read timeout (``kind="timeout"``).
+        """
+        fault = Fault.lost(method, url_pattern, times=times, kind=kind)
+        self._dispatcher.add_fault(fault)
+        return fault
+
+    def release_endpoint_name(self, name: str) -> None:
+        """Free a deleted endpoint's reserved name now (see ``name_reservation_s``)."""
+        self._store.release_name(name)
+
+    def endpoint_name_reserved(self, name: str) -> bool:
+        """Whether ``name`` is reserved after its endpoint was deleted."""
+        return self._store.reserved_for(name) is not None
+
+    def clock(self) -> float:
+        """The fake clock (monotonic seconds plus every sleep the fake skipped)."""
+        return self._store.now()

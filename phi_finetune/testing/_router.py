@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
@@ -20,6 +21,7 @@ __all__ = [
     "Handler",
     "Route",
     "not_found",
+    "paged",
     "route",
     "system_data",
 ]
@@ -71,3 +73,24 @@ def system_data() -> dict[str, Any]:
         "lastModifiedBy": "fake.user@example.com",
         "lastModifiedByType": "User",
     }
+
+
+def paged(store: FakeStore, req: FakeRequest, items: Sequence[Any]) -> Reply:
+    """One page of a list reply (``store.page_size`` items) with a ``nextLink`` when more follow.
+
+    The page position travels in ``$skipToken``, as the service's ARM lists do.
+    """
+    token = req.query.get("$skipToken") or "0"
+    if not token.isdigit():
+        return azure_error(
+            400, "BadArgument", f"$skipToken {token!r} is not one this service issued."
+        )
+    start = int(token)
+    size = max(1, int(store.page_size))
+    page: dict[str, Any] = {"value": list(items[start : start + size])}
+    if start + size < len(items):
+        parts = urlsplit(req.url)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "$skipToken"]
+        query.append(("$skipToken", str(start + size)))
+        page["nextLink"] = urlunsplit(parts._replace(query=urlencode(query)))
+    return Reply(json=page)

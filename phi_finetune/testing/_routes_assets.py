@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
-from phi_finetune.testing._router import WS, not_found, route, system_data
+from phi_finetune.testing._router import WS, not_found, paged, route, system_data
 from phi_finetune.testing._routes_registry import created_system_data
 from phi_finetune.testing._routes_workspace import check_workspace
 
@@ -223,6 +223,10 @@ def _version_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
         return azure_error(400, "UserError", "The request body has no 'properties'.")
     existing = store.get_asset(kind, name, version)
     uri = _uri_key(kind)
+    if kind == "models" and existing is None:
+        refused = _job_output_problem(store, str(props.get(uri) or ""))
+        if refused is not None:
+            return refused
     if existing is not None:
         if existing["properties"].get(uri) != props.get(uri) or (
             existing["properties"].get("modelType") != props.get("modelType")
@@ -255,6 +259,42 @@ def _version_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     return Reply(status=201, json=body)
 
 
+_JOB_OUTPUT = re.compile(r"azureml://jobs/(?P<job>[^/]+)/outputs/(?P<output>[^/]+)", re.I)
+
+
+def _job_output_problem(store: FakeStore, model_uri: str) -> Reply | None:
+    """A 400 when a model points at outputs of a job that does not exist or has not completed."""
+    match = _JOB_OUTPUT.match(model_uri)
+    if match is None or not store.check_job_outputs:
+        return None
+    job_name, output = match["job"], match["output"]
+    job = store.get_job(job_name)
+    if job is None:
+        return azure_error(
+            400,
+            "UserError",
+            f"Cannot register a model from {model_uri!r}: job {job_name!r} was not found in "
+            f"workspace {store.scope.workspace_name!r}.",
+            details=[{"code": "NotFound", "message": f"Job {job_name!r} not found."}],
+        )
+    if job.status != "Completed":
+        return azure_error(
+            400,
+            "UserError",
+            f"Cannot register a model from {model_uri!r}: job {job_name!r} is {job.status}; "
+            "outputs are available once it has completed.",
+        )
+    outputs = job.body["properties"].get("outputs")
+    if isinstance(outputs, dict) and outputs and output not in outputs:
+        return azure_error(
+            400,
+            "UserError",
+            f"Cannot register a model from {model_uri!r}: job {job_name!r} has no output "
+            f"{output!r} (it has {', '.join(sorted(outputs))}).",
+        )
+    return None
+
+
 def _version_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     bad = check_workspace(store, m)
     if bad is not None:
@@ -279,7 +319,7 @@ def _version_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
         bodies.reverse()
     if req.query.get("$top"):
         bodies = bodies[: int(req.query["$top"])]
-    return Reply(json={"value": bodies})
+    return paged(store, req, bodies)
 
 
 def _container_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -322,7 +362,7 @@ def _container_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Rep
         _container_body(store, kind, n, store.asset_versions(kind, n))
         for n in store.asset_names(kind)
     ]
-    return Reply(json={"value": value})
+    return paged(store, req, value)
 
 
 def _container_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:

@@ -7,8 +7,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
-from phi_finetune.testing._router import WS, not_found, route, system_data
-from phi_finetune.testing._routes_workspace import check_workspace, lro_accepted
+from phi_finetune.testing._router import WS, not_found, paged, route, system_data
+from phi_finetune.testing._routes_workspace import check_workspace, conflict, lro_accepted
 from phi_finetune.testing._state import DeploymentScript
 
 if TYPE_CHECKING:
@@ -80,8 +80,15 @@ def _endpoint_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
             f"Endpoint name {name!r} is invalid: use 3-32 characters, start with a letter, and "
             "use only letters, digits and '-' (not at the end).",
         )
+    busy = conflict(store, f"onlineEndpoints/{name}")
+    if busy is not None:
+        return busy
     traffic = dict((sent.get("properties") or {}).get("traffic") or {})
     existing = store.get_endpoint(name)
+    if existing is None:
+        reserved = _name_reserved(store, name)
+        if reserved is not None:
+            return reserved
     if existing is not None:
         bad = _check_traffic(store, name, traffic)
         if bad is not None:
@@ -99,7 +106,9 @@ def _endpoint_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
         def updated() -> None:
             existing["properties"]["provisioningState"] = "Succeeded"
 
-        return lro_accepted(store, 200, existing, on_done=updated)
+        return lro_accepted(
+            store, 200, existing, on_done=updated, resource=f"onlineEndpoints/{name}"
+        )
     if traffic:
         bad = _check_traffic(store, name, traffic)
         if bad is not None:
@@ -110,13 +119,16 @@ def _endpoint_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
     def created() -> None:
         body["properties"]["provisioningState"] = "Succeeded"
 
-    return lro_accepted(store, 201, body, on_done=created)
+    return lro_accepted(
+        store, 201, body, on_done=created, resource=f"onlineEndpoints/{name}", action="Creating"
+    )
 
 
 def _endpoint_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     bad = check_workspace(store, m)
     if bad is not None:
         return bad
+    store.tick(f"onlineEndpoints/{m['ep']}")
     body = store.get_endpoint(m["ep"])
     if body is None:
         return not_found("Online endpoint", m["ep"])
@@ -127,7 +139,7 @@ def _endpoint_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Repl
     bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    return Reply(json={"value": store.list_endpoints()})
+    return paged(store, req, store.list_endpoints())
 
 
 def _endpoint_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -138,8 +150,38 @@ def _endpoint_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Re
     body = store.get_endpoint(name)
     if body is None:
         return Reply(status=204)
+    busy = conflict(store, f"onlineEndpoints/{name}")
+    if busy is not None:
+        return busy
     body["properties"]["provisioningState"] = "Deleting"
-    return lro_accepted(store, 202, None, on_done=lambda: store.delete_endpoint(name))
+    return lro_accepted(
+        store,
+        202,
+        None,
+        on_done=lambda: store.delete_endpoint(name),
+        resource=f"onlineEndpoints/{name}",
+        action="Deleting",
+    )
+
+
+def _name_reserved(store: FakeStore, name: str) -> Reply | None:
+    left = store.reserved_for(name)
+    if left is None:
+        return None
+    return azure_error(
+        409,
+        "Conflict",
+        f"Endpoint name {name!r} is not available: an endpoint of that name was deleted "
+        f"recently and the name is reserved for about {left:.0f} more seconds. Use another "
+        "name or retry later.",
+        details=[{"code": "EndpointNameNotAvailable", "message": f"{name!r} is reserved."}],
+    )
+
+
+def _missing_endpoint(store: FakeStore, endpoint: str) -> Reply | None:
+    if store.get_endpoint(endpoint) is None:
+        return not_found("Online endpoint", endpoint)
+    return None
 
 
 def _keys(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -194,6 +236,11 @@ def _deployment_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Rep
     endpoint, name = m["ep"], m["dep"]
     if store.get_endpoint(endpoint) is None:
         return not_found("Online endpoint", endpoint)
+    busy = conflict(store, f"onlineEndpoints/{endpoint}") or conflict(
+        store, f"onlineEndpoints/{endpoint}/deployments/{name}"
+    )
+    if busy is not None:
+        return busy
     if not ENDPOINT_NAME.match(name) or not 3 <= len(name) <= 32:
         return azure_error(
             400,
@@ -249,6 +296,8 @@ def _deployment_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Rep
         final=script.outcome,
         error=error,
         polls=script.polls,
+        resource=f"onlineEndpoints/{endpoint}/deployments/{name}",
+        action="Updating" if existed else "Creating",
     )
 
 
@@ -256,6 +305,10 @@ def _deployment_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Rep
     bad = check_workspace(store, m)
     if bad is not None:
         return bad
+    missing = _missing_endpoint(store, m["ep"])
+    if missing is not None:
+        return missing
+    store.tick(f"onlineEndpoints/{m['ep']}/deployments/{m['dep']}")
     body = store.get_deployment(m["ep"], m["dep"])
     if body is None:
         return not_found("Online deployment", f"{m['ep']}/{m['dep']}")
@@ -266,7 +319,10 @@ def _deployment_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Re
     bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    return Reply(json={"value": store.list_deployments(m["ep"])})
+    missing = _missing_endpoint(store, m["ep"])
+    if missing is not None:
+        return missing
+    return paged(store, req, store.list_deployments(m["ep"]))
 
 
 def _deployment_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -274,8 +330,15 @@ def _deployment_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> 
     if bad is not None:
         return bad
     endpoint, name = m["ep"], m["dep"]
-    if store.get_deployment(endpoint, name) is None:
+    missing = _missing_endpoint(store, endpoint)
+    if missing is not None:
+        return missing
+    deployment = store.get_deployment(endpoint, name)
+    if deployment is None:
         return Reply(status=204)
+    busy = conflict(store, f"onlineEndpoints/{endpoint}/deployments/{name}")
+    if busy is not None:
+        return busy
     traffic = (store.get_endpoint(endpoint) or {}).get("properties", {}).get("traffic", {})
     if int(traffic.get(m["dep"], 0)) > 0:
         return azure_error(
@@ -284,13 +347,24 @@ def _deployment_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> 
             f"Deployment {m['dep']!r} still receives traffic; set its traffic to 0 first.",
         )
 
-    return lro_accepted(store, 202, None, on_done=lambda: store.delete_deployment(endpoint, name))
+    deployment["properties"]["provisioningState"] = "Deleting"
+    return lro_accepted(
+        store,
+        202,
+        None,
+        on_done=lambda: store.delete_deployment(endpoint, name),
+        resource=f"onlineEndpoints/{endpoint}/deployments/{name}",
+        action="Deleting",
+    )
 
 
 def _deployment_logs(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     bad = check_workspace(store, m)
     if bad is not None:
         return bad
+    missing = _missing_endpoint(store, m["ep"])
+    if missing is not None:
+        return missing
     if store.get_deployment(m["ep"], m["dep"]) is None:
         return not_found("Online deployment", f"{m['ep']}/{m['dep']}")
     lines = store.deployment_logs(m["ep"], m["dep"])

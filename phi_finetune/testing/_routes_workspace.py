@@ -17,6 +17,7 @@ __all__ = [
     "ROUTES",
     "check_workspace",
     "compute_body",
+    "conflict",
     "lro_accepted",
     "usage_body",
     "vm_size_body",
@@ -56,13 +57,43 @@ def lro_accepted(
     final: str = "Succeeded",
     error: dict[str, Any] | None = None,
     polls: int | None = None,
+    resource: str | None = None,
+    action: str = "Updating",
+    async_operation: bool | None = None,
 ) -> Reply:
-    """A 200/201/202 reply carrying ``Azure-AsyncOperation`` and ``Location`` headers."""
-    _, url = store.begin_operation(final=final, error=error, on_done=on_done, polls=polls)
-    return Reply(
-        status=status,
-        json=body,
-        headers={"Azure-AsyncOperation": url, "Location": url, "Retry-After": "0"},
+    """A long-running operation's first reply, with the headers the specification gives.
+
+    200/201 (PUT): ``Azure-AsyncOperation`` and ``x-ms-async-operation-timeout``; 202 (DELETE,
+    POST): ``Location`` and ``Retry-After``, plus ``Azure-AsyncOperation`` when
+    ``async_operation`` is true (compute delete). ``resource`` is busy until the operation ends.
+    """
+    op_id, url = store.begin_operation(
+        final=final, error=error, on_done=on_done, polls=polls, resource=resource, action=action
+    )
+    if async_operation is None:
+        async_operation = status != 202
+    headers: dict[str, str] = {}
+    if async_operation:
+        headers["Azure-AsyncOperation"] = url
+    if status == 202:
+        headers["Location"] = store.operation_url(op_id, result=True)
+        headers["Retry-After"] = f"{store.retry_after_s:g}"
+    else:
+        headers["x-ms-async-operation-timeout"] = "PT1H"
+    return Reply(status=status, json=body, headers=headers)
+
+
+def conflict(store: FakeStore, resource: str) -> Reply | None:
+    """409 Conflict while another operation on ``resource`` is still in progress."""
+    operation = store.busy(resource)
+    if operation is None:
+        return None
+    return azure_error(
+        409,
+        "Conflict",
+        f"{resource} is {operation.action.lower()}: another operation on it is in progress "
+        f"(operation {operation.op_id}). Wait for it to finish, then retry.",
+        details=[{"code": "OperationInProgress", "message": f"{resource} is {operation.action}."}],
     )
 
 
@@ -211,6 +242,7 @@ def _compute_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     bad = check_workspace(store, m)
     if bad is not None:
         return bad
+    store.tick(f"computes/{m['name']}")
     body = store.get_compute(m["name"])
     if body is None:
         return not_found("Compute", m["name"])
@@ -229,6 +261,9 @@ def _compute_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     if bad is not None:
         return bad
     name = m["name"]
+    busy = conflict(store, f"computes/{name}")
+    if busy is not None:
+        return busy
     sent = req.json if isinstance(req.json, dict) else {}
     props = sent.get("properties") or {}
     inner = props.get("properties") or {}
@@ -257,7 +292,14 @@ def _compute_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     def done() -> None:
         body["properties"]["provisioningState"] = "Succeeded"
 
-    return lro_accepted(store, 200 if existed else 201, body, on_done=done)
+    return lro_accepted(
+        store,
+        200 if existed else 201,
+        body,
+        on_done=done,
+        resource=f"computes/{name}",
+        action="Updating" if existed else "Creating",
+    )
 
 
 def _compute_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -265,9 +307,22 @@ def _compute_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Rep
     if bad is not None:
         return bad
     name = m["name"]
-    if store.get_compute(name) is None:
+    body = store.get_compute(name)
+    if body is None:
         return Reply(status=204)
-    return lro_accepted(store, 202, None, on_done=lambda: store.delete_compute(name))
+    busy = conflict(store, f"computes/{name}")
+    if busy is not None:
+        return busy
+    body["properties"]["provisioningState"] = "Deleting"
+    return lro_accepted(
+        store,
+        202,
+        None,
+        on_done=lambda: store.delete_compute(name),
+        resource=f"computes/{name}",
+        action="Deleting",
+        async_operation=True,
+    )
 
 
 def _sizes(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -282,10 +337,22 @@ def _operation(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     op = store.get_operation(m["op"])
     if op is None:
         return not_found("Operation", m["op"])
-    return Reply(json=op.poll())
+    body = op.poll()
+    if m["kind"].lower() != "mfeoperationresults":
+        return Reply(json=body)
+    # The Location URL answers by status code: 202 while running, then the outcome.
+    if body["status"] == "InProgress":
+        headers = {"Location": req.url, "Retry-After": f"{store.retry_after_s:g}"}
+        return Reply(status=202, headers=headers)
+    if body["status"] != "Succeeded":
+        err = body.get("error") or {}
+        return azure_error(
+            400, str(err.get("code") or body["status"]), str(err.get("message") or body["status"])
+        )
+    return Reply(status=200, json=None)
 
 
-_OPERATION = r"/mfeOperations(?:Status|Results)/(?P<op>[^/]+)"
+_OPERATION = r"/(?P<kind>mfeOperationsStatus|mfeOperationResults)/(?P<op>[^/]+)"
 ROUTES = [
     route("workspace.get", "GET", WS, _workspace),
     route("workspace.discovery", "GET", r"[a-z0-9-]+\.api\.azureml\.ms/discovery", _discovery),

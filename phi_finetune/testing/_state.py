@@ -4,13 +4,42 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 from phi_finetune.testing._http import Reply, azure_error
 
-__all__ = ["DeploymentScript", "Fault", "JobScript", "JobState", "Operation"]
+__all__ = [
+    "JOB_STATUSES",
+    "DeploymentScript",
+    "Fault",
+    "Hold",
+    "JobScript",
+    "JobState",
+    "Operation",
+]
+
+JOB_STATUSES = (
+    "NotStarted",
+    "Starting",
+    "Provisioning",
+    "Preparing",
+    "Queued",
+    "Running",
+    "Finalizing",
+    "CancelRequested",
+    "Completed",
+    "Failed",
+    "Canceled",
+    "NotResponding",
+    "Paused",
+    "Unknown",
+)
+"""The ``JobStatus`` values of the Microsoft.MachineLearningServices REST specification."""
+
+DEFAULT_JOB_PROGRESSION = ("NotStarted", "Starting", "Preparing", "Queued", "Running", "Finalizing")
+"""What a job walks through before its outcome, one status per poll, unless scripted."""
 
 _FAULT_CODES = {
     400: "BadRequest",
@@ -39,6 +68,8 @@ class Fault:
     connection_reset: bool
     reply: Reply
     hits: int = 0
+    lost_reply: Literal["reset", "timeout"] | None = None
+    """Set for "the service acted but the reply was lost": the request is answered first."""
 
     def matches(self, method: str, url: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -56,6 +87,29 @@ class Fault:
         reply = self.reply
         return Reply(
             status=reply.status, json=reply.json, body=reply.body, headers=dict(reply.headers)
+        )
+
+    @classmethod
+    def lost(
+        cls,
+        method: str | None,
+        url_pattern: str,
+        *,
+        times: int | None,
+        kind: Literal["reset", "timeout"],
+    ) -> Fault:
+        """A fault that lets the request through, then loses the reply (reset or timeout)."""
+        if kind not in ("reset", "timeout"):
+            raise ValueError(f"kind={kind!r}: use 'reset' or 'timeout'")
+        return cls(
+            method=method.upper() if method else None,
+            pattern=re.compile(url_pattern),
+            status=0,
+            times=times,
+            retry_after=None,
+            connection_reset=False,
+            reply=Reply(status=0),
+            lost_reply=kind,
         )
 
     @classmethod
@@ -131,7 +185,13 @@ class JobScript:
     ) -> JobScript:
         """The script ``FakeAzureML.script_job`` describes; no arguments: a job that completes."""
         if statuses is None:
-            statuses = ["NotStarted", "Running", outcome]
+            statuses = [*DEFAULT_JOB_PROGRESSION, outcome]
+        unknown = [s for s in [*statuses, outcome] if s not in JOB_STATUSES]
+        if unknown:
+            raise ValueError(
+                f"statuses: {unknown[0]!r} is not an Azure ML job status; use one of "
+                f"{', '.join(JOB_STATUSES)}"
+            )
         if statuses[-1] != outcome:
             statuses = [*statuses, outcome]
         if outcome == "Failed":
@@ -156,18 +216,58 @@ class JobState:
     position: int = 0
     canceled: bool = False
     children: list[dict[str, Any]] = attrs.field(factory=list)
+    cancel_polls: int = 0
+    """Polls left that answer ``CancelRequested`` before a cancelled job reads ``Canceled``."""
+    hold: Hold | None = None
+    """While this hold is active the job stays where it is."""
+    waiting: Callable[[], bool] | None = None
+    """While this answers true, a job about to run stays ``Queued`` (quota short)."""
+    created: int = 0
+    """Creation order (the job list answers newest first)."""
+    node: str = "chat_completion_pipeline"
+    """Name of the pipeline-component node whose children are the steps."""
 
     @property
     def status(self) -> str:
         if self.canceled:
-            return "Canceled"
+            return "CancelRequested" if self.cancel_polls > 0 else "Canceled"
         return self.script.statuses[min(self.position, len(self.script.statuses) - 1)]
 
+    def request_cancel(self, polls: int) -> None:
+        """Cancel the job: ``polls`` answers of ``CancelRequested``, then ``Canceled``."""
+        if self.status in _ENDED:
+            return
+        self.canceled = True
+        self.cancel_polls = max(0, polls)
+
     def advance(self) -> str:
+        """The status this poll reports; the job then moves one step along its script."""
+        if self.canceled:
+            status = self.status
+            if self.cancel_polls > 0 and not self._held():
+                self.cancel_polls -= 1
+            return status
+        if self._held():
+            return self.status
+        nxt = self.script.statuses[min(self.position + 1, len(self.script.statuses) - 1)]
+        if (
+            self.waiting is not None
+            and self.status in _BEFORE_RUNNING
+            and nxt not in _BEFORE_RUNNING
+            and self.waiting()
+        ):
+            return "Queued"
         status = self.status
-        if not self.canceled and self.position < len(self.script.statuses) - 1:
+        if self.position < len(self.script.statuses) - 1:
             self.position += 1
         return status
+
+    def _held(self) -> bool:
+        return self.hold is not None and self.hold.active
+
+
+_ENDED = frozenset({"Completed", "Failed", "Canceled"})
+_BEFORE_RUNNING = frozenset({"NotStarted", "Starting", "Provisioning", "Preparing", "Queued"})
 
 
 @attrs.define
@@ -203,6 +303,35 @@ class DeploymentScript:
         return cls(outcome, list(logs), error_message, polls, endpoint, name)
 
 
+@attrs.define(eq=False)
+class Hold:
+    """Keeps matching operations (and jobs) in progress until :meth:`release`.
+
+    Returned by ``FakeAzureML.hold``; a context manager that releases on exit.
+    """
+
+    method: str | None
+    pattern: re.Pattern[str]
+    active: bool = True
+    caught: list[str] = attrs.field(factory=list)
+    """``"METHOD url"`` of every request whose operation this hold caught."""
+
+    def matches(self, method: str, url: str) -> bool:
+        if not self.active or (self.method is not None and self.method != method):
+            return False
+        return self.pattern.search(url) is not None
+
+    def release(self) -> None:
+        """Let the held operations finish at their next poll."""
+        self.active = False
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 @attrs.define
 class Operation:
     """A long-running operation: ``polls`` in-progress answers, then ``final`` (and ``on_done``)."""
@@ -214,21 +343,38 @@ class Operation:
     on_done: Callable[[], None] | None = None
     done: bool = False
     seen: int = 0
+    resource: str | None = None
+    """The resource this operation changes (``onlineEndpoints/x``); busy until it is done."""
+    action: str = "Updating"
+    """What the operation does to the resource (``Creating``, ``Deleting``, ...)."""
+    hold: Hold | None = None
 
     def abandon(self) -> None:
         """End the operation on its next poll (the service went away while it ran)."""
+        if self.hold is not None:
+            self.hold.release()
         if not self.done and self.seen < self.polls:
             self.polls = self.seen
             self.final = "Canceled"
 
-    def poll(self) -> dict[str, Any]:
+    def advance(self) -> bool:
+        """One poll's worth of progress; returns whether the operation is now finished."""
+        if self.done:
+            return True
+        if self.hold is not None and self.hold.active:
+            return False
         if self.seen < self.polls:
             self.seen += 1
+            return False
+        self.done = True
+        if self.on_done is not None:
+            self.on_done()
+        return True
+
+    def poll(self) -> dict[str, Any]:
+        """The operation-status body of this poll (``InProgress`` until it finishes)."""
+        if not self.advance():
             return {"id": self.op_id, "name": self.op_id, "status": "InProgress"}
-        if not self.done:
-            self.done = True
-            if self.on_done is not None:
-                self.on_done()
         body: dict[str, Any] = {"id": self.op_id, "name": self.op_id, "status": self.final}
         if self.error is not None:
             body["error"] = self.error

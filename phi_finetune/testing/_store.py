@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 from phi_finetune.testing._scope import FakeScope
 from phi_finetune.testing._scoring import Scorer, echo_scorer
-from phi_finetune.testing._state import DeploymentScript, JobScript, JobState, Operation
+from phi_finetune.testing._state import DeploymentScript, Hold, JobScript, JobState, Operation
 
 __all__ = ["AssetKind", "FakeStore", "RegistryKind"]
 
@@ -43,8 +44,20 @@ class FakeStore:
         self.scope = scope
         self.lock = threading.RLock()
         """Held while a request is answered and while a helper changes state."""
-        self.lro_polls = 0
+        self.lro_polls = 2
         """How many in-progress answers a long-running operation gives before it finishes."""
+        self.retry_after_s = 1.0
+        """``Retry-After`` of long-running operations (the fake's patched sleep skips it)."""
+        self.cancel_polls = 1
+        """How many polls a cancelled job reads ``CancelRequested`` before ``Canceled``."""
+        self.page_size = 100
+        """Items per page of a list reply; more items come behind a ``nextLink``."""
+        self.name_reservation_s = 0.0
+        """How long (fake-clock seconds) a deleted endpoint's name stays reserved."""
+        self.check_job_outputs = False
+        """Refuse models registered from outputs of a missing or unfinished job (as Azure does)."""
+        self.slept_s = 0.0
+        """Sum of the skipped sleeps: the fake clock runs ahead of real time by this much."""
         self.keys_issued: list[str] = []
         """Every endpoint key ever issued, deleted endpoints' included (for leak scans)."""
         self.scoring_calls: list[tuple[str, str | None, Any]] = []
@@ -63,6 +76,7 @@ class FakeStore:
         self._assets: dict[AssetKind, dict[tuple[str, str], Body]] = {"models": {}, "data": {}}
         self._jobs: dict[str, JobState] = {}
         self._job_scripts: deque[JobScript] = deque()
+        self._child_runs: dict[str, tuple[str, str | None]] = {}
         self._endpoints: dict[str, Body] = {}
         self._endpoint_keys: dict[str, tuple[str, str]] = {}
         self._deployments: dict[tuple[str, str], Body] = {}
@@ -72,6 +86,10 @@ class FakeStore:
         self._blob_metadata: dict[str, dict[str, str]] = {}
         self._staged_blocks: dict[tuple[str, str], bytes] = {}
         self._operations: dict[str, Operation] = {}
+        self._busy: dict[str, Operation] = {}
+        self._holds: list[Hold] = []
+        self._reserved_names: dict[str, float] = {}
+        self._request: tuple[str, str] = ("", "")
 
     def next_id(self) -> int:
         """A number unique within this fake (ids, creation stamps)."""
@@ -80,13 +98,17 @@ class FakeStore:
     # ------------------------------------------------------------------ the request answered
 
     @contextmanager
-    def serving(self, raw_headers: Mapping[str, str]) -> Iterator[None]:
+    def serving(
+        self, raw_headers: Mapping[str, str], method: str = "", url: str = ""
+    ) -> Iterator[None]:
         """Make ``raw_header`` answer from ``raw_headers`` while one request is answered."""
         self._raw_headers = raw_headers
+        self._request = (method, url)
         try:
             yield
         finally:
             self._raw_headers = {}
+            self._request = ("", "")
 
     def raw_header(self, name: str) -> str | None:
         """An unredacted header of the request being answered (for auth checks in routes)."""
@@ -248,11 +270,24 @@ class FakeStore:
         return self._jobs.get(name)
 
     def list_jobs(self) -> list[JobState]:
-        return list(self._jobs.values())
+        """Every job, newest submitted first (the service's order)."""
+        return sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
 
     def put_job(self, job: JobState) -> None:
         with self.lock:
             self._jobs[job.name] = job
+
+    def add_child_run(self, run_id: str, root: str, step: str | None) -> None:
+        """Record a child run of job ``root``: its pipeline node (``step=None``) or a step."""
+        with self.lock:
+            self._child_runs[run_id] = (root, step)
+
+    def child_run(self, run_id: str) -> tuple[JobState, str | None] | None:
+        """``(root job, step or None for the pipeline node)`` of a child run id."""
+        found = self._child_runs.get(run_id)
+        if found is None or found[0] not in self._jobs:
+            return None
+        return self._jobs[found[0]], found[1]
 
     def add_job_script(self, script: JobScript) -> None:
         with self.lock:
@@ -307,7 +342,8 @@ class FakeStore:
     def delete_endpoint(self, name: str) -> None:
         """Remove an endpoint with its keys and all its deployments."""
         with self.lock:
-            self._endpoints.pop(name, None)
+            if self._endpoints.pop(name, None) is not None:
+                self.reserve_name(name)
             self._endpoint_keys.pop(name, None)
             for key in [k for k in self._deployments if k[0] == name]:
                 self.delete_deployment(*key)
@@ -347,6 +383,8 @@ class FakeStore:
         with self.lock:
             self._deployments.pop((endpoint, name), None)
             self._deployment_logs.pop((endpoint, name), None)
+            # A deployment removed with its endpoint is no longer busy under that name.
+            self._busy.pop(f"onlineendpoints/{endpoint}/deployments/{name}".lower(), None)
 
     def add_deployment_script(self, script: DeploymentScript) -> None:
         with self.lock:
@@ -380,29 +418,106 @@ class FakeStore:
         error: dict[str, Any] | None = None,
         on_done: Callable[[], None] | None = None,
         polls: int | None = None,
+        resource: str | None = None,
+        action: str = "Updating",
     ) -> tuple[str, str]:
         """Register a long-running operation; returns ``(op_id, status URL)``.
 
         It answers ``polls`` (default ``lro_polls``) in-progress polls, then ``final``; ``on_done``
-        runs once, at the first final poll.
+        runs once, at the first final poll. While it runs, ``resource`` is busy (409 to a second
+        operation); a matching ``hold`` keeps it in progress until released.
         """
         with self.lock:
             op_id = f"fake-op-{self.next_id()}"
-            self._operations[op_id] = Operation(
+            operation = Operation(
                 op_id=op_id,
                 polls=self.lro_polls if polls is None else polls,
                 final=final,
                 error=error,
                 on_done=on_done,
+                resource=resource,
+                action=action,
+                hold=self.hold_for(*self._request),
             )
-        suffix = f"/mfeOperationsStatus/{op_id}?api-version=2024-10-01"
-        return op_id, f"https://management.azure.com{self.scope.location_id(suffix)}"
+            self._operations[op_id] = operation
+            if resource is not None:
+                self._busy[resource.lower()] = operation
+        return op_id, self.operation_url(op_id)
+
+    def operation_url(self, op_id: str, *, result: bool = False) -> str:
+        """The status (``Azure-AsyncOperation``) or result (``Location``) URL of an operation."""
+        kind = "mfeOperationResults" if result else "mfeOperationsStatus"
+        suffix = f"/{kind}/{op_id}?api-version=2024-10-01"
+        return f"https://management.azure.com{self.scope.location_id(suffix)}"
 
     def get_operation(self, op_id: str) -> Operation | None:
         return self._operations.get(op_id)
 
+    def busy(self, resource: str) -> Operation | None:
+        """The unfinished operation on ``resource`` (``onlineEndpoints/x``), if any."""
+        operation = self._busy.get(resource.lower())
+        if operation is None or operation.done:
+            return None
+        return operation
+
+    def tick(self, resource: str) -> None:
+        """Time passes for ``resource``: a GET of it moves its operation one poll along."""
+        with self.lock:
+            operation = self.busy(resource)
+            if operation is not None:
+                operation.advance()
+
     def abandon_operations(self) -> None:
         """End every unfinished operation on its next poll (the service is going away)."""
         with self.lock:
+            for hold in self._holds:
+                hold.release()
             for operation in self._operations.values():
                 operation.abandon()
+
+    # ------------------------------------------------------------------ holds and the clock
+
+    def add_hold(self, hold: Hold) -> Hold:
+        with self.lock:
+            self._holds.append(hold)
+        return hold
+
+    def hold_for(self, method: str, url: str) -> Hold | None:
+        """The active hold matching the request being answered (recording the catch)."""
+        if not method:
+            return None
+        for hold in self._holds:
+            if hold.matches(method, url):
+                hold.caught.append(f"{method} {url}")
+                return hold
+        return None
+
+    def now(self) -> float:
+        """The fake clock: real monotonic time plus every sleep the fake skipped."""
+        return time.monotonic() + self.slept_s
+
+    def record_sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.slept_s += max(0.0, seconds)
+
+    def reserve_name(self, name: str) -> None:
+        """Keep a deleted endpoint's name from reuse for ``name_reservation_s``."""
+        if self.name_reservation_s > 0:
+            with self.lock:
+                self._reserved_names[name.lower()] = self.now() + self.name_reservation_s
+
+    def reserved_for(self, name: str) -> float | None:
+        """Seconds until a reserved name is free again; ``None`` when it is free."""
+        until = self._reserved_names.get(name.lower())
+        if until is None:
+            return None
+        left = until - self.now()
+        if left <= 0:
+            with self.lock:
+                self._reserved_names.pop(name.lower(), None)
+            return None
+        return left
+
+    def release_name(self, name: str) -> None:
+        with self.lock:
+            self._reserved_names.pop(name.lower(), None)
