@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
@@ -42,6 +43,7 @@ def make_jwt(audience: str, *, lifetime_s: int = 3600, now: float | None = None)
         "upn": "fake.user@example.com",
         "name": "Fake User",
         "appid": "00000000-0000-0000-0000-0000000000cc",
+        "uti": uuid.uuid4().hex,  # unique per token, so an expired token is never reissued
     }
     signature = base64.urlsafe_b64encode(b"fake-signature").rstrip(b"=").decode()
     return f"{_b64(header)}.{_b64(claims)}.{signature}"
@@ -77,6 +79,7 @@ class FakeCredential:
         self._lifetime_s = lifetime_s
         self._lock = threading.Lock()
         self._valid_left: int | None = None
+        self._expired = False
         self._revoked: set[str] = set()
         self.scopes_requested: list[str] = []
         self.tokens_issued: list[str] = []
@@ -85,12 +88,12 @@ class FakeCredential:
     @property
     def expired(self) -> bool:
         """Whether the sign-in has expired (its tokens are refused)."""
-        return self._valid_left == 0
+        return self._expired
 
     def expire(self) -> None:
         """Expire the sign-in now: every token issued so far and from now on is refused."""
         with self._lock:
-            self._valid_left = 0
+            self._expired = True
             self._revoked.update(self.tokens_issued)
 
     def expire_after(self, tokens: int) -> None:
@@ -107,6 +110,7 @@ class FakeCredential:
         """Sign in again: new tokens are valid (the refused ones stay refused)."""
         with self._lock:
             self._valid_left = None
+            self._expired = False
 
     def is_revoked(self, token: str) -> bool:
         """Whether ``token`` was issued by this credential before it expired, or after."""
@@ -117,7 +121,9 @@ class FakeCredential:
         scope = scopes[0] if scopes else "https://management.azure.com/.default"
         expires = int(time.time()) + self._lifetime_s
         with self._lock:
-            if self._valid_left == 0:
+            if self._expired or self._valid_left == 0:
+                self._expired = True
+                self._valid_left = None
                 # exp in the past while expires_on (what azure-core caches by) is in the future
                 self._revoked.update(self.tokens_issued)
                 token = make_jwt(_audience(scope), lifetime_s=-60)
