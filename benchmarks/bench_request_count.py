@@ -18,7 +18,7 @@ import re
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ RUNNER = ROOT / "tests" / "fixtures" / "notebook_runner.py"
 _COLLECTIONS = {
     "computes", "jobs", "onlineendpoints", "deployments", "models", "data", "versions",
     "components", "registries", "experiments", "runs", "operationsstatus", "operationresults",
-    "locations", "datastores", "mfeoperationsstatus", "experimentids", "rundata", "environments", "codes",
+    "locations", "datastores", "mfeoperationsstatus", "experimentids", "rundata",
+    "environments", "codes",
 }  # fmt: skip
 
 Record = tuple[str, str, str | None, str]  # method, url, route, call site
@@ -69,19 +70,24 @@ def normalise(method: str, url: str, ids: dict[str, str]) -> str:
     return f"{method} {short}{path}"
 
 
-def _call_site() -> str:
-    """The innermost frame in phi_finetune (not the fake) or in the notebook fixture."""
+def _call_site(depth: int = 4) -> str:
+    """The innermost ``depth`` frames in phi_finetune (not the fake), or the notebook cell."""
     import threading
 
     if threading.current_thread().name.startswith("LROPoller"):
         return "(azure-core LRO poller thread)"
+    chain: list[str] = []
     for frame in reversed(traceback.extract_stack()[:-2]):
         name = frame.filename.replace("\\", "/")
         if "/phi_finetune/" in name and "/phi_finetune/testing/" not in name:
-            return f"{name.split('/phi_finetune/', 1)[1]}:{frame.lineno} {frame.name}"
-        if "reference_notebook.py" in name:
+            if frame.name == "<lambda>" or "/azure/boundary.py" in name:
+                continue
+            chain.append(f"{name.split('/phi_finetune/', 1)[1]}:{frame.lineno} {frame.name}")
+            if len(chain) == depth:
+                break
+        elif "reference_notebook.py" in name:
             return frame.filename.strip("<>")
-    return "(client construction)"
+    return " < ".join(chain) if chain else "(client construction)"
 
 
 @contextmanager

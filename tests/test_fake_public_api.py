@@ -133,6 +133,7 @@ METHODS = {
     "stop": "(self) -> 'None'",
     "studio_url": "(self, job_name: 'str') -> 'str'",
     "workspace_client": "(self, **kwargs: 'Any') -> 'MLClient'",
+    "serve": "(self) -> 'FakeServer'",
 }
 
 READ_ONLY = {
@@ -173,6 +174,7 @@ WRITABLE: dict[str, Any] = {
     "scoring_calls": [],
     "sleeps": [],
     "unrouted": [],
+    "check_tokens": False,
 }
 
 

@@ -15,7 +15,10 @@ import pytest
 
 from phi_finetune.testing import FakeAzureML
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX"),
+]
 
 _CONFIG = """\
 backend = "azure"

@@ -415,7 +415,9 @@ def test_request_log_redacts_every_credential_header_and_sas_signature(
         "Cookie": f"session={secret}",
         "x-ms-version": "2023-11-03",
     }
-    url = f"{fake.blob_account_url.rstrip('/')}/azureml/some/file.txt?sv=2026-01-01&sr=b&sig={secret}"
+    url = (
+        f"{fake.blob_account_url.rstrip('/')}/azureml/some/file.txt?sv=2026-01-01&sr=b&sig={secret}"
+    )
     body = json.dumps({"sasUri": f"https://a.blob.core.windows.net/c?sv=1&sig={secret}"})
     requests.put(url, data=body.encode(), headers=headers, timeout=5)
 

@@ -11,9 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
-from notebook_runner import load_cells, run_notebook  # noqa: E402
+from notebook_runner import load_cells, run_notebook
 
-from phi_finetune.testing import FakeAzureML  # noqa: E402
+from phi_finetune.testing import FakeAzureML
 
 
 def test_fixture_keeps_the_seed_cells_and_marks_every_change() -> None:

@@ -91,7 +91,8 @@ def check_tokens(
     if authorization is None:
         if arm:
             return _unauthorized(
-                "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.",
             )
         return None
     scheme, _, token = authorization.partition(" ")

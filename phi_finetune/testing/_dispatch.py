@@ -122,6 +122,7 @@ class Dispatcher:
                     self._requests.append(_with(fake_req, "fault", reply.status))
                     return to_transport_response(request, reply, stream=stream)
             denied = self.auth_check(fake_req, raw_headers) if self.auth_check else None
+            route_name: str | None
             if denied is not None:
                 reply, route_name = denied, "auth.denied"
             else:

@@ -580,7 +580,6 @@ class FakeAzureML:
 
         return check_tokens(req, raw_headers, self._credential.is_revoked)
 
-
     # ------------------------------------------------------------------ server mode
 
     def serve(self) -> FakeServer:

@@ -94,7 +94,7 @@ class FakeServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: the fake's request log (redacted) is the record."""
 
             def _any(self) -> None:
@@ -127,9 +127,7 @@ class FakeServer:
             handler.close_connection = True  # an injected connection reset: drop the socket
             return
         answer.read()
-        reply_headers = {
-            k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP
-        }
+        reply_headers = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
         self._write(handler, answer.status_code, reply_headers, answer.content)
 
     def _token(self, handler: http.server.BaseHTTPRequestHandler) -> None:
