@@ -17,6 +17,8 @@ Variable                           Meaning
 ``AZUREML_WORKSPACE_NAME``         Workspace scope.
 ``MLFLOW_TRACKING_URI``            Default MLflow store of ``phi-finetune serve``.
 ``HF_HUB_OFFLINE``                 Non-empty and not ``0``: never download from the Hub.
+``PHI_FINETUNE_FAKE_AZUREML_URL``  Tests only: send every Azure request to the served
+                                   ``FakeAzureML`` at this URL (``fake.serve()``).
 =================================  ==========================================================
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "ENV_FAKE_AZUREML_URL",
     "ENV_HF_HUB_OFFLINE",
     "ENV_MLFLOW_TRACKING_URI",
     "ENV_NO_PROGRESS",
@@ -72,6 +75,8 @@ WORKSPACE_ENVS: Mapping[str, str] = {
 
 ENV_MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_HF_HUB_OFFLINE = "HF_HUB_OFFLINE"
+#: Tests only: the URL of a served ``FakeAzureML``; the credential and transport go there.
+ENV_FAKE_AZUREML_URL = "PHI_FINETUNE_FAKE_AZUREML_URL"
 
 
 def env_value(name: str, environ: Mapping[str, str] | None = None) -> str:

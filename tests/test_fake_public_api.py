@@ -146,6 +146,7 @@ METHODS = {
         "kind: \"Literal['reset', 'timeout']\" = 'reset') -> 'Fault'"
     ),
     "release_endpoint_name": "(self, name: 'str') -> 'None'",
+    "serve": "(self) -> 'FakeServer'",
 }
 
 READ_ONLY = {
@@ -191,6 +192,7 @@ WRITABLE: dict[str, Any] = {
     "scoring_calls": [],
     "sleeps": [],
     "unrouted": [],
+    "check_tokens": False,
 }
 
 

@@ -394,3 +394,162 @@ def test_no_network_is_used(fake_azureml: FakeAzureML, block_network: list[str])
     list(ml.compute.list_sizes())
     fake_azureml.registry_client().models.get("Phi-3-mini-4k-instruct", label="latest")
     assert block_network == []
+
+
+# ------------------------------------------------------------ credentials and redaction (D)
+
+
+def test_request_log_redacts_every_credential_header_and_sas_signature(
+    fake_azureml: FakeAzureML,
+) -> None:
+    import requests
+
+    fake = fake_azureml
+    secret = "s3cr3t-value-0123456789"
+    headers = {
+        "Authorization": f"Bearer {secret}",
+        "x-azureml-token": secret,
+        "api-key": secret,
+        "Ocp-Apim-Subscription-Key": secret,
+        "x-ms-storage-token": secret,
+        "Cookie": f"session={secret}",
+        "x-ms-version": "2023-11-03",
+    }
+    url = (
+        f"{fake.blob_account_url.rstrip('/')}/azureml/some/file.txt?sv=2026-01-01&sr=b&sig={secret}"
+    )
+    body = json.dumps({"sasUri": f"https://a.blob.core.windows.net/c?sv=1&sig={secret}"})
+    requests.put(url, data=body.encode(), headers=headers, timeout=5)
+
+    (req,) = fake.requests
+    assert secret not in repr(req) and secret not in req.url and secret not in req.text
+    assert secret not in json.dumps(req.headers) and secret not in json.dumps(req.query)
+    assert secret not in json.dumps(req.json)
+    assert req.headers["x-ms-version"] == "2023-11-03"  # ordinary headers are kept
+    for name in ("Authorization", "x-azureml-token", "api-key", "Ocp-Apim-Subscription-Key"):
+        assert req.headers[name] == "***"
+    assert req.query["sig"] == "***" and "sig=***" in req.url
+    assert req.route is not None  # answered by a route, not refused
+
+
+def test_job_submission_token_is_redacted_in_the_log(fake_azureml: FakeAzureML) -> None:
+    """azure-ai-ml sends x-azureml-token (an ml.azure.com token) with a pipeline job create."""
+    from azure.ai.ml import Input
+    from azure.ai.ml.dsl import pipeline
+
+    fake = fake_azureml
+    fake.add_compute("gpu", "Standard_NC24ads_A100_v4")
+    ml = fake.workspace_client()
+    component = fake.registry_client().components.get("chat_completion_pipeline", label="latest")
+    model = fake.registry_client().models.get("Phi-3-mini-4k-instruct", label="latest")
+
+    @pipeline(name="redaction")  # type: ignore[misc]
+    def build() -> Any:
+        node = component(
+            mlflow_model_path=model.id,
+            compute_model_import="gpu",
+            compute_preprocess="gpu",
+            compute_finetune="gpu",
+            compute_model_evaluation="gpu",
+            train_file_path=Input(type="uri_file", path="azureml://datastores/d/paths/t.jsonl"),
+            test_file_path=Input(type="uri_file", path="azureml://datastores/d/paths/v.jsonl"),
+        )
+        return {"trained_model": node.outputs.mlflow_model_folder}
+
+    ml.jobs.create_or_update(build(), experiment_name="e")
+    (create,) = fake.find_requests("PUT", route="jobs.create")
+    assert create.headers.get("x-azureml-token") == "***"
+    log = repr(fake.requests) + json.dumps([r.headers for r in fake.requests])
+    for secret in fake.secrets_issued():
+        assert secret not in log
+
+
+def test_expired_sign_in_gets_401_with_a_bearer_challenge(fake_azureml: FakeAzureML) -> None:
+    fake = fake_azureml
+    fake.add_compute("gpu", "Standard_NC6s_v3")
+    ml = fake.workspace_client()
+    assert ml.compute.get("gpu").size == "Standard_NC6s_v3"
+    fake.credential().expire()  # the cached token is refused from now on
+    with pytest.raises(HttpResponseError) as caught:
+        ml.compute.get("gpu")
+    assert caught.value.status_code == 401
+    challenge = caught.value.response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ") and 'error="invalid_token"' in challenge
+    assert "ExpiredAuthenticationToken" in str(caught.value)
+    (denied,) = fake.find_requests(route="auth.denied")
+    assert denied.status == 401 and denied.headers["Authorization"] == "***"
+    fake.credential().renew()
+    fresh = fake.workspace_client()  # a new client asks for a new token: valid again
+    assert fresh.compute.get("gpu").name == "gpu"
+
+
+def test_wrong_audience_and_missing_token_get_401(fake_azureml: FakeAzureML) -> None:
+    import requests
+
+    from phi_finetune.testing import make_jwt
+
+    fake = fake_azureml
+    url = (
+        f"https://management.azure.com/subscriptions/{fake.subscription_id}/resourceGroups/"
+        f"{fake.resource_group}/providers/Microsoft.MachineLearningServices/workspaces/"
+        f"{fake.workspace_name}?api-version=2024-10-01-preview"
+    )
+    storage = make_jwt("https://storage.azure.com")
+    wrong = requests.get(url, headers={"Authorization": f"Bearer {storage}"}, timeout=5)
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["code"] == "InvalidAuthenticationTokenAudience"
+    assert "https://management.azure.com" in wrong.json()["error"]["message"]
+    assert wrong.headers["WWW-Authenticate"].startswith("Bearer authorization_uri=")
+    missing = requests.get(url, timeout=5)
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "AuthenticationFailed"
+    stale = make_jwt("https://management.azure.com", lifetime_s=-10)
+    expired = requests.get(url, headers={"Authorization": f"Bearer {stale}"}, timeout=5)
+    assert expired.json()["error"]["code"] == "ExpiredAuthenticationToken"
+    good = make_jwt("https://management.azure.com")
+    assert requests.get(url, headers={"Authorization": f"Bearer {good}"}, timeout=5).ok
+    fake.check_tokens = False  # the knob: no token checks
+    assert requests.get(url, timeout=5).ok
+
+
+def test_expire_after_counts_tokens() -> None:
+    from phi_finetune.testing import FakeCredential
+
+    credential = FakeCredential()
+    credential.expire_after(2)
+    first = credential.get_token("https://management.azure.com/.default").token
+    credential.get_token("https://management.azure.com/.default")
+    assert not credential.expired and not credential.is_revoked(first)
+    third = credential.get_token("https://management.azure.com/.default").token
+    assert credential.expired and credential.is_revoked(first) and credential.is_revoked(third)
+    with pytest.raises(ValueError, match="tokens must be >= 0"):
+        credential.expire_after(-1)
+
+
+def test_run_against_a_credential_that_expires_mid_run_sees_a_401(
+    fake_azureml: FakeAzureML, tmp_path: Any
+) -> None:
+    from phi_finetune.azure.backend import AzureBackend
+    from phi_finetune.azure.workspace import Workspace
+    from phi_finetune.config import DataConfig, RunConfig
+    from phi_finetune.session import FineTuneSession
+
+    fake = fake_azureml
+    workspace = Workspace.from_clients(fake.workspace_client(), fake.registry_client())
+
+    def expire_while_scoring(request: Any, deployment: str | None) -> Any:
+        fake.credential().expire()  # the sign-in lapses between scoring and teardown
+        return {"output": "ok"}
+
+    fake.set_scorer(expire_while_scoring)
+    config = RunConfig(
+        backend="azure",
+        state_dir=tmp_path / "state",
+        data=DataConfig(source="demo", split_pc=None, output_dir=tmp_path / "data"),
+    )
+    session = FineTuneSession(config, backend=AzureBackend(workspace=workspace, poll_interval_s=0))
+    with pytest.raises(Exception):  # noqa: B017  (which error the library raises is not ours)
+        session.run()
+    denied = fake.find_requests(route="auth.denied")
+    assert denied and all(r.status == 401 for r in denied)
+    assert fake.scoring_calls  # it got that far before the token was refused

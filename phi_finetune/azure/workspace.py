@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from phi_finetune._redact import redact
 from phi_finetune.azure.boundary import azure_errors, is_service_exception, translate
 from phi_finetune.config import WorkspaceConfig
+from phi_finetune.constants import ENV_FAKE_AZUREML_URL
 from phi_finetune.errors import AuthenticationError, ConfigurationError, PhiFinetuneError
 
 if TYPE_CHECKING:
@@ -262,6 +263,11 @@ class Workspace:
             return self._credential
 
     def _resolve_credential(self) -> TokenCredential:
+        fake_url = os.environ.get(ENV_FAKE_AZUREML_URL)
+        if fake_url:  # tests only: a served FakeAzureML answers everything (docs/testing.md)
+            from phi_finetune.testing._client_hook import activate
+
+            return activate(fake_url)
         import azure.identity as identity
 
         attempts: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -11,6 +12,7 @@ from phi_finetune.testing._http import (
     Reply,
     azure_error,
     parse_request,
+    redact_request,
     to_transport_response,
 )
 from phi_finetune.testing._router import Route
@@ -49,6 +51,8 @@ class Dispatcher:
         """Requests no route answered (they got a 501); a test may assert this stays empty."""
         self._requests: list[FakeRequest] = []
         self._faults: list[Fault] = []
+        self.auth_check: Callable[[FakeRequest, Mapping[str, str]], Reply | None] | None = None
+        """Answers a request with a 401 before any route when it returns a reply."""
 
     # ------------------------------------------------------------------ request log
 
@@ -121,8 +125,13 @@ class Dispatcher:
                     reply = fault.answer()
                     self._requests.append(_with(fake_req, "fault", reply.status))
                     return to_transport_response(request, reply, stream=stream)
-            with self.store.serving(raw_headers, fake_req.method, fake_req.url):
-                reply, route_name = self._route(fake_req)
+            denied = self.auth_check(fake_req, raw_headers) if self.auth_check else None
+            route_name: str | None
+            if denied is not None:
+                reply, route_name = denied, "auth.denied"
+            else:
+                with self.store.serving(raw_headers, fake_req.method, fake_req.url):
+                    reply, route_name = self._route(fake_req)
             recorded = _with(fake_req, route_name, reply.status)
             self._requests.append(recorded)
             if route_name is None:
@@ -151,7 +160,8 @@ class Dispatcher:
 
 
 def _with(req: FakeRequest, route: str | None, status: int | None) -> FakeRequest:
-    return attrs.evolve(req, route=route, status=status)
+    """The log's copy of ``req``: credentials and SAS signatures redacted."""
+    return attrs.evolve(redact_request(req), route=route, status=status)
 
 
 def _lost_reply(kind: str | None) -> Exception:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from phi_finetune.testing import _catalog
 from phi_finetune.testing._dispatch import Dispatcher, all_routes
 from phi_finetune.testing._forward import Forward
-from phi_finetune.testing._http import FakeRequest
+from phi_finetune.testing._http import FakeRequest, Reply
 from phi_finetune.testing._scope import FakeScope
 from phi_finetune.testing._scoring import Scorer, echo_scorer
 from phi_finetune.testing._state import DeploymentScript, Fault, Hold, JobScript, JobState
@@ -29,6 +29,8 @@ from phi_finetune.testing._transport import TransportPatch
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
+
+    from phi_finetune.testing._server import FakeServer
 
 __all__ = ["FakeAzureML"]
 
@@ -114,6 +116,7 @@ class FakeAzureML:
         self.sleeps: list[float] = []
         """Every sleep the SDK asked the transport for (skipped, but recorded)."""
         self._credential = FakeCredential()
+        self._dispatcher.auth_check = self._deny_bad_token
         self._patch = TransportPatch()
         self._storage_sleep = StorageSleepPatch()
         if seed:
@@ -632,3 +635,33 @@ class FakeAzureML:
     def clock(self) -> float:
         """The fake clock (monotonic seconds plus every sleep the fake skipped)."""
         return self._store.now()
+
+    # ------------------------------------------------------------------ tokens
+
+    check_tokens: bool = True
+    """Whether ARM and data-plane requests need a valid bearer token (401 otherwise)."""
+
+    def _deny_bad_token(self, req: FakeRequest, raw_headers: Mapping[str, str]) -> Reply | None:
+        if not self.check_tokens:
+            return None
+        from phi_finetune.testing._auth import check_tokens
+
+        return check_tokens(req, raw_headers, self._credential.is_revoked)
+
+    # ------------------------------------------------------------------ server mode
+
+    def serve(self) -> FakeServer:
+        """Answer HTTP on 127.0.0.1 (ephemeral port) from this fake's state; see ``FakeServer``.
+
+        ``with FakeAzureML() as fake, fake.serve() as server:`` then run a child process with
+        ``env={**os.environ, **server.env()}``: its requests reach this fake (its kill leaves the
+        state here), its tokens come from ``fake.credential()``.
+        """
+        from phi_finetune.testing._server import FakeServer
+
+        scope = {
+            "subscription_id": self.subscription_id,
+            "resource_group": self.resource_group,
+            "workspace_name": self.workspace_name,
+        }
+        return FakeServer(self._dispatcher.send, self._credential, scope)

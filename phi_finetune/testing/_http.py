@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -12,9 +13,38 @@ import attrs
 import requests
 import urllib3
 
-from phi_finetune._redact import redact_headers
+from phi_finetune._redact import REDACTED
 
-__all__ = ["FakeRequest", "Reply", "azure_error", "read_body", "to_transport_response"]
+__all__ = [
+    "FakeRequest",
+    "Reply",
+    "azure_error",
+    "is_credential_header",
+    "read_body",
+    "redact_request",
+    "redact_text",
+    "to_transport_response",
+]
+
+# Headers that carry a credential: bearer tokens, the run-history token azure-ai-ml sends,
+# endpoint keys, APIM subscription keys and cookies. ``x-ms-<anything>-token`` covers the
+# auxiliary and storage tokens (e.g. ``x-ms-authorization-auxiliary`` is listed explicitly).
+_CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-azureml-token",
+        "api-key",
+        "ocp-apim-subscription-key",
+        "x-ms-authorization-auxiliary",
+        "cookie",
+        "set-cookie",
+    }
+)
+_X_MS_TOKEN = re.compile(r"(?i)^x-ms-[a-z0-9-]*token$")
+# A SAS signature (``sig=``) in a URL, a query string or a body; ends at & " ' or whitespace.
+_SAS_SIG = re.compile(r"(?i)(\bsig=)[^&\"'\s<>]+")
+_SAS_SIG_BYTES = re.compile(rb"(?i)(\bsig=)[^&\"'\s<>]+")
 
 _REASONS = {
     200: "OK",
@@ -36,7 +66,12 @@ _REASONS = {
 
 @attrs.frozen
 class FakeRequest:
-    """One HTTP request the SDK sent to the fake (headers carry no secrets)."""
+    """One HTTP request the SDK sent to the fake.
+
+    In ``FakeAzureML.requests`` every credential header (``Authorization``, ``x-azureml-token``,
+    ``api-key``, ``Ocp-Apim-Subscription-Key``, ``x-ms-*-token``, cookies) and every SAS
+    signature (``sig=`` in the URL, query or body) reads ``***``.
+    """
 
     method: str
     url: str
@@ -71,6 +106,42 @@ class Reply:
         if self.json is None:
             return b""
         return json.dumps(self.json).encode()
+
+
+def is_credential_header(name: str) -> bool:
+    """Whether a header carries a credential (redacted in the request log)."""
+    lowered = name.lower()
+    return lowered in _CREDENTIAL_HEADERS or _X_MS_TOKEN.match(lowered) is not None
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every SAS signature value (``sig=...``) masked."""
+    return _SAS_SIG.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def _redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: (REDACTED if is_credential_header(name) else redact_text(value))
+        for name, value in headers.items()
+    }
+
+
+def redact_request(req: FakeRequest) -> FakeRequest:
+    """A copy of ``req`` fit for the request log: credential headers and SAS signatures masked."""
+    body = req.body
+    parsed = req.json
+    if _SAS_SIG_BYTES.search(body):
+        body = _SAS_SIG_BYTES.sub(lambda m: m.group(1) + REDACTED.encode(), body)
+        if parsed is not None:
+            parsed = json.loads(body)
+    return attrs.evolve(
+        req,
+        url=redact_text(req.url),
+        query={k: (REDACTED if k.lower() == "sig" else v) for k, v in req.query.items()},
+        headers=_redact_headers(req.headers),
+        body=body,
+        json=parsed,
+    )
 
 
 def azure_error(status: int, code: str, message: str, **extra: Any) -> Reply:
@@ -130,7 +201,7 @@ def parse_request(request: Any) -> tuple[FakeRequest, dict[str, str]]:
         host=parts.netloc.lower(),
         path=parts.path,
         query=dict(parse_qsl(parts.query, keep_blank_values=True)),
-        headers=redact_headers(raw_headers),
+        headers=_redact_headers(raw_headers),
         body=body,
         json=parsed,
     )

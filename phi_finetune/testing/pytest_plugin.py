@@ -1,4 +1,5 @@
-"""pytest plugin (entry point ``phi_finetune``): the ``fake_azureml`` fixture.
+"""pytest plugin (entry point ``phi_finetune``): the ``fake_azureml`` and ``fake_azureml_server``
+fixtures.
 
 Loaded automatically when phi_finetune is installed (``pytest11`` entry point); otherwise add
 ``pytest_plugins = ["phi_finetune.testing.pytest_plugin"]`` to your ``conftest.py``. Importing
@@ -14,8 +15,9 @@ import pytest
 
 if TYPE_CHECKING:
     from phi_finetune.testing import FakeAzureML
+    from phi_finetune.testing._server import FakeServer
 
-__all__ = ["fake_azureml"]
+__all__ = ["fake_azureml", "fake_azureml_server"]
 
 
 @pytest.fixture
@@ -25,3 +27,10 @@ def fake_azureml() -> Iterator[FakeAzureML]:
 
     with FakeAzureML() as fake:
         yield fake
+
+
+@pytest.fixture
+def fake_azureml_server(fake_azureml: FakeAzureML) -> Iterator[FakeServer]:
+    """``fake_azureml`` served on 127.0.0.1: pass ``server.env()`` to a subprocess."""
+    with fake_azureml.serve() as server:
+        yield server
