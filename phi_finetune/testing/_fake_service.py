@@ -47,8 +47,10 @@ class FakeAzureML:
             assert ml.compute.get("gpu-cluster").size == "Standard_NC24ads_A100_v4"
 
     ``seed=True`` (the default) adds the ``azureml`` registry's ``chat_completion_pipeline``
-    component, a ``Phi-3-mini-4k-instruct`` model (version 15, not archived, allow lists in both
-    tags and system metadata), common GPU VM sizes and generous quotas.
+    component, ``Phi-3-mini-4k-instruct`` version 15 as published (allow lists only in system
+    metadata) except that it is seeded unarchived and without its passed retirement dates
+    (``add_reference_model()`` serves it exactly as published), common GPU VM sizes, and
+    generous quotas named as the service names them (``set_usage``, ``set_regional_quota``).
     """
 
     subscription_id = Forward[str]("_scope")
@@ -308,17 +310,15 @@ class FakeAzureML:
             outputs=_catalog.chat_completion_outputs(),
             display_name="Chat Completion Pipeline",
         )
-        phi3 = _catalog.PHI3_MODEL
-        self.add_model(
-            phi3["name"],
-            phi3["version"],
-            tags=dict(phi3["tags"]),
-            system_metadata=dict(phi3["system_metadata"]),
-        )
+        self.add_reference_model(published_lifecycle=False)
         for name, (vcpus, gpus, family, memory) in _catalog.DEFAULT_VM_SIZES.items():
             self.add_vm_size(name, vcpus, gpus, family, memory)
             if self._store.get_usage(family) is None:
-                self.set_usage(family, 0, 200)
+                self.set_usage(family, 0, _catalog.DEFAULT_FAMILY_LIMIT)
+        self.set_regional_quota(
+            _catalog.DEFAULT_REGIONAL_DEDICATED_LIMIT,
+            low_priority_limit=_catalog.DEFAULT_REGIONAL_LOW_PRIORITY_LIMIT,
+        )
 
     def add_model(
         self,
@@ -424,11 +424,28 @@ class FakeAzureML:
 
         self._store.put_vm_size(name, vm_size_body(name, vcpus, gpus, family, memory_gb))
 
-    def set_usage(self, family: str, current: int, limit: int) -> None:
-        """Set the vCPU usage and quota of a VM family (``compute.list_usage()``)."""
+    def set_usage(
+        self,
+        family: str,
+        current: int,
+        limit: int,
+        *,
+        naming: Literal["display", "key"] | None = None,
+    ) -> None:
+        """Set the dedicated vCPU usage and quota of a VM family (``compute.list_usage()``).
+
+        ``family`` is the vmSizes family key (``standardNCADSA100v4Family``, any case). The entry
+        is named ``"Standard NCADSA100v4 Family Cluster Dedicated vCPUs"`` (``naming="display"``,
+        as in the specification's example) or by the key (``naming="key"``); default: the form
+        set with ``set_usage_naming``. The list also carries a per-workspace duplicate and, for
+        display names, the family's low-priority entry with limit -1.
+        """
         from phi_finetune.testing._routes_workspace import usage_body
 
-        self._store.put_usage(family, usage_body(self._scope, family, current, limit))
+        known = {str(s["family"]).lower(): str(s["family"]) for s in self._store.list_vm_sizes()}
+        family = known.get(family.lower(), family)
+        body = usage_body(self._scope, family, current, limit, naming=naming)
+        self._store.put_usage(family, body)
 
     def script_job(
         self,
@@ -564,3 +581,45 @@ class FakeAzureML:
     def __repr__(self) -> str:
         state = "active" if self.active else "inactive"
         return f"FakeAzureML({self.workspace_name!r}, {state}, {len(self.requests)} requests)"
+
+    # ------------------------------------------------------------------ contract knobs
+
+    def set_regional_quota(
+        self,
+        limit: int,
+        *,
+        current: int | None = None,
+        low_priority_limit: int | None = None,
+    ) -> None:
+        """Set the regional totals ("Total Cluster Dedicated Regional vCPUs" and, with
+        ``low_priority_limit``, the low-priority one); ``current=None`` sums the families'."""
+        from phi_finetune.testing._routes_workspace import regional_usage_body as body
+
+        total = body(self._scope, current, limit)
+        self._store.put_usage(total["name"]["value"], total)
+        if low_priority_limit is not None:
+            low = body(self._scope, 0, low_priority_limit, low_priority=True)
+            self._store.put_usage(low["name"]["value"], low)
+
+    def set_usage_naming(self, naming: Literal["display", "key"]) -> None:
+        """Choose how later ``set_usage`` calls name entries (see ``set_usage``)."""
+        self._scope.usage_naming = naming
+
+    def set_system_metadata_key(self, key: Literal["system_metadata", "systemMetadata"]) -> None:
+        """Serve registry model versions' system metadata under ``key`` (docs/testing.md)."""
+        self._scope.system_metadata_key = key
+
+    def add_reference_model(
+        self, *, published_lifecycle: bool = True, registry: str = "azureml"
+    ) -> dict[str, Any]:
+        """(Re)add Phi-3-mini-4k-instruct 15 from the published spec; ``published_lifecycle``
+        keeps it archived with its passed retirement dates, as the registry serves it."""
+        record = _catalog.reference_model_record(published_lifecycle=published_lifecycle)
+        return self.add_model(
+            record["name"],
+            record["version"],
+            registry=registry,
+            tags=record["tags"],
+            system_metadata=record["system_metadata"],
+            archived=record["archived"],
+        )

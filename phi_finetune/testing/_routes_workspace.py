@@ -10,17 +10,26 @@ from phi_finetune.testing._http import FakeRequest, Reply, azure_error
 from phi_finetune.testing._router import ARM, WS, not_found, route, system_data
 
 if TYPE_CHECKING:
-    from phi_finetune.testing._scope import FakeScope
+    from phi_finetune.testing._scope import FakeScope, UsageNaming
     from phi_finetune.testing._store import FakeStore
 
 __all__ = [
+    "LOW_PRIORITY_TOTAL",
+    "REGIONAL_TOTAL",
     "ROUTES",
     "check_workspace",
     "compute_body",
+    "family_display_name",
     "lro_accepted",
+    "regional_usage_body",
     "usage_body",
     "vm_size_body",
 ]
+
+REGIONAL_TOTAL = "Total Cluster Dedicated Regional vCPUs"
+"""``name.value`` of the regional dedicated vCPU total (Usage/list.json, 2023-08-01-preview)."""
+LOW_PRIORITY_TOTAL = "Total Cluster LowPriority Regional vCPUs"
+_USAGE_TYPE = "Microsoft.MachineLearningServices/{}/usages"
 
 _LOC = ARM + r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices"
 _LOC += r"/locations/(?P<loc>[^/]+)"
@@ -152,7 +161,8 @@ def compute_body(
             "isAttachedCompute": False,
             "disableLocalAuth": True,
             "properties": {
-                "vmSize": vm_size,
+                # The service answers sizes upper-cased (Compute/get/AmlCompute.json: STANDARD_NC6)
+                "vmSize": vm_size.upper(),
                 "vmPriority": tier,
                 "osType": "Linux",
                 "scaleSettings": {
@@ -191,20 +201,94 @@ def vm_size_body(name: str, vcpus: int, gpus: int, family: str, memory_gb: float
         "memoryGB": memory_gb,
         "lowPriorityCapable": True,
         "premiumIO": True,
-        "supportedComputeTypes": ["Compute Instance", "AmlCompute"],
+        "supportedComputeTypes": ["AmlCompute", "ComputeInstance", "MIR"],
     }
 
 
-def usage_body(scope: FakeScope, family: str, current: int, limit: int) -> dict[str, Any]:
+def family_display_name(family: str, tier: str = "Dedicated") -> str:
+    """``standardNCADSA100v4Family`` -> ``Standard NCADSA100v4 Family Cluster Dedicated vCPUs``."""
+    core = re.sub(r"(?i)^standard[ _]?", "", family)
+    core = re.sub(r"(?i)[ _]?family$", "", core)
+    return f"Standard {core} Family Cluster {tier} vCPUs"
+
+
+def _usage_entry(
+    scope_id: str, kind: str, value: str, localized: str, current: int, limit: int
+) -> dict[str, Any]:
     return {
-        "id": scope.location_id(f"/usages/{family}"),
-        "amlWorkspaceLocation": scope.location,
-        "type": "Microsoft.MachineLearningServices/totalcores/usages",
-        "unit": "Count",
+        "id": f"{scope_id}/usages/{localized.replace(' ', '_')}",
+        "type": _USAGE_TYPE.format(kind),
         "currentValue": current,
         "limit": limit,
-        "name": {"value": family, "localizedValue": f"{family} Cores"},
+        "name": {"value": value, "localizedValue": localized},
+        "unit": "Count",
     }
+
+
+def usage_body(
+    scope: FakeScope,
+    family: str,
+    current: int,
+    limit: int,
+    *,
+    naming: UsageNaming | None = None,
+) -> dict[str, Any]:
+    """A VM family's dedicated vCPU usage, named in ``naming`` form (default: the scope's)."""
+    display = family_display_name(family)
+    form = naming or scope.usage_naming
+    value = display if form == "display" else family
+    sub = f"/subscriptions/{scope.subscription_id}"
+    return _usage_entry(sub, "vmFamily", value, display, current, limit)
+
+
+def regional_usage_body(
+    scope: FakeScope, current: int | None, limit: int, *, low_priority: bool = False
+) -> dict[str, Any]:
+    """A regional vCPU total; ``current=None`` sums the families' usage when answered."""
+    name = LOW_PRIORITY_TOTAL if low_priority else REGIONAL_TOTAL
+    kind = "lowPriorityCores" if low_priority else "dedicatedCores"
+    body = _usage_entry(f"/subscriptions/{scope.subscription_id}", kind, name, name, 0, limit)
+    body["id"] = f"/subscriptions/{scope.subscription_id}/usages"
+    body["currentValue"] = current
+    return body
+
+
+def _listed_usages(store: FakeStore) -> list[dict[str, Any]]:
+    """The usages list as Usage/list.json orders it: regional dedicated total, families (each
+    with its per-workspace duplicate), low-priority total, families' low-priority entries."""
+    regional: dict[str, dict[str, Any]] = {}
+    families: list[dict[str, Any]] = []
+    for body in store.list_usages():
+        if body["name"]["value"] in (REGIONAL_TOTAL, LOW_PRIORITY_TOTAL):
+            regional[body["name"]["value"]] = body
+        else:
+            families.append(body)
+    listed: list[dict[str, Any]] = []
+    dedicated_sum = sum(int(b["currentValue"]) for b in families)
+
+    def total(name: str, default_current: int) -> None:
+        if name in regional:
+            body = dict(regional[name])
+            if body["currentValue"] is None:
+                body["currentValue"] = default_current
+            listed.append(body)
+
+    total(REGIONAL_TOTAL, dedicated_sum)
+    ws_id = store.scope.workspace_id
+    for body in families:
+        listed.append(dict(body))
+        duplicate = dict(body, id=f"{ws_id}/usages/{body['id'].rsplit('/', 1)[-1]}")
+        duplicate["type"] = _USAGE_TYPE.format("workspaces")
+        listed.append(duplicate)
+    total(LOW_PRIORITY_TOTAL, 0)
+    for body in families:
+        localized = str(body["name"]["localizedValue"]).replace("Dedicated", "LowPriority")
+        value = localized if body["name"]["value"] == body["name"]["localizedValue"] else None
+        if value is None:
+            continue  # key-named families: the key has no low-priority spelling
+        sub = f"/subscriptions/{store.scope.subscription_id}"
+        listed.append(_usage_entry(sub, "vmFamily", value, localized, 0, -1))
+    return listed
 
 
 def _compute_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -236,6 +320,16 @@ def _compute_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     vm_size = str(inner.get("vmSize") or "Standard_DS3_v2")
     if props.get("computeType", "AmlCompute") != "AmlCompute":
         return azure_error(400, "BadRequest", "FakeAzureML only serves AmlCompute clusters.")
+    if store.list_vm_sizes() and store.find_vm_size(vm_size) is None:
+        # Not documented for Azure ML; the code Azure compute services use for this case.
+        return azure_error(
+            400,
+            "VMSizeNotSupported",
+            f"Virtual Machine size: '{vm_size}' is not supported for subscription "
+            f"{store.scope.subscription_id} in location '{store.scope.location}'. List the "
+            "sizes the region offers with `ml_client.compute.list_sizes()`.",
+            target="properties.properties.vmSize",
+        )
     idle = str(scale.get("nodeIdleTimeBeforeScaleDown") or "PT120S")
     idle_match = re.fullmatch(r"PT(\d+)S", idle)
     body = compute_body(
@@ -257,7 +351,10 @@ def _compute_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     def done() -> None:
         body["properties"]["provisioningState"] = "Succeeded"
 
-    return lro_accepted(store, 200 if existed else 201, body, on_done=done)
+    # The PUT reply carries only the type and state (Compute/createOrUpdate/BasicAmlCompute.json)
+    accepted = {k: body[k] for k in ("id", "type", "name", "location")}
+    accepted["properties"] = {"computeType": "AmlCompute", "provisioningState": "Creating"}
+    return lro_accepted(store, 200 if existed else 201, accepted, on_done=done)
 
 
 def _compute_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -275,7 +372,7 @@ def _sizes(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
 
 
 def _usages(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
-    return Reply(json={"value": store.list_usages()})
+    return Reply(json={"value": _listed_usages(store)})
 
 
 def _operation(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
