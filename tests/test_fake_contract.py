@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import _contract as contract
 import pytest
 import yaml
 
 import phi_finetune.testing._catalog as catalog
 from phi_finetune.testing import FakeAzureML
-import _contract as contract
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -328,7 +328,7 @@ def test_compute_create_for_a_size_the_region_lacks_fails(fake: FakeAzureML) -> 
 
 
 def test_error_replies_are_error_responses(fake: FakeAzureML) -> None:
-    status, headers, body = _raw(fake, "GET", _ws(fake, "/computes/missing"))
+    status, _, body = _raw(fake, "GET", _ws(fake, "/computes/missing"))
     assert status == 404
     _valid("ErrorResponse", body)
     assert body["error"]["code"] and body["error"]["message"]
@@ -439,10 +439,10 @@ def test_catalog_model_matches_the_vendored_azureml_assets_spec() -> None:
 
 def test_catalog_component_interface_matches_the_vendored_pipeline_spec() -> None:
     spec = _assets("chat_completion_pipeline.0.0.82.interface.yaml")
-    assert (catalog.CHAT_COMPLETION_COMPONENT, catalog.CHAT_COMPLETION_VERSION) == (
+    assert (
         spec["name"],
         str(spec["version"]),
-    )
+    ) == (catalog.CHAT_COMPLETION_COMPONENT, catalog.CHAT_COMPLETION_VERSION)
     ours = catalog.chat_completion_inputs()
     assert list(ours) == list(spec["inputs"])
     for name, published in spec["inputs"].items():
