@@ -285,6 +285,21 @@ def test_compute_put_answers_201_with_only_type_and_state(fake: FakeAzureML) -> 
     assert set(ops["responses"]) == {"200", "201"}
 
 
+def test_async_operation_status_validates_and_ends_in_a_terminal_state(fake: FakeAzureML) -> None:
+    _, headers, _ = _raw(fake, "PUT", _ws(fake, "/computes/lro"), _compute_put_body(A100))
+    url = {k.lower(): v for k, v in headers.items()}["azure-asyncoperation"]
+    statuses = []
+    for _ in range(10):  # bounded: the fake finishes after its configured polls
+        status, _, body = _raw(fake, "GET", url)
+        assert status == 200
+        _valid("OperationStatusResult", body)
+        statuses.append(body["status"])
+        if body["status"] != "InProgress":
+            break
+    assert statuses[-1] == "Succeeded"
+    assert fake.computes["lro"]["properties"]["provisioningState"] == "Succeeded"
+
+
 def test_compute_create_through_the_sdk_ends_in_a_valid_full_body(fake: FakeAzureML) -> None:
     from azure.ai.ml.entities import AmlCompute
 
