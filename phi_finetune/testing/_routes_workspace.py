@@ -281,13 +281,13 @@ def _listed_usages(store: FakeStore) -> list[dict[str, Any]]:
         duplicate["type"] = _USAGE_TYPE.format("workspaces")
         listed.append(duplicate)
     total(LOW_PRIORITY_TOTAL, 0)
+    sub = f"/subscriptions/{store.scope.subscription_id}"
     for body in families:
-        localized = str(body["name"]["localizedValue"]).replace("Dedicated", "LowPriority")
-        value = localized if body["name"]["value"] == body["name"]["localizedValue"] else None
-        if value is None:
+        name = body["name"]
+        if name["value"] != name["localizedValue"]:
             continue  # key-named families: the key has no low-priority spelling
-        sub = f"/subscriptions/{store.scope.subscription_id}"
-        listed.append(_usage_entry(sub, "vmFamily", value, localized, 0, -1))
+        low = str(name["localizedValue"]).replace("Dedicated", "LowPriority")
+        listed.append(_usage_entry(sub, "vmFamily", low, low, 0, -1))
     return listed
 
 
