@@ -46,11 +46,10 @@ class FakeAzureML:
             fake.add_compute("gpu-cluster", "Standard_NC24ads_A100_v4")
             assert ml.compute.get("gpu-cluster").size == "Standard_NC24ads_A100_v4"
 
-    ``seed=True`` (the default) adds the ``azureml`` registry's ``chat_completion_pipeline``
-    component, ``Phi-3-mini-4k-instruct`` version 15 as published (allow lists only in system
-    metadata) except that it is seeded unarchived and without its passed retirement dates
-    (``add_reference_model()`` serves it exactly as published), common GPU VM sizes, and
-    generous quotas named as the service names them (``set_usage``, ``set_regional_quota``).
+    ``seed=True`` (the default) adds the ``azureml`` registry's ``chat_completion_pipeline``,
+    ``Phi-3-mini-4k-instruct`` 15 as published but unarchived and without its passed retirement
+    dates (``add_reference_model()`` adds it as published), GPU VM sizes, and generous quotas
+    named as the service names them (``set_usage``, ``set_regional_quota``).
     """
 
     subscription_id = Forward[str]("_scope")
@@ -315,9 +314,9 @@ class FakeAzureML:
             self.add_vm_size(name, vcpus, gpus, family, memory)
             if self._store.get_usage(family) is None:
                 self.set_usage(family, 0, _catalog.DEFAULT_FAMILY_LIMIT)
+        low_priority = _catalog.DEFAULT_REGIONAL_LOW_PRIORITY_LIMIT
         self.set_regional_quota(
-            _catalog.DEFAULT_REGIONAL_DEDICATED_LIMIT,
-            low_priority_limit=_catalog.DEFAULT_REGIONAL_LOW_PRIORITY_LIMIT,
+            _catalog.DEFAULT_REGIONAL_DEDICATED_LIMIT, low_priority_limit=low_priority
         )
 
     def add_model(
@@ -432,20 +431,12 @@ class FakeAzureML:
         *,
         naming: Literal["display", "key"] | None = None,
     ) -> None:
-        """Set the dedicated vCPU usage and quota of a VM family (``compute.list_usage()``).
+        """Set a VM family's dedicated vCPU usage and quota (``compute.list_usage()``); ``family``
+        is the vmSizes key in any case, ``naming`` the entry's name form (default: see
+        ``set_usage_naming``; docs/testing.md, "Contract")."""
+        from phi_finetune.testing._routes_workspace import put_family_usage
 
-        ``family`` is the vmSizes family key (``standardNCADSA100v4Family``, any case). The entry
-        is named ``"Standard NCADSA100v4 Family Cluster Dedicated vCPUs"`` (``naming="display"``,
-        as in the specification's example) or by the key (``naming="key"``); default: the form
-        set with ``set_usage_naming``. The list also carries a per-workspace duplicate and, for
-        display names, the family's low-priority entry with limit -1.
-        """
-        from phi_finetune.testing._routes_workspace import usage_body
-
-        known = {str(s["family"]).lower(): str(s["family"]) for s in self._store.list_vm_sizes()}
-        family = known.get(family.lower(), family)
-        body = usage_body(self._scope, family, current, limit, naming=naming)
-        self._store.put_usage(family, body)
+        put_family_usage(self._store, family, current, limit, naming=naming)
 
     def script_job(
         self,
@@ -582,24 +573,14 @@ class FakeAzureML:
         state = "active" if self.active else "inactive"
         return f"FakeAzureML({self.workspace_name!r}, {state}, {len(self.requests)} requests)"
 
-    # ------------------------------------------------------------------ contract knobs
-
     def set_regional_quota(
-        self,
-        limit: int,
-        *,
-        current: int | None = None,
-        low_priority_limit: int | None = None,
+        self, limit: int, *, current: int | None = None, low_priority_limit: int | None = None
     ) -> None:
         """Set the regional totals ("Total Cluster Dedicated Regional vCPUs" and, with
         ``low_priority_limit``, the low-priority one); ``current=None`` sums the families'."""
-        from phi_finetune.testing._routes_workspace import regional_usage_body as body
+        from phi_finetune.testing._routes_workspace import put_regional_quota
 
-        total = body(self._scope, current, limit)
-        self._store.put_usage(total["name"]["value"], total)
-        if low_priority_limit is not None:
-            low = body(self._scope, 0, low_priority_limit, low_priority=True)
-            self._store.put_usage(low["name"]["value"], low)
+        put_regional_quota(self._store, limit, current, low_priority_limit)
 
     def set_usage_naming(self, naming: Literal["display", "key"]) -> None:
         """Choose how later ``set_usage`` calls name entries (see ``set_usage``)."""
@@ -615,11 +596,5 @@ class FakeAzureML:
         """(Re)add Phi-3-mini-4k-instruct 15 from the published spec; ``published_lifecycle``
         keeps it archived with its passed retirement dates, as the registry serves it."""
         record = _catalog.reference_model_record(published_lifecycle=published_lifecycle)
-        return self.add_model(
-            record["name"],
-            record["version"],
-            registry=registry,
-            tags=record["tags"],
-            system_metadata=record["system_metadata"],
-            archived=record["archived"],
-        )
+        meta = {k: record[k] for k in ("tags", "system_metadata", "archived")}
+        return self.add_model(record["name"], record["version"], registry=registry, **meta)

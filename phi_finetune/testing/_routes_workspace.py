@@ -21,6 +21,8 @@ __all__ = [
     "compute_body",
     "family_display_name",
     "lro_accepted",
+    "put_family_usage",
+    "put_regional_quota",
     "regional_usage_body",
     "usage_body",
     "vm_size_body",
@@ -251,6 +253,24 @@ def regional_usage_body(
     body["id"] = f"/subscriptions/{scope.subscription_id}/usages"
     body["currentValue"] = current
     return body
+
+
+def put_family_usage(
+    store: FakeStore, family: str, current: int, limit: int, *, naming: UsageNaming | None
+) -> None:
+    """Store a family's usage under the vmSizes spelling of its key (matched ignoring case)."""
+    known = {str(s["family"]).lower(): str(s["family"]) for s in store.list_vm_sizes()}
+    family = known.get(family.lower(), family)
+    store.put_usage(family, usage_body(store.scope, family, current, limit, naming=naming))
+
+
+def put_regional_quota(
+    store: FakeStore, limit: int, current: int | None, low_priority_limit: int | None
+) -> None:
+    store.put_usage(REGIONAL_TOTAL, regional_usage_body(store.scope, current, limit))
+    if low_priority_limit is not None:
+        low = regional_usage_body(store.scope, 0, low_priority_limit, low_priority=True)
+        store.put_usage(LOW_PRIORITY_TOTAL, low)
 
 
 def _listed_usages(store: FakeStore) -> list[dict[str, Any]]:
