@@ -84,6 +84,10 @@ METHODS = {
         "description: 'str | None' = None, properties: 'Mapping[str, str] | None' = None, "
         "model_type: 'str' = 'mlflow_model') -> 'dict[str, Any]'"
     ),
+    "add_reference_model": (
+        "(self, *, published_lifecycle: 'bool' = True, registry: 'str' = 'azureml') "
+        "-> 'dict[str, Any]'"
+    ),
     "add_registry": "(self, name: 'str') -> 'None'",
     "add_vm_size": (
         "(self, name: 'str', vcpus: 'int', gpus: 'int', family: 'str', "
@@ -132,7 +136,18 @@ METHODS = {
         "(self, scorer: 'Scorer | None' = None, *, "
         "shape: \"Literal['output', 'list']\" = 'output') -> 'None'"
     ),
-    "set_usage": "(self, family: 'str', current: 'int', limit: 'int') -> 'None'",
+    "set_regional_quota": (
+        "(self, limit: 'int', *, current: 'int | None' = None, "
+        "low_priority_limit: 'int | None' = None) -> 'None'"
+    ),
+    "set_system_metadata_key": (
+        "(self, key: \"Literal['system_metadata', 'systemMetadata']\") -> 'None'"
+    ),
+    "set_usage": (
+        "(self, family: 'str', current: 'int', limit: 'int', *, "
+        "naming: \"Literal['display', 'key'] | None\" = None) -> 'None'"
+    ),
+    "set_usage_naming": "(self, naming: \"Literal['display', 'key']\") -> 'None'",
     "start": "(self) -> 'None'",
     "stop": "(self) -> 'None'",
     "studio_url": "(self, job_name: 'str') -> 'str'",

@@ -112,7 +112,7 @@ def test_compute_get(fake_azureml: FakeAzureML) -> None:
     ml = fake_azureml.workspace_client()
     compute = ml.compute.get("gpu-cluster")
     assert isinstance(compute, AmlCompute)
-    assert compute.size == "Standard_NC24ads_A100_v4"
+    assert compute.size == "STANDARD_NC24ADS_A100_V4"  # the service upper-cases it
     assert compute.max_instances == 2
     assert compute.provisioning_state == "Succeeded"
     (req,) = fake_azureml.find_requests("GET", "/computes/gpu-cluster")
@@ -136,7 +136,7 @@ def test_compute_create_is_a_long_running_operation(fake_azureml: FakeAzureML) -
     cluster = AmlCompute(name="new-gpu", size="Standard_NC6s_v3", min_instances=0, max_instances=3)
     result = ml.compute.begin_create_or_update(cluster).result()
     assert result.name == "new-gpu"
-    assert result.size == "Standard_NC6s_v3"
+    assert result.size == "STANDARD_NC6S_V3"
     assert result.max_instances == 3
     assert fake_azureml.computes["new-gpu"]["properties"]["provisioningState"] == "Succeeded"
     (put,) = fake_azureml.find_requests("PUT", "/computes/new-gpu")
@@ -161,11 +161,13 @@ def test_list_sizes_has_the_camelcase_quirk(fake_azureml: FakeAzureML) -> None:
 
 def test_list_usage_has_the_camelcase_quirk(fake_azureml: FakeAzureML) -> None:
     fake_azureml.set_usage("standardNCSv3Family", 12, 24)
+    fake_azureml.set_usage("standardDSv2Family", 1, 8, naming="key")
     ml = fake_azureml.workspace_client()
     usages = {u.name["value"]: u for u in ml.compute.list_usage()}
-    usage = usages["standardNCSv3Family"]
+    usage = usages["Standard NCSv3 Family Cluster Dedicated vCPUs"]  # the display form
     assert usage.__dict__["currentValue"] == 12
     assert usage.limit == 24
+    assert usages["standardDSv2Family"].limit == 8  # the key form, on request
     assert fake_azureml.find_requests("GET", "/usages")
 
 
@@ -189,12 +191,12 @@ def test_registry_model_by_version_with_tags_and_system_metadata(fake_azureml: F
     model = reg.models.get("Phi-3-mini-4k-instruct", version="15")
     assert model.name == "Phi-3-mini-4k-instruct"
     assert model.version == "15"
-    assert "finetune_compute_allow_list" in model.tags
+    assert "finetune_compute_allow_list" not in model.tags  # only in system metadata
     assert "model_specific_defaults" in model.tags
     assert model.id == "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
-    # azure-ai-ml 1.35.2 does not copy systemMetadata onto the entity; the REST body has it.
+    # azure-ai-ml 1.35.2 does not copy system metadata onto the entity; the REST body has it.
     raw = reg.models._get("Phi-3-mini-4k-instruct", "15")
-    computes = raw["properties"]["systemMetadata"]["supportedComputes"]
+    computes = raw["properties"]["system_metadata"]["supportedComputes"]
     assert "Standard_NC24ads_A100_v4" in computes["finetuneComputes"]
     (req,) = fake_azureml.find_requests("GET", "/models/Phi-3-mini-4k-instruct/versions/15")[:1]
     assert req.path.startswith("/mferp/managementfrontend/")

@@ -24,9 +24,9 @@ from phi_finetune.steps import PlanRecord
 from phi_finetune.testing import FakeAzureML
 from phi_finetune.testing._catalog import (
     CHAT_COMPLETION_COMPONENT,
-    PHI3_MODEL,
     chat_completion_inputs,
     chat_completion_outputs,
+    reference_model_record,
 )
 
 
@@ -63,11 +63,12 @@ def test_resumed_fine_tune_submits_the_planned_versions_not_the_new_latest(
     assert str(planned) == planned.table and "Phi-3-mini-4k-instruct 15" in str(planned)
 
     # The registry moves on: a newer model and a newer component become "latest".
+    phi3 = reference_model_record(published_lifecycle=False)  # as the fake seeds version 15
     fake.add_model(
-        PHI3_MODEL["name"],
+        phi3["name"],
         16,
-        tags=dict(PHI3_MODEL["tags"]),
-        system_metadata=dict(PHI3_MODEL["system_metadata"]),
+        tags=dict(phi3["tags"]),
+        system_metadata=dict(phi3["system_metadata"]),
     )
     fake.add_component(
         CHAT_COMPLETION_COMPONENT,

@@ -1,23 +1,42 @@
 """Default seed data: the chat-completion pipeline interface, a Phi-3 model, VM sizes, quotas.
 
-The pipeline inputs are this project's own pinned description of the interface of
-``chat_completion_pipeline`` 0.0.82 in the ``azureml`` registry (names, types, defaults, enums,
-bounds); descriptions are left out.
+Every fact here comes from a published source, named beside it with the date it was read; none
+comes from the library (``tests/test_fake_contract.py`` checks that this module imports nothing
+from ``phi_finetune``), so the fake cannot simply agree with the planner.
+
+- Pipeline inputs: this project's own pinned description of the interface of
+  ``chat_completion_pipeline`` 0.0.82 in the ``azureml`` registry (names, types, defaults, enums,
+  bounds; descriptions left out). Source: Azure/azureml-assets
+  ``assets/training/finetune_acft_hf_nlp/components/pipeline_components/chat_completion/spec.yaml``
+  (read 2026-12-01).
+- The model: Azure/azureml-assets ``assets/models/system/phi-3-mini-4k-instruct/spec.yaml``
+  (read 2026-12-01): version 15, ``isArchived: true``, deprecation and retirement dates in system
+  metadata, allow lists only in system metadata (``supportedComputes``), ``model_specific_defaults``
+  in tags.
+- VM sizes and quotas: the ``VirtualMachineSize/list.json`` and ``Usage/list.json`` examples of
+  Azure/azure-rest-api-specs ``specification/machinelearningservices/resource-manager/
+  Microsoft.MachineLearningServices/preview/2023-08-01-preview/`` (read 2026-12-01; vendored in
+  ``tests/data/contract/``) for the shapes and family-key spelling, and the Azure VM size pages
+  on learn.microsoft.com (read 2026-12-01) for the GPU sizes, which the example does not list.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
-
-from phi_finetune.azure.foundation_model import PHI3_MODEL_SPECIFIC_DEFAULTS
 
 __all__ = [
     "CHAT_COMPLETION_COMPONENT",
     "CHAT_COMPLETION_VERSION",
+    "DEFAULT_FAMILY_LIMIT",
+    "DEFAULT_REGIONAL_DEDICATED_LIMIT",
+    "DEFAULT_REGIONAL_LOW_PRIORITY_LIMIT",
     "DEFAULT_VM_SIZES",
+    "PHI3_DEPRECATION",
     "PHI3_MODEL",
     "chat_completion_inputs",
     "chat_completion_outputs",
+    "reference_model_record",
 ]
 
 CHAT_COMPLETION_COMPONENT = "chat_completion_pipeline"
@@ -132,6 +151,35 @@ def chat_completion_outputs() -> dict[str, dict[str, Any]]:
     return {name: {"type": kind} for name, kind in _OUTPUTS.items()}
 
 
+# -------------------------------------------------------------------- Phi-3-mini-4k-instruct v15
+# Source: Azure/azureml-assets assets/models/system/phi-3-mini-4k-instruct/spec.yaml, read
+# 2026-12-01. The registry serves tags as strings; ``model_specific_defaults`` is the Python-literal
+# string form the reference notebooks read with ``ast.literal_eval``.
+PHI3_NAME = "Phi-3-mini-4k-instruct"
+PHI3_VERSION = "15"
+PHI3_ARCHIVED = True
+
+_PHI3_DEFAULTS: dict[str, Any] = {
+    "apply_deepspeed": "true",
+    "deepspeed_stage": 2,
+    "apply_lora": "true",
+    "apply_ort": "false",
+    "precision": 16,
+    "ignore_mismatched_sizes": "false",
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 5e-6,
+    "learning_rate_min": 5e-7,
+    "learning_rate_max": 5e-5,
+    "lr_scheduler_type": "cosine",
+    "logging_strategy": "steps",
+    "logging_steps": 10,
+    "save_total_limit": 1,
+}
+
+# system_metadata.supportedComputes, in the order the spec lists them
 _FINETUNE_SKUS = [
     "Standard_NC24ads_A100_v4",
     "Standard_NC48ads_A100_v4",
@@ -144,35 +192,90 @@ _INFERENCE_SKUS = [
     "Standard_NC12s_v3",
     "Standard_NC24s_v3",
     "Standard_ND40rs_v2",
-    *_FINETUNE_SKUS,
+    "Standard_NC24ads_A100_v4",
+    "Standard_NC48ads_A100_v4",
+    "Standard_ND96asr_v4",
+    "Standard_ND96amsr_A100_v4",
+    "Standard_NC96ads_A100_v4",
 ]
 
+PHI3_DEPRECATION: dict[str, str] = {
+    "finetuneDeprecationDate": "2025-06-30T00:00:00.000000Z",
+    "finetuneRetirementDate": "2025-08-30T00:00:00.000000Z",
+    "inferenceDeprecationDate": "2025-06-30T00:00:00.000000Z",
+    "inferenceLegacyDate": "2025-06-09T00:00:00.000000Z",
+    "inferenceRetirementDate": "2025-08-30T00:00:00.000000Z",
+}
+"""``system_metadata.deprecation`` of version 15: every date has passed."""
+
 PHI3_MODEL: dict[str, Any] = {
-    "name": "Phi-3-mini-4k-instruct",
-    "version": "15",
+    "name": PHI3_NAME,
+    "version": PHI3_VERSION,
+    "archived": PHI3_ARCHIVED,
     "tags": {
-        "model_specific_defaults": str(dict(PHI3_MODEL_SPECIFIC_DEFAULTS)),
-        "finetune_compute_allow_list": str(_FINETUNE_SKUS),
-        "inference_compute_allow_list": str(_INFERENCE_SKUS),
+        "_aml_system_vanity_registry": "azureml-phi",
+        "model_specific_defaults": str(_PHI3_DEFAULTS),
     },
     "system_metadata": {
-        "publisher": "Microsoft",
+        "deploymentOptions": ["UnifiedEndpointMaaS", "MaaP", "ServerlessMaaS"],
+        "languages": ["en"],
+        "sharedComputeCapacityEnabled": True,
         "tasks": {"fineTuningTasks": ["chat-completion"], "inferenceTasks": ["chat-completion"]},
-        "supportedComputes": {
-            "finetuneComputes": list(_FINETUNE_SKUS),
-            "inferenceComputes": list(_INFERENCE_SKUS),
+        "SKU": {
+            "inferenceRecommendedSkus": [*_INFERENCE_SKUS[:4], *_FINETUNE_SKUS],
+            "finetuneRecommendedSkus": list(_FINETUNE_SKUS),
+            "inferenceMinSkuSpec": "6|1|112|64",
+            "finetuneMinSkuSpec": "24|1|220|64",
         },
+        "publisher": "Microsoft",
+        "displayName": "Phi-3-mini instruct (4k)",
+        "license": "MIT",
+        "maxOutputTokens": 4096,
+        "textContextWindow": 4096,
+        "inputModalities": ["text"],
+        "outputModalities": ["text"],
+        "supportedComputes": {
+            "inferenceComputes": list(_INFERENCE_SKUS),
+            "finetuneComputes": list(_FINETUNE_SKUS),
+        },
+        "deprecation": dict(PHI3_DEPRECATION),
+        "inferenceSupportedEnvs": ["vllm"],
     },
 }
+"""Version 15 as the ``azureml`` registry publishes it (archived, retired, allow lists only in
+system metadata)."""
 
-# name -> (vCPUs, GPUs, family, memory GB)
+
+def reference_model_record(*, published_lifecycle: bool = True) -> dict[str, Any]:
+    """A deep copy of ``PHI3_MODEL``; without ``published_lifecycle`` it is unarchived and has no
+    ``deprecation`` block (the fake's default seed, so flows not about lifecycle can run)."""
+    record = copy.deepcopy(PHI3_MODEL)
+    if not published_lifecycle:
+        record["archived"] = False
+        del record["system_metadata"]["deprecation"]
+    return record
+
+
+# -------------------------------------------------------------------- VM sizes
+# name -> (vCPUs, GPUs, family key, memory GB). Family keys use the vmSizes list's spelling
+# (``standardDSv2Family`` in VirtualMachineSize/list.json). Standard_DS3_v2: that example.
+# GPU sizes: learn.microsoft.com/azure/virtual-machines/sizes/gpu-accelerated/ncv3-series,
+# nca100v4-series and ndasra100v4-series (read 2026-12-01).
 DEFAULT_VM_SIZES: dict[str, tuple[int, int, str, float]] = {
     "Standard_DS3_v2": (4, 0, "standardDSv2Family", 14.0),
     "Standard_NC6s_v3": (6, 1, "standardNCSv3Family", 112.0),
     "Standard_NC12s_v3": (12, 2, "standardNCSv3Family", 224.0),
     "Standard_NC24s_v3": (24, 4, "standardNCSv3Family", 448.0),
-    "Standard_NC24ads_A100_v4": (24, 1, "StandardNCADSA100v4Family", 220.0),
-    "Standard_NC48ads_A100_v4": (48, 2, "StandardNCADSA100v4Family", 440.0),
-    "Standard_NC96ads_A100_v4": (96, 4, "StandardNCADSA100v4Family", 880.0),
+    "Standard_NC24ads_A100_v4": (24, 1, "standardNCADSA100v4Family", 220.0),
+    "Standard_NC48ads_A100_v4": (48, 2, "standardNCADSA100v4Family", 440.0),
+    "Standard_NC96ads_A100_v4": (96, 4, "standardNCADSA100v4Family", 880.0),
     "Standard_ND96asr_v4": (96, 8, "standardNDASv4_A100Family", 900.0),
 }
+
+# -------------------------------------------------------------------- quotas
+# Shapes from Usage/list.json (2023-08-01-preview): a regional dedicated total, one entry per
+# family (plus per-workspace duplicates), a low-priority regional total, family low-priority
+# limits of -1. The limits are this fake's generous defaults, not published figures.
+DEFAULT_FAMILY_LIMIT = 200
+DEFAULT_REGIONAL_DEDICATED_LIMIT = 1000
+DEFAULT_REGIONAL_LOW_PRIORITY_LIMIT = 1000

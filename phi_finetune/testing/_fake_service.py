@@ -50,9 +50,10 @@ class FakeAzureML:
             fake.add_compute("gpu-cluster", "Standard_NC24ads_A100_v4")
             assert ml.compute.get("gpu-cluster").size == "Standard_NC24ads_A100_v4"
 
-    ``seed=True`` (the default) adds the ``azureml`` registry's ``chat_completion_pipeline``
-    component, a ``Phi-3-mini-4k-instruct`` model (version 15, not archived, allow lists in both
-    tags and system metadata), common GPU VM sizes and generous quotas.
+    ``seed=True`` (the default) adds the ``azureml`` registry's ``chat_completion_pipeline``,
+    ``Phi-3-mini-4k-instruct`` 15 as published but unarchived and without its passed retirement
+    dates (``add_reference_model()`` adds it as published), GPU VM sizes, and generous quotas
+    named as the service names them (``set_usage``, ``set_regional_quota``).
     """
 
     subscription_id = Forward[str]("_scope")
@@ -331,17 +332,15 @@ class FakeAzureML:
             outputs=_catalog.chat_completion_outputs(),
             display_name="Chat Completion Pipeline",
         )
-        phi3 = _catalog.PHI3_MODEL
-        self.add_model(
-            phi3["name"],
-            phi3["version"],
-            tags=dict(phi3["tags"]),
-            system_metadata=dict(phi3["system_metadata"]),
-        )
+        self.add_reference_model(published_lifecycle=False)
         for name, (vcpus, gpus, family, memory) in _catalog.DEFAULT_VM_SIZES.items():
             self.add_vm_size(name, vcpus, gpus, family, memory)
             if self._store.get_usage(family) is None:
-                self.set_usage(family, 0, 200)
+                self.set_usage(family, 0, _catalog.DEFAULT_FAMILY_LIMIT)
+        low_priority = _catalog.DEFAULT_REGIONAL_LOW_PRIORITY_LIMIT
+        self.set_regional_quota(
+            _catalog.DEFAULT_REGIONAL_DEDICATED_LIMIT, low_priority_limit=low_priority
+        )
 
     def add_model(
         self,
@@ -447,11 +446,20 @@ class FakeAzureML:
 
         self._store.put_vm_size(name, vm_size_body(name, vcpus, gpus, family, memory_gb))
 
-    def set_usage(self, family: str, current: int, limit: int) -> None:
-        """Set the vCPU usage and quota of a VM family (``compute.list_usage()``)."""
-        from phi_finetune.testing._routes_workspace import usage_body
+    def set_usage(
+        self,
+        family: str,
+        current: int,
+        limit: int,
+        *,
+        naming: Literal["display", "key"] | None = None,
+    ) -> None:
+        """Set a VM family's dedicated vCPU usage and quota (``compute.list_usage()``); ``family``
+        is the vmSizes key in any case, ``naming`` the entry's name form (default: see
+        ``set_usage_naming``; docs/testing.md, "Contract")."""
+        from phi_finetune.testing._routes_workspace import put_family_usage
 
-        self._store.put_usage(family, usage_body(self._scope, family, current, limit))
+        put_family_usage(self._store, family, current, limit, naming=naming)
 
     def script_job(
         self,
@@ -665,3 +673,29 @@ class FakeAzureML:
             "workspace_name": self.workspace_name,
         }
         return FakeServer(self._dispatcher.send, self._credential, scope)
+
+    def set_regional_quota(
+        self, limit: int, *, current: int | None = None, low_priority_limit: int | None = None
+    ) -> None:
+        """Set the regional totals ("Total Cluster Dedicated Regional vCPUs" and, with
+        ``low_priority_limit``, the low-priority one); ``current=None`` sums the families'."""
+        from phi_finetune.testing._routes_workspace import put_regional_quota
+
+        put_regional_quota(self._store, limit, current, low_priority_limit)
+
+    def set_usage_naming(self, naming: Literal["display", "key"]) -> None:
+        """Choose how later ``set_usage`` calls name entries (see ``set_usage``)."""
+        self._scope.usage_naming = naming
+
+    def set_system_metadata_key(self, key: Literal["system_metadata", "systemMetadata"]) -> None:
+        """Serve registry model versions' system metadata under ``key`` (docs/testing.md)."""
+        self._scope.system_metadata_key = key
+
+    def add_reference_model(
+        self, *, published_lifecycle: bool = True, registry: str = "azureml"
+    ) -> dict[str, Any]:
+        """(Re)add Phi-3-mini-4k-instruct 15 from the published spec; ``published_lifecycle``
+        keeps it archived with its passed retirement dates, as the registry serves it."""
+        record = _catalog.reference_model_record(published_lifecycle=published_lifecycle)
+        meta = {k: record[k] for k in ("tags", "system_metadata", "archived")}
+        return self.add_model(record["name"], record["version"], registry=registry, **meta)

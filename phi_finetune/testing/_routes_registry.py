@@ -1,4 +1,12 @@
-"""Registry discovery and registry (data-plane) model and component versions."""
+"""Registry discovery and registry (data-plane) model and component versions.
+
+System metadata of a model version travels under ``properties.system_metadata`` by default:
+the one wire spelling with public evidence is azure-ai-ml 1.35.2's own registry write
+(``_restclient/model_dataplane/operations/_patch.py`` puts it under the snake_case
+``properties.system_metadata`` key), and the SDK's read models map neither spelling onto the
+entity. ``FakeAzureML.set_system_metadata_key("systemMetadata")`` serves the camelCase spelling
+of the other ARM properties instead, so library code can be tested against both.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,16 @@ from phi_finetune.testing._router import REG, not_found, route, system_data
 if TYPE_CHECKING:
     from phi_finetune.testing._store import FakeStore, RegistryKind
 
-__all__ = ["ROUTES", "created_system_data", "registry_component_body", "registry_model_body"]
+__all__ = [
+    "ROUTES",
+    "SYSTEM_METADATA_KEYS",
+    "created_system_data",
+    "registry_component_body",
+    "registry_model_body",
+    "wire_model_body",
+]
+
+SYSTEM_METADATA_KEYS = ("system_metadata", "systemMetadata")
 
 
 def created_system_data(store: FakeStore) -> dict[str, Any]:
@@ -52,7 +69,7 @@ def registry_model_body(
         "stage": "Production",
     }
     if system_metadata:
-        props["systemMetadata"] = system_metadata
+        props["system_metadata"] = system_metadata
     if labels:
         props["labels"] = labels
     return {
@@ -62,6 +79,22 @@ def registry_model_body(
         "properties": props,
         "systemData": created_system_data(store),
     }
+
+
+def wire_model_body(store: FakeStore, body: dict[str, Any]) -> dict[str, Any]:
+    """A stored model version as sent: system metadata under the scope's chosen key."""
+    props = body.get("properties") or {}
+    found = [k for k in SYSTEM_METADATA_KEYS if k in props]
+    wanted = store.scope.system_metadata_key
+    if not found or found == [wanted]:
+        return body
+    props = {k: v for k, v in props.items() if k not in SYSTEM_METADATA_KEYS}
+    props[wanted] = body["properties"][found[0]]
+    return {**body, "properties": props}
+
+
+def _wire(store: FakeStore, kind: RegistryKind, body: dict[str, Any]) -> dict[str, Any]:
+    return wire_model_body(store, body) if kind == "models" else body
 
 
 def registry_component_body(
@@ -147,7 +180,7 @@ def _version_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     if body is None:
         label = "Model" if kind == "models" else "Component"
         return not_found(label, f"{m['name']}:{m['version']}")
-    return Reply(json=body)
+    return Reply(json=_wire(store, kind, body))
 
 
 def _version_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -155,7 +188,8 @@ def _version_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
     if bad is not None:
         return bad
     view = req.query.get("listViewType", "ActiveOnly").lower()
-    bodies = store.registry_versions(_kind(m), m["reg"], m["name"])
+    kind = _kind(m)
+    bodies = [_wire(store, kind, b) for b in store.registry_versions(kind, m["reg"], m["name"])]
     if view == "activeonly":
         bodies = [b for b in bodies if not b["properties"].get("isArchived")]
     elif view == "archivedonly":

@@ -10,18 +10,29 @@ from phi_finetune.testing._http import FakeRequest, Reply, azure_error
 from phi_finetune.testing._router import ARM, WS, not_found, route, system_data
 
 if TYPE_CHECKING:
-    from phi_finetune.testing._scope import FakeScope
+    from phi_finetune.testing._scope import FakeScope, UsageNaming
     from phi_finetune.testing._store import FakeStore
 
 __all__ = [
+    "LOW_PRIORITY_TOTAL",
+    "REGIONAL_TOTAL",
     "ROUTES",
     "check_workspace",
     "compute_body",
     "conflict",
+    "family_display_name",
     "lro_accepted",
+    "put_family_usage",
+    "put_regional_quota",
+    "regional_usage_body",
     "usage_body",
     "vm_size_body",
 ]
+
+REGIONAL_TOTAL = "Total Cluster Dedicated Regional vCPUs"
+"""``name.value`` of the regional dedicated vCPU total (Usage/list.json, 2023-08-01-preview)."""
+LOW_PRIORITY_TOTAL = "Total Cluster LowPriority Regional vCPUs"
+_USAGE_TYPE = "Microsoft.MachineLearningServices/{}/usages"
 
 _LOC = ARM + r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices"
 _LOC += r"/locations/(?P<loc>[^/]+)"
@@ -183,7 +194,8 @@ def compute_body(
             "isAttachedCompute": False,
             "disableLocalAuth": True,
             "properties": {
-                "vmSize": vm_size,
+                # The service answers sizes upper-cased (Compute/get/AmlCompute.json: STANDARD_NC6)
+                "vmSize": vm_size.upper(),
                 "vmPriority": tier,
                 "osType": "Linux",
                 "scaleSettings": {
@@ -222,20 +234,112 @@ def vm_size_body(name: str, vcpus: int, gpus: int, family: str, memory_gb: float
         "memoryGB": memory_gb,
         "lowPriorityCapable": True,
         "premiumIO": True,
-        "supportedComputeTypes": ["Compute Instance", "AmlCompute"],
+        "supportedComputeTypes": ["AmlCompute", "ComputeInstance", "MIR"],
     }
 
 
-def usage_body(scope: FakeScope, family: str, current: int, limit: int) -> dict[str, Any]:
+def family_display_name(family: str, tier: str = "Dedicated") -> str:
+    """``standardNCADSA100v4Family`` -> ``Standard NCADSA100v4 Family Cluster Dedicated vCPUs``."""
+    core = re.sub(r"(?i)^standard[ _]?", "", family)
+    core = re.sub(r"(?i)[ _]?family$", "", core)
+    return f"Standard {core} Family Cluster {tier} vCPUs"
+
+
+def _usage_entry(
+    scope_id: str, kind: str, value: str, localized: str, current: int, limit: int
+) -> dict[str, Any]:
     return {
-        "id": scope.location_id(f"/usages/{family}"),
-        "amlWorkspaceLocation": scope.location,
-        "type": "Microsoft.MachineLearningServices/totalcores/usages",
-        "unit": "Count",
+        "id": f"{scope_id}/usages/{localized.replace(' ', '_')}",
+        "type": _USAGE_TYPE.format(kind),
         "currentValue": current,
         "limit": limit,
-        "name": {"value": family, "localizedValue": f"{family} Cores"},
+        "name": {"value": value, "localizedValue": localized},
+        "unit": "Count",
     }
+
+
+def usage_body(
+    scope: FakeScope,
+    family: str,
+    current: int,
+    limit: int,
+    *,
+    naming: UsageNaming | None = None,
+) -> dict[str, Any]:
+    """A VM family's dedicated vCPU usage, named in ``naming`` form (default: the scope's)."""
+    display = family_display_name(family)
+    form = naming or scope.usage_naming
+    value = display if form == "display" else family
+    sub = f"/subscriptions/{scope.subscription_id}"
+    return _usage_entry(sub, "vmFamily", value, display, current, limit)
+
+
+def regional_usage_body(
+    scope: FakeScope, current: int | None, limit: int, *, low_priority: bool = False
+) -> dict[str, Any]:
+    """A regional vCPU total; ``current=None`` sums the families' usage when answered."""
+    name = LOW_PRIORITY_TOTAL if low_priority else REGIONAL_TOTAL
+    kind = "lowPriorityCores" if low_priority else "dedicatedCores"
+    body = _usage_entry(f"/subscriptions/{scope.subscription_id}", kind, name, name, 0, limit)
+    body["id"] = f"/subscriptions/{scope.subscription_id}/usages"
+    body["currentValue"] = current
+    return body
+
+
+def put_family_usage(
+    store: FakeStore, family: str, current: int, limit: int, *, naming: UsageNaming | None
+) -> None:
+    """Store a family's usage under the vmSizes spelling of its key (matched ignoring case)."""
+    known = {str(s["family"]).lower(): str(s["family"]) for s in store.list_vm_sizes()}
+    family = known.get(family.lower(), family)
+    store.put_usage(family, usage_body(store.scope, family, current, limit, naming=naming))
+
+
+def put_regional_quota(
+    store: FakeStore, limit: int, current: int | None, low_priority_limit: int | None
+) -> None:
+    store.put_usage(REGIONAL_TOTAL, regional_usage_body(store.scope, current, limit))
+    if low_priority_limit is not None:
+        low = regional_usage_body(store.scope, 0, low_priority_limit, low_priority=True)
+        store.put_usage(LOW_PRIORITY_TOTAL, low)
+
+
+def _listed_usages(store: FakeStore) -> list[dict[str, Any]]:
+    """The usages list as Usage/list.json orders it: regional dedicated total, families (each
+    with its per-workspace duplicate), low-priority total, families' low-priority entries."""
+    regional: dict[str, dict[str, Any]] = {}
+    families: list[dict[str, Any]] = []
+    for body in store.list_usages():
+        if body["name"]["value"] in (REGIONAL_TOTAL, LOW_PRIORITY_TOTAL):
+            regional[body["name"]["value"]] = body
+        else:
+            families.append(body)
+    listed: list[dict[str, Any]] = []
+    dedicated_sum = sum(int(b["currentValue"]) for b in families)
+
+    def total(name: str, default_current: int) -> None:
+        if name in regional:
+            body = dict(regional[name])
+            if body["currentValue"] is None:
+                body["currentValue"] = default_current
+            listed.append(body)
+
+    total(REGIONAL_TOTAL, dedicated_sum)
+    ws_id = store.scope.workspace_id
+    for body in families:
+        listed.append(dict(body))
+        duplicate = dict(body, id=f"{ws_id}/usages/{body['id'].rsplit('/', 1)[-1]}")
+        duplicate["type"] = _USAGE_TYPE.format("workspaces")
+        listed.append(duplicate)
+    total(LOW_PRIORITY_TOTAL, 0)
+    sub = f"/subscriptions/{store.scope.subscription_id}"
+    for body in families:
+        name = body["name"]
+        if name["value"] != name["localizedValue"]:
+            continue  # key-named families: the key has no low-priority spelling
+        low = str(name["localizedValue"]).replace("Dedicated", "LowPriority")
+        listed.append(_usage_entry(sub, "vmFamily", low, low, 0, -1))
+    return listed
 
 
 def _compute_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -271,6 +375,16 @@ def _compute_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     vm_size = str(inner.get("vmSize") or "Standard_DS3_v2")
     if props.get("computeType", "AmlCompute") != "AmlCompute":
         return azure_error(400, "BadRequest", "FakeAzureML only serves AmlCompute clusters.")
+    if store.list_vm_sizes() and store.find_vm_size(vm_size) is None:
+        # Not documented for Azure ML; the code Azure compute services use for this case.
+        return azure_error(
+            400,
+            "VMSizeNotSupported",
+            f"Virtual Machine size: '{vm_size}' is not supported for subscription "
+            f"{store.scope.subscription_id} in location '{store.scope.location}'. List the "
+            "sizes the region offers with `ml_client.compute.list_sizes()`.",
+            target="properties.properties.vmSize",
+        )
     idle = str(scale.get("nodeIdleTimeBeforeScaleDown") or "PT120S")
     idle_match = re.fullmatch(r"PT(\d+)S", idle)
     body = compute_body(
@@ -292,10 +406,13 @@ def _compute_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     def done() -> None:
         body["properties"]["provisioningState"] = "Succeeded"
 
+    accepted = {k: body[k] for k in ("id", "type", "name", "location")}
+    accepted["properties"] = {"computeType": "AmlCompute", "provisioningState": "Creating"}
+    # The PUT reply carries only the type and state (Compute/createOrUpdate/BasicAmlCompute.json)
     return lro_accepted(
         store,
         200 if existed else 201,
-        body,
+        accepted,
         on_done=done,
         resource=f"computes/{name}",
         action="Updating" if existed else "Creating",
@@ -330,7 +447,7 @@ def _sizes(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
 
 
 def _usages(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
-    return Reply(json={"value": store.list_usages()})
+    return Reply(json={"value": _listed_usages(store)})
 
 
 def _operation(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
-__all__ = ["FakeScope"]
+__all__ = ["FakeScope", "SystemMetadataKey", "UsageNaming"]
+
+UsageNaming = Literal["display", "key"]
+"""How usages are named: ``"Standard NCADSA100v4 Family Cluster Dedicated vCPUs"`` (``display``,
+as in the specification's example) or the vmSizes family key ``standardNCADSA100v4Family``."""
+
+SystemMetadataKey = Literal["system_metadata", "systemMetadata"]
+"""The wire key of a registry model version's system metadata under ``properties``."""
 
 
 @attrs.define
@@ -23,6 +32,10 @@ class FakeScope:
     registry_resource_group: str
     storage_account: str = "fakestorageacct"
     storage_container: str = "azureml-blobstore-fake"
+    usage_naming: UsageNaming = "display"
+    """The naming form of usages added without an explicit one (``set_usage``)."""
+    system_metadata_key: SystemMetadataKey = "system_metadata"
+    """The key registry model versions carry their system metadata under (see docs/testing.md)."""
 
     @property
     def api_host(self) -> str:

@@ -1,0 +1,148 @@
+"""Swagger 2.0 definitions (vendored in tests/data/contract/) as JSON Schema for ``jsonschema``.
+
+Conversion rules, so a reply the fake gives is checked as the specification means it:
+
+- ``$ref: #/definitions/X`` -> ``#/$defs/X`` (cross-file references were rewritten to local
+  names when the definitions were vendored);
+- ``x-nullable: true`` admits ``null``; other ``x-ms-*`` keys, ``readOnly``, ``title``,
+  ``description``, ``default`` and ``format`` are dropped (``readOnly`` only matters for requests);
+- enums stay closed even with ``modelAsString`` (the fake should only send values the
+  specification names);
+- ``discriminator``: a reference to the base resolves to the subtype chosen by the
+  discriminator value (``if``/``then`` per ``x-ms-discriminator-value``); the subtypes' own
+  ``allOf`` reference the plain base;
+- strict mode: every definition that is not an ``allOf`` member gets
+  ``unevaluatedProperties: false``, so a key the specification does not name fails
+  (``allOf`` members stay open, or they would reject their siblings' keys).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+CONTRACT_DIR = Path(__file__).parent / "data" / "contract"
+SPEC_FILE = CONTRACT_DIR / "machineLearningServices.2023-08-01-preview.json"
+
+_DROP = {"readOnly", "title", "description", "default", "format", "discriminator"}
+_BASE_SUFFIX = "__base"
+
+
+@cache
+def spec() -> dict[str, Any]:
+    """The vendored definitions document (with its ``_vendored`` provenance block)."""
+    data: dict[str, Any] = json.loads(SPEC_FILE.read_text(encoding="utf-8"))
+    return data
+
+
+def example(name: str) -> dict[str, Any]:
+    """A vendored example (``examples/<name>.json``) with its provenance block."""
+    data: dict[str, Any] = json.loads((CONTRACT_DIR / "examples" / f"{name}.json").read_text())
+    return data
+
+
+def _ref_name(ref: str) -> str:
+    prefix = "#/definitions/"
+    if not ref.startswith(prefix):
+        raise ValueError(f"only local definition references are vendored, got {ref!r}")
+    return ref[len(prefix) :]
+
+
+def _subtypes(defs: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """base name -> {discriminator value: subtype name}."""
+    found: dict[str, dict[str, str]] = {}
+    for name, schema in defs.items():
+        value = schema.get("x-ms-discriminator-value")
+        for part in schema.get("allOf", []):
+            base = _ref_name(part["$ref"]) if "$ref" in part else None
+            if value and base and "discriminator" in defs.get(base, {}):
+                found.setdefault(base, {})[value] = name
+    return found
+
+
+def _allof_members(defs: dict[str, Any]) -> set[str]:
+    members: set[str] = set()
+    for schema in defs.values():
+        for part in schema.get("allOf", []):
+            if "$ref" in part:
+                members.add(_ref_name(part["$ref"]))
+    return members
+
+
+def _convert(node: Any, *, in_allof: bool = False) -> Any:
+    if isinstance(node, list):
+        return [_convert(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP or key.startswith("x-ms-") or key == "x-nullable":
+            continue
+        if key == "$ref":
+            name = _ref_name(value)
+            out["$ref"] = f"#/$defs/{name}{_BASE_SUFFIX if in_allof else ''}"
+        elif key == "allOf":
+            out["allOf"] = [_convert(part, in_allof=True) for part in value]
+        elif key in ("properties",):
+            out[key] = {prop: _convert(sub) for prop, sub in value.items()}
+        else:
+            out[key] = _convert(value)
+    if node.get("x-nullable"):
+        return {"anyOf": [{"type": "null"}, out]}
+    return out
+
+
+@cache
+def json_schema_defs() -> dict[str, Any]:
+    """Every vendored definition as JSON Schema (draft 2020-12) ``$defs``."""
+    defs: dict[str, Any] = spec()["definitions"]
+    subtypes = _subtypes(defs)
+    members = _allof_members(defs)
+    out: dict[str, Any] = {}
+    for name, schema in defs.items():
+        converted = _convert(schema)
+        if name in subtypes:
+            out[name + _BASE_SUFFIX] = converted
+            disc = schema["discriminator"]
+            branches = [
+                {
+                    "if": {"properties": {disc: {"const": value}}, "required": [disc]},
+                    "then": {"$ref": f"#/$defs/{sub}"},
+                }
+                for value, sub in subtypes[name].items()
+            ]
+            converted = {"allOf": [{"$ref": f"#/$defs/{name}{_BASE_SUFFIX}"}, *branches]}
+        elif name in members:
+            out[name + _BASE_SUFFIX] = converted
+        if converted.get("type") == "object" or "allOf" in converted:
+            converted = {**converted, "unevaluatedProperties": False}
+        out[name] = converted
+    return out
+
+
+def validator(definition: str) -> jsonschema.protocols.Validator:
+    """A strict validator for one vendored definition (``"ComputeResource"``)."""
+    defs = json_schema_defs()
+    if definition not in defs:
+        raise KeyError(f"{definition!r} is not vendored in {SPEC_FILE.name}")
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$defs": defs}
+    schema["$ref"] = f"#/$defs/{definition}"
+    cls = jsonschema.Draft202012Validator
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def errors(definition: str, body: Any) -> list[str]:
+    """Every way ``body`` breaks ``definition``: ``"<json path>: <message>"``, empty if none."""
+    found = validator(definition).iter_errors(body)
+    return sorted(f"{e.json_path}: {e.message}" for e in found)
+
+
+def operation(operation_id: str) -> dict[str, Any]:
+    """``{"method", "path", "responses": {status: {"schema", "headers"}}, ...}``."""
+    ops: dict[str, Any] = spec()["operations"]
+    return dict(ops[operation_id])
