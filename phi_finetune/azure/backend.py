@@ -45,17 +45,17 @@ _ENDED_BADLY = frozenset({"Failed", "Canceled", "NotResponding"})
 #: Prefix of the data asset names (``ultrachat-train``, ...).
 _DATA_PREFIX = "ultrachat"
 #: Details key of a job journaled before its submit request: the tags that find it.
-INTENT_TAG = "find_by_tags"
+_INTENT_TAG = "find_by_tags"
 
 
-def job_intent_name(run_id: str) -> str:
+def _job_intent_name(run_id: str) -> str:
     """The journal name of the job run ``run_id`` is submitting, before the service names it."""
     return f"{RUN_ID_TAG}={run_id}"
 
 
-def is_job_intent(resource: ResourceRecord) -> bool:
+def _is_job_intent(resource: ResourceRecord) -> bool:
     """Whether ``resource`` is a job journaled before its submit request (name not known)."""
-    return resource.kind == "job" and INTENT_TAG in resource.details
+    return resource.kind == "job" and _INTENT_TAG in resource.details
 
 
 def _resolve_intent(ctx: StepContext, intent: str) -> None:
@@ -164,9 +164,9 @@ class AzureBackend:
             run_id = ctx.journal.run_id
             # Intent before action: the service names the job, so the journal holds the tag
             # that finds it; a lost reply or a kill during the request leaves it findable.
-            intent = job_intent_name(run_id)
+            intent = _job_intent_name(run_id)
             ctx.observer.creating(
-                "job", intent, billable=True, details={INTENT_TAG: {RUN_ID_TAG: run_id}}
+                "job", intent, billable=True, details={_INTENT_TAG: {RUN_ID_TAG: run_id}}
             )
             if planned.compute is not None and planned.compute.will_create:
                 ctx.observer.creating("compute", planned.compute.name, billable=False)
@@ -200,10 +200,10 @@ class AzureBackend:
         named = [
             r
             for r in ctx.existing("job")
-            if not is_job_intent(r) and r.details.get("status") not in _ENDED_BADLY
+            if not _is_job_intent(r) and r.details.get("status") not in _ENDED_BADLY
         ]
         name = named[-1].name if named else None
-        pending = any(is_job_intent(r) for r in ctx.existing("job"))
+        pending = any(_is_job_intent(r) for r in ctx.existing("job"))
         step = ctx.journal.get_step("fine_tune")
         if pending or (name is None and step is not None and step.attempts > 1):
             # With an intent journaled, a failed lookup must not lead to a second job.
@@ -224,7 +224,7 @@ class AzureBackend:
         """Resolve jobs journaled as "creating" (submit reply lost) by their run tag: each job
         found is journaled by name (billable while it has not ended), the intent is cleared.
         :class:`~phi_finetune.errors.JobError` when the workspace's jobs cannot be listed."""
-        if any(is_job_intent(r) for r in ctx.existing("job")):
+        if any(_is_job_intent(r) for r in ctx.existing("job")):
             self._reconcile_jobs(ctx, strict=True)
 
     def _reconcile_jobs(self, ctx: StepContext, *, strict: bool) -> list[tuple[str, str]]:
@@ -240,7 +240,7 @@ class AzureBackend:
                 details={"status": status, "found_by_tag": True},
             )
             logger.info("run %s: found its job %s (%s) by its tag", run_id, job_name, status)
-        for intent in [r for r in ctx.existing("job") if is_job_intent(r)]:
+        for intent in [r for r in ctx.existing("job") if _is_job_intent(r)]:
             _resolve_intent(ctx, intent.name)
         return found
 
@@ -352,7 +352,7 @@ class AzureBackend:
             from phi_finetune.azure.deployer import EndpointDeployer
 
             EndpointDeployer(ml_client).delete(resource.name)
-        elif resource.kind == "job" and is_job_intent(resource):
+        elif resource.kind == "job" and _is_job_intent(resource):
             # Teardown's reconcile could not look the job up: try once more, cancel what it finds.
             from phi_finetune.azure.job import JobHandle
 
