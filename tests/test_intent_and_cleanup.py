@@ -363,6 +363,31 @@ def test_failed_endpoint_delete_still_deletes_the_rest_and_a_second_teardown_fin
     assert journal.resources(billable_only=True, alive_only=True) == []
 
 
+def test_raw_transport_error_on_one_delete_does_not_skip_the_rest(
+    tmp_path: Path, fake: FakeAzureML, workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phi_finetune.azure.deployer import EndpointDeployer
+
+    session = _session(tmp_path, workspace, keep_endpoint=True)
+    kept = session.run().endpoint_name
+    session.journal.record_resource("endpoint", "other-endpoint-2", billable=True)
+    real = EndpointDeployer.delete
+
+    def flaky(self: EndpointDeployer, name: str) -> None:
+        if name == kept:
+            raise _connection_reset()  # not a library error: must not escape the loop
+        real(self, name)
+
+    monkeypatch.setattr(EndpointDeployer, "delete", flaky)
+    with pytest.raises(RunStateError, match="ServiceResponseError") as info:
+        session.teardown()
+    assert f"endpoint {kept!r}" in str(info.value)
+    journal = _journal(session)
+    assert journal.get_step("teardown").status == "failed"  # type: ignore[union-attr]
+    assert journal.resource("endpoint", "other-endpoint-2").state == "deleted"  # type: ignore[union-attr]
+    assert journal.resource("endpoint", kept).alive  # type: ignore[union-attr]
+
+
 def test_ctrl_c_during_teardown_leaves_no_step_running(
     tmp_path: Path, fake: FakeAzureML, workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
