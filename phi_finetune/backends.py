@@ -3,8 +3,12 @@
 
 The session owns the order of steps, the journal and resume/teardown; a backend does the work of
 each step and returns its typed record (:mod:`phi_finetune.steps`). Every resource it creates is
-reported to :attr:`StepContext.observer` (a :class:`ResourceObserver`) *before* it is waited on,
-so a crash never loses track of something billable.
+reported to :attr:`StepContext.observer` (a :class:`ResourceObserver`) as ``creating`` *before*
+its create request (under its deterministic name, or the tag that finds it) and as ``created``
+before it is waited on, so a lost reply or a kill never loses track of something billable.
+
+A backend may also have ``reconcile(ctx)``: teardown calls it first to resolve resources
+journaled as ``creating`` whose name the service chose (the Azure job, found by its run tag).
 """
 
 from __future__ import annotations

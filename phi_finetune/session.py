@@ -346,35 +346,28 @@ class FineTuneSession:
         return self._step("score", work, ScoreRecord, force=True)
 
     def teardown(self) -> list[str]:
-        """Step 16: delete every billable resource this run created that is still alive."""
-        ctx = self._context()
-        deleted: list[str] = []
-        self.journal.begin_step("teardown", inputs={})
-        errors: list[str] = []
-        for resource in self.journal.resources(billable_only=True, alive_only=True):
-            try:
-                self.backend.delete_resource(ctx, resource)
-            except PhiFinetuneError as exc:
-                errors.append(f"{resource.kind} {resource.name}: {exc}")
-                continue
-            self.journal.mark_deleted(resource.kind, resource.name)
-            deleted.append(f"{resource.kind}:{resource.name}")
+        """Step 16: delete every billable resource this run created that is still alive.
+
+        Every deletion is attempted; a job the journal knows only as "creating" (its submit
+        reply was lost) is looked up by its run tag and canceled. Raises
+        :class:`~phi_finetune.errors.RunStateError` naming each resource that could not be
+        deleted; those stay listed as live, and calling ``teardown`` again is safe.
+        """
+        from phi_finetune._teardown import delete_billable
+
         self._endpoint = None
-        if errors:
-            message = "could not delete: " + "; ".join(errors)
-            self.journal.fail_step("teardown", redact(message))
-            raise RunStateError(
-                f"{message}. Run `phi-finetune teardown {self.run_id}` again once fixed."
-            )
-        self.journal.complete_step("teardown", TeardownRecord(deleted=tuple(deleted)).to_dict())
-        return deleted
+        return delete_billable(self.journal, self.backend, self._context())
 
     def run(self, *, teardown_on_error: bool = True) -> RunResult:
         """All steps; deploy/score/teardown as configured (``deploy.enabled``,
         ``score.enabled``, ``deploy.keep_endpoint``).
 
-        On an exception after deployment the endpoint is deleted (``teardown_on_error``); a
-        killed process leaves it in the journal for :meth:`resume` or :meth:`teardown`.
+        On an exception (Ctrl-C and :class:`~phi_finetune.errors.WaitTimeoutError` included)
+        what bills while idle and a resume recreates is deleted (``teardown_on_error``):
+        endpoints, deployments, local servers. A fine-tune job is never canceled here: it stays
+        running and journaled, and :meth:`resume` reattaches to it; :meth:`teardown` cancels it.
+        A killed process leaves everything in the journal for :meth:`resume` or
+        :meth:`teardown`.
         """
         with self.journal.driving():
             return self._run(teardown_on_error=teardown_on_error)
@@ -390,17 +383,37 @@ class FineTuneSession:
                 if self.config.score.enabled:
                     self.score_sample()
         except BaseException:
-            if teardown_on_error and self.journal.resources(billable_only=True, alive_only=True):
-                logger.warning("run %s failed; deleting what it deployed", self.run_id)
-                try:
-                    self.teardown()
-                except PhiFinetuneError as cleanup_error:
-                    logger.error("cleanup after failure failed: %s", cleanup_error)
+            if teardown_on_error:
+                self._clean_up_after_error()
             raise
         if self.config.deploy.enabled and not self.config.deploy.keep_endpoint:
             self.teardown()
         self.journal.finish()
         return self.result()
+
+    def _clean_up_after_error(self) -> None:
+        from phi_finetune._teardown import CLEANUP_ON_ERROR_KINDS, delete_billable
+
+        live = self.journal.resources(billable_only=True, alive_only=True)
+        for job in (r for r in live if r.kind == "job"):
+            logger.warning(
+                "run %s failed; job %s is kept (it may still run and bill): `phi-finetune "
+                "resume %s` reattaches to it, `phi-finetune teardown %s` cancels it",
+                self.run_id,
+                job.name,
+                self.run_id,
+                self.run_id,
+            )
+        if not any(r.kind in CLEANUP_ON_ERROR_KINDS for r in live):
+            return
+        logger.warning("run %s failed; deleting what it deployed", self.run_id)
+        self._endpoint = None
+        try:
+            delete_billable(
+                self.journal, self.backend, self._context(), kinds=CLEANUP_ON_ERROR_KINDS
+            )
+        except PhiFinetuneError as cleanup_error:
+            logger.error("cleanup after failure failed: %s", cleanup_error)
 
     def report(
         self, *, out_dir: str | os.PathLike[str] | None = None, ml_client: Any = None

@@ -344,8 +344,10 @@ def test_kill_right_after_job_submission_reattaches(
     _run_killed_inside(monkeypatch, JobOperations, "create_or_update", session)
     assert len(fake.jobs) == 1
     (submitted,) = fake.jobs
-    # the reply was lost: the journal does not name the job, its run_id tag finds it
-    assert Journal.load(tmp_path / "state", session.run_id).resources(kind="job") == []
+    # the reply was lost: the journal does not name the job, only the intent with its run tag
+    (intent,) = Journal.load(tmp_path / "state", session.run_id).resources(kind="job")
+    assert intent.state == "creating" and intent.billable and intent.name != submitted
+    assert intent.details["find_by_tags"] == {"phi_finetune.run_id": session.run_id}
 
     result = _resume(session, workspace).run()
     assert result.job_name == submitted
@@ -399,7 +401,7 @@ def test_kill_while_job_runs_reattaches(
     restore[0]()
     monkeypatch.undo()
     journal = Journal.load(tmp_path / "state", session.run_id)
-    (job,) = journal.resources(kind="job")
+    (job,) = journal.resources(kind="job", alive_only=True)
     assert job.billable  # a running job bills: teardown would cancel it
     assert [r.run_id for r in FineTuneSession.list_runs(tmp_path / "state")] == [session.run_id]
 

@@ -42,6 +42,30 @@ logger = logging.getLogger(__name__)
 
 #: Job statuses after which resuming submits a new job instead of reattaching.
 _ENDED_BADLY = frozenset({"Failed", "Canceled", "NotResponding"})
+#: Prefix of the data asset names (``ultrachat-train``, ...).
+_DATA_PREFIX = "ultrachat"
+#: Details key of a job journaled before its submit request: the tags that find it.
+_INTENT_TAG = "find_by_tags"
+
+
+def _job_intent_name(run_id: str) -> str:
+    """The journal name of the job run ``run_id`` is submitting, before the service names it."""
+    return f"{RUN_ID_TAG}={run_id}"
+
+
+def _is_job_intent(resource: ResourceRecord) -> bool:
+    """Whether ``resource`` is a job journaled before its submit request (name not known)."""
+    return resource.kind == "job" and _INTENT_TAG in resource.details
+
+
+def _resolve_intent(ctx: StepContext, intent: str) -> None:
+    """The intent stands for nothing more: the job (if any) is journaled by its name now."""
+    ctx.observer.created("job", intent, billable=False, details={"resolved": True})
+    ctx.observer.deleted("job", intent)
+
+
+def _status_text(status: Any) -> str:
+    return str(getattr(status, "value", status) or "Unknown")
 
 
 class AzureBackend:
@@ -74,9 +98,19 @@ class AzureBackend:
     # -- steps ----------------------------------------------------------------------------
 
     def prepare_data(self, ctx: StepContext) -> PreparedDataRecord:
+        from phi_finetune.azure.data_assets import asset_version
+
         prepared, record = prepare_data_files(ctx)
         ml_client = self.workspace(ctx).ml_client
-        registered = prepared.register(ml_client)
+        # Intent before action: names and versions are deterministic (prefix-role, content hash).
+        for role in prepared.files():
+            ctx.observer.creating(
+                "data_asset",
+                f"{_DATA_PREFIX}-{role.replace('_', '-')}",
+                asset_version(prepared.sha256[role]),
+                billable=False,
+            )
+        registered = prepared.register(ml_client, name_prefix=_DATA_PREFIX)
         for asset in registered.assets.values():
             ctx.observer.created("data_asset", asset.name, str(asset.version), billable=False)
         return attrs.evolve(record, assets=registered.input_paths())
@@ -127,11 +161,21 @@ class AzureBackend:
             logger.info("reattached to job %s instead of submitting again", handle.name)
         else:
             planned = ctx.plan
+            run_id = ctx.journal.run_id
+            # Intent before action: the service names the job, so the journal holds the tag
+            # that finds it; a lost reply or a kill during the request leaves it findable.
+            intent = _job_intent_name(run_id)
+            ctx.observer.creating(
+                "job", intent, billable=True, details={_INTENT_TAG: {RUN_ID_TAG: run_id}}
+            )
+            if planned.compute is not None and planned.compute.will_create:
+                ctx.observer.creating("compute", planned.compute.name, billable=False)
             handle = self._job(ctx, pinned=planned).submit()
             handle.poll_interval_s = self.poll_interval_s
             ctx.observer.created(
                 "job", handle.name, billable=True, details={"studio_url": handle.studio_url}
             )
+            _resolve_intent(ctx, intent)
             if planned.compute is not None and planned.compute.will_create:
                 ctx.observer.created("compute", planned.compute.name, billable=False)
         status = handle.wait(timeout=self.job_timeout_s)
@@ -147,19 +191,25 @@ class AzureBackend:
     def _reattach(self, ctx: StepContext) -> JobHandle | None:
         """The job an earlier attempt of this run submitted, unless it failed or was canceled.
 
-        The journal names it; when the process died between the service accepting the job and
-        the journal write, the job is found by its ``phi_finetune.run_id`` tag.
+        The journal names it; when the reply of the submit request was lost or the process
+        died before the journal write, the job is found by its ``phi_finetune.run_id`` tag.
         """
         from phi_finetune.azure.job import JobHandle
 
         ml_client = self.workspace(ctx).ml_client
-        existing = [r for r in ctx.existing("job") if r.details.get("status") not in _ENDED_BADLY]
-        name = existing[-1].name if existing else None
+        named = [
+            r
+            for r in ctx.existing("job")
+            if not _is_job_intent(r) and r.details.get("status") not in _ENDED_BADLY
+        ]
+        name = named[-1].name if named else None
+        pending = any(_is_job_intent(r) for r in ctx.existing("job"))
         step = ctx.journal.get_step("fine_tune")
-        if name is None and step is not None and step.attempts > 1:
-            name = self._find_job_of_run(ml_client, ctx.journal.run_id)
-            if name is not None:
-                ctx.observer.created("job", name, billable=True)
+        if pending or (name is None and step is not None and step.attempts > 1):
+            # With an intent journaled, a failed lookup must not lead to a second job.
+            found = self._reconcile_jobs(ctx, strict=pending)
+            if name is None:
+                name = next((n for n, status in found if status not in _ENDED_BADLY), None)
         if name is None:
             return None
         handle = JobHandle.from_name(ml_client, name)
@@ -170,16 +220,60 @@ class AzureBackend:
             return None
         return handle
 
+    def reconcile(self, ctx: StepContext) -> None:
+        """Resolve jobs journaled as "creating" (submit reply lost) by their run tag: each job
+        found is journaled by name (billable while it has not ended), the intent is cleared.
+        :class:`~phi_finetune.errors.JobError` when the workspace's jobs cannot be listed."""
+        if any(_is_job_intent(r) for r in ctx.existing("job")):
+            self._reconcile_jobs(ctx, strict=True)
+
+    def _reconcile_jobs(self, ctx: StepContext, *, strict: bool) -> list[tuple[str, str]]:
+        from phi_finetune.azure.job.handle import TERMINAL_STATUSES
+
+        run_id = ctx.journal.run_id
+        found = self._jobs_of_run(self.workspace(ctx).ml_client, run_id, strict=strict)
+        for job_name, status in found:
+            ctx.observer.created(
+                "job",
+                job_name,
+                billable=status not in TERMINAL_STATUSES,
+                details={"status": status, "found_by_tag": True},
+            )
+            logger.info("run %s: found its job %s (%s) by its tag", run_id, job_name, status)
+        for intent in [r for r in ctx.existing("job") if _is_job_intent(r)]:
+            _resolve_intent(ctx, intent.name)
+        return found
+
     @staticmethod
-    def _find_job_of_run(ml_client: Any, run_id: str, *, limit: int = 200) -> str | None:
-        """The newest job tagged with ``run_id`` among the workspace's ``limit`` newest jobs."""
+    def _jobs_of_run(
+        ml_client: Any, run_id: str, *, strict: bool, limit: int = 200
+    ) -> list[tuple[str, str]]:
+        """``(name, status)`` of the jobs tagged with ``run_id`` among the workspace's
+        ``limit`` newest. ``strict``: a failed lookup raises instead of finding nothing."""
+        from phi_finetune.errors import JobError
+
+        found: list[tuple[str, str]] = []
         try:
             for job in itertools.islice(ml_client.jobs.list(), limit):
                 if (getattr(job, "tags", None) or {}).get(RUN_ID_TAG) == run_id:
-                    return str(job.name)
-        except Exception as exc:  # the lookup is a best effort; submitting is the fallback
+                    found.append((str(job.name), _status_text(getattr(job, "status", None))))
+        except Exception as exc:
+            if strict:
+                raise JobError(
+                    f"could not list the workspace's jobs to find the job run {run_id} may have "
+                    f"submitted (tag {RUN_ID_TAG}={run_id}): {type(exc).__name__}: {exc}. It "
+                    f"may be running: retry once the workspace answers (`phi-finetune resume "
+                    f"{run_id}` or `phi-finetune teardown {run_id}`), or cancel it in the Azure "
+                    "ML studio"
+                ) from exc
             logger.warning("could not list jobs to find run %s's job: %s", run_id, exc)
-        return None
+        return found
+
+    @classmethod
+    def _find_job_of_run(cls, ml_client: Any, run_id: str, *, limit: int = 200) -> str | None:
+        """The first job tagged with ``run_id`` among the workspace's ``limit`` newest jobs."""
+        found = cls._jobs_of_run(ml_client, run_id, strict=False, limit=limit)
+        return found[0][0] if found else None
 
     def register(self, ctx: StepContext) -> ModelRef:
         from phi_finetune.azure.registrar import ModelRegistrar
@@ -258,6 +352,15 @@ class AzureBackend:
             from phi_finetune.azure.deployer import EndpointDeployer
 
             EndpointDeployer(ml_client).delete(resource.name)
+        elif resource.kind == "job" and _is_job_intent(resource):
+            # Teardown's reconcile could not look the job up: try once more, cancel what it finds.
+            from phi_finetune.azure.job import JobHandle
+
+            for job_name, _ in self._reconcile_jobs(ctx, strict=True):
+                job = ctx.journal.resource("job", job_name)
+                if job is not None and job.billable and job.alive:
+                    JobHandle(ml_client, job_name).cancel()
+                    ctx.journal.mark_deleted("job", job_name)
         elif resource.kind == "job":
             from phi_finetune.azure.job import JobHandle
 

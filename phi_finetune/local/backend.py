@@ -160,6 +160,10 @@ class LocalBackend:
         same_store = config.mlflow_tracking_uri == registry.tracking_uri
         base = config.local.base_model or TEST_MODEL_NAME
         name = config.deploy.model_name or default_model_name(Path(str(base)).name)
+        # Intent before action: the registry picks the version, the name is known now.
+        ctx.observer.creating(
+            "model", name, billable=False, details={"source": str(trained.merged_dir)}
+        )
         model = registry.log_model(
             trained.merged_dir,
             name=name,
@@ -168,6 +172,7 @@ class LocalBackend:
             description=f"fine-tuned by phi_finetune run {ctx.journal.run_id}",
         )
         ctx.observer.created("model", model.name, str(model.version), billable=False)
+        ctx.observer.deleted("model", name)  # the versioned entry above replaces the intent
         return ModelRef(
             name=model.name,
             version=str(model.version),
@@ -195,6 +200,18 @@ class LocalBackend:
             tracking_uri=model.tracking_uri,
             port=ctx.config.local.port,
             log_path=ctx.run_dir / "server.log",
+        )
+        # Intent before action: a kill while it starts still leaves the server findable (by
+        # its model URI; its watchdog also stops it once this process is gone).
+        ctx.observer.creating(
+            SERVER_KIND,
+            name,
+            billable=True,
+            details={
+                "model_uri": model.uri,
+                "tracking_uri": model.tracking_uri,
+                "key_file": str(key_file),
+            },
         )
         server.start()
         self._servers[name] = server
@@ -224,7 +241,14 @@ class LocalBackend:
         if server is not None:
             server.stop()
             return
-        _stop_orphan(resource.details.get("pid"))
+        pid = resource.details.get("pid")
+        if pid is None and isinstance(resource.details.get("model_uri"), str):
+            # Journaled as "creating" only: the server may have started before the kill.
+            details = resource.details
+            for orphan in _servers_serving(details["model_uri"], details.get("tracking_uri")):
+                _stop_orphan(orphan)
+            return
+        _stop_orphan(pid)
 
     def _endpoint(self, name: str, scoring_uri: str, key: str, server: LocalServer) -> Endpoint:
         from phi_finetune.endpoint import Endpoint
@@ -288,3 +312,26 @@ def _stop_orphan(pid: Any) -> None:
     except ProcessLookupError:
         return
     logger.info("stopped the orphaned local server (pid %s)", pid)
+
+
+def _servers_serving(model_uri: str, tracking_uri: Any = None) -> list[int]:
+    """Pids of this machine's local servers started for ``model_uri`` from ``tracking_uri``'s
+    registry (Linux ``/proc``)."""
+    wanted = [b"\0--model\0" + model_uri.encode() + b"\0"]
+    if isinstance(tracking_uri, str) and tracking_uri:
+        wanted.append(b"\0--tracking-uri\0" + tracking_uri.encode() + b"\0")
+    pids: list[int] = []
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"phi_finetune.local.server" in cmdline and all(w in cmdline for w in wanted):
+            pids.append(int(entry.name))
+    return pids
