@@ -195,6 +195,7 @@ class LocalBackend:
             tracking_uri=model.tracking_uri,
             port=ctx.config.local.port,
             log_path=ctx.run_dir / "server.log",
+            key_file=key_file,
         )
         server.start()
         self._servers[name] = server
@@ -225,6 +226,9 @@ class LocalBackend:
             server.stop()
             return
         _stop_orphan(resource.details.get("pid"))
+        from phi_finetune.local.server import remove_server_files
+
+        remove_server_files(key_file=resource.details.get("key_file"))
 
     def _endpoint(self, name: str, scoring_uri: str, key: str, server: LocalServer) -> Endpoint:
         from phi_finetune.endpoint import Endpoint
