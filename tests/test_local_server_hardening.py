@@ -438,13 +438,6 @@ def test_stop_removes_the_log_and_the_key_file(model_dir: Path, tmp_path: Path) 
     server.stop()  # idempotent
 
 
-def test_a_given_log_path_is_kept(model_dir: Path, tmp_path: Path) -> None:
-    log = tmp_path / "mine.log"
-    with LocalServer(model_dir, log_path=log, threads=1):
-        pass
-    assert log.is_file()
-
-
 def test_a_failed_start_keeps_the_log_its_error_names(tmp_path: Path) -> None:
     server = LocalServer(tmp_path / "no-model-here", startup_timeout=120)
     with pytest.raises(Exception, match="full log: ") as info:
