@@ -242,6 +242,20 @@ def test_a_huge_prompt_is_refused_quickly(server: LocalServer) -> None:
         (b"", "not valid JSON"),
         (b"{not json", "not valid JSON"),
     ],
+    ids=[
+        "deep-list",
+        "deep-unclosed",
+        "deep-object",
+        "deep-inside-content",
+        "lone-high-surrogate",
+        "lone-low-surrogate",
+        "surrogate-in-key",
+        "invalid-utf8",
+        "utf8-encoded-surrogate",
+        "5000-digit-integer",
+        "empty",
+        "not-json",
+    ],
 )
 def test_malformed_json_and_invalid_unicode_are_400(
     server: LocalServer, raw: bytes, fragment: str
