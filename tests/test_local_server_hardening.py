@@ -485,3 +485,62 @@ def test_teardown_removes_the_key_file(trained_run_copy: Any, tmp_path: Path) ->
     )
     assert not key_file.exists()
     session.backend.delete_resource(session._context(), session.journal.resources()[-1])
+
+
+def test_over_max_connections_with_every_one_busy_is_503() -> None:
+    import asyncio
+
+    import uvicorn
+
+    from phi_finetune.local._connection_guard import guarded_protocol
+
+    release = threading.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while not release.is_set():  # a request in flight until the test lets it go
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        limit_concurrency=None,
+        http=guarded_protocol(header_timeout=5, max_connections=2),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    busy: list[socket.socket] = []
+    try:
+        for _ in range(50):
+            if server.started:
+                break
+            time.sleep(0.05)
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        for _ in range(2):
+            busy.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            busy[-1].sendall(request)
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with extra:
+            data, _ = _read_until_closed(extra, 5)
+        assert data.startswith(b"HTTP/1.1 503")
+        assert b"retry-after: 1" in data and data.endswith(b'retry in a while"}')
+        release.set()
+        for connection in busy:
+            connection.settimeout(5)
+            assert connection.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        release.set()
+        for connection in busy:
+            connection.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -26,13 +26,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger("phi_finetune.local.server")
 
+_BUSY_BODY = b'{"error": "the local endpoint is busy; retry in a while"}'
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
     b"content-type: application/json\r\n"
     b"retry-after: 1\r\n"
     b"connection: close\r\n"
-    b"content-length: 56\r\n\r\n"
-    b'{"error": "the local endpoint is busy; retry in a while"}'
+    b"content-length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
 )
 
 
