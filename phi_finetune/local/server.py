@@ -68,6 +68,7 @@ from phi_finetune._atomic import atomic_write_json
 from phi_finetune._redact import redact
 from phi_finetune.constants import ENV_SERVER_KEY
 from phi_finetune.errors import LocalBackendError, PhiFinetuneError, WaitTimeoutError
+from phi_finetune.local._server_files import remove_server_files
 from phi_finetune.scoring import ScoreResult, parse_response
 
 logger = logging.getLogger(__name__)
@@ -253,6 +254,16 @@ def run_server(
         sock.close()
 
 
+_LIMIT_OPTIONS: dict[str, float] = {
+    "max_prompt_chars": DEFAULT_MAX_PROMPT_CHARS,
+    "max_num_beams": DEFAULT_MAX_NUM_BEAMS,
+    "header_timeout": DEFAULT_HEADER_TIMEOUT,
+    "body_timeout": DEFAULT_BODY_TIMEOUT,
+    "keep_alive_timeout": DEFAULT_KEEP_ALIVE_TIMEOUT,
+    "max_connections": DEFAULT_MAX_CONNECTIONS,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m phi_finetune.local.server``: the process :class:`LocalServer` starts."""
     parser = argparse.ArgumentParser(prog="python -m phi_finetune.local.server")
@@ -267,12 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ready-file", default=None)
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--max-prompt-chars", type=int, default=DEFAULT_MAX_PROMPT_CHARS)
-    parser.add_argument("--max-num-beams", type=int, default=DEFAULT_MAX_NUM_BEAMS)
-    parser.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT)
-    parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT)
-    parser.add_argument("--keep-alive-timeout", type=int, default=DEFAULT_KEEP_ALIVE_TIMEOUT)
-    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS)
+    for name, default in _LIMIT_OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -294,12 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_batch=args.max_batch,
             ready_file=args.ready_file,
             threads=args.threads,
-            max_prompt_chars=args.max_prompt_chars,
-            max_num_beams=args.max_num_beams,
-            header_timeout=args.header_timeout,
-            body_timeout=args.body_timeout,
-            keep_alive_timeout=args.keep_alive_timeout,
-            max_connections=args.max_connections,
+            **{name: getattr(args, name) for name in _LIMIT_OPTIONS},
         )
     except PhiFinetuneError as exc:
         sys.stderr.write(f"error: {redact(str(exc), [key])}\n")
@@ -308,21 +310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------- the launcher
-
-
-def remove_server_files(
-    *,
-    key_file: str | os.PathLike[str] | None = None,
-    log_path: str | os.PathLike[str] | None = None,
-) -> None:
-    """Delete a stopped server's key file and log (missing files are fine).
-
-    For teardown from another process, which has only the journaled paths.
-    """
-    for path in (key_file, log_path):
-        if path:
-            with contextlib.suppress(FileNotFoundError):
-                Path(path).unlink()
 
 
 _LIVE: weakref.WeakSet[LocalServer] = weakref.WeakSet()
@@ -450,37 +437,24 @@ class LocalServer:
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
-        command = [
-            sys.executable,
-            "-m",
-            "phi_finetune.local.server",
-            "--model",
-            self.model_uri,
-            "--port",
-            str(self.requested_port),
-            "--max-body-bytes",
-            str(self.max_body_bytes),
-            "--max-new-tokens-limit",
-            str(self.max_new_tokens_limit),
-            "--max-batch",
-            str(self.max_batch),
-            "--ready-file",
-            str(ready),
-            "--parent-pid",
-            str(os.getpid()),
-            "--max-prompt-chars",
-            str(self.max_prompt_chars),
-            "--max-num-beams",
-            str(self.max_num_beams),
-            "--header-timeout",
-            str(self.header_timeout),
-            "--body-timeout",
-            str(self.body_timeout),
-            "--keep-alive-timeout",
-            str(self.keep_alive_timeout),
-            "--max-connections",
-            str(self.max_connections),
-        ]
+        options: dict[str, object] = {
+            "--model": self.model_uri,
+            "--port": self.requested_port,
+            "--max-body-bytes": self.max_body_bytes,
+            "--max-new-tokens-limit": self.max_new_tokens_limit,
+            "--max-batch": self.max_batch,
+            "--ready-file": ready,
+            "--parent-pid": os.getpid(),
+            "--max-prompt-chars": self.max_prompt_chars,
+            "--max-num-beams": self.max_num_beams,
+            "--header-timeout": self.header_timeout,
+            "--body-timeout": self.body_timeout,
+            "--keep-alive-timeout": self.keep_alive_timeout,
+            "--max-connections": self.max_connections,
+        }
+        command = [sys.executable, "-m", "phi_finetune.local.server"]
+        for flag, value in options.items():
+            command += [flag, str(value)]
         if self.tracking_uri:
             command += ["--tracking-uri", self.tracking_uri]
         if self.threads:
