@@ -196,7 +196,7 @@ def test_server_rejects_missing_or_wrong_key(server: LocalServer, auth: str | No
         (
             {"input_data": {"input_string": [CONVERSATION], "parameters": {"max_new_tokens": 65}}},
             422,
-            "max_new_tokens must be <= 64",
+            "max_new_tokens must be an integer in [1, 64]",
         ),
         (
             {"input_data": {"input_string": [CONVERSATION], "parameters": {"top_p": "high"}}},

@@ -23,7 +23,9 @@ __all__ = [
     "PHI3_CHAT_TEMPLATE",
     "PHI3_SPECIAL_TOKENS",
     "assistant_token_mask",
+    "context_length",
     "encode_conversation",
+    "encode_prompts",
     "generate",
 ]
 
@@ -150,24 +152,52 @@ def no_mlflow_telemetry() -> None:
 _GENERATE_LOCK = threading.Lock()
 
 
+def context_length(model: Any) -> int | None:
+    """The model's context in token positions (``max_position_embeddings``), if it says."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def encode_prompts(
+    tokenizer: Any, conversations: Sequence[Sequence[Mapping[str, str]]]
+) -> list[list[int]]:
+    """The prompt token ids :func:`generate` feeds the model for each conversation."""
+    prompts = [_render(tokenizer, conversation, prompt=True) for conversation in conversations]
+    return [
+        [int(i) for i in tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+        for prompt in prompts
+    ]
+
+
 def generate(
     model: Any,
     tokenizer: Any,
     conversations: Sequence[Sequence[Mapping[str, str]]],
     parameters: Mapping[str, Any] | None = None,
+    *,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[str]:
     """Reply to each conversation; ``parameters`` are the Azure scoring generation parameters.
 
     Conversations are generated one at a time (no padding, so a reply does not depend on what
     else is in the batch) under a process-wide lock (safe to call from server threads).
     ``temperature == 0`` or ``do_sample`` false means greedy decoding. ``return_full_text``
-    true prepends the rendered prompt.
+    true prepends the rendered prompt. ``prompt_ids`` (from :func:`encode_prompts`) saves
+    encoding the conversations again.
     """
     import torch
 
     params = dict(parameters or {})
     kwargs: dict[str, Any] = {k: params[k] for k in _GENERATION_KEYS if k in params}
     kwargs.setdefault("max_new_tokens", 200)
+    # transformers insists on floats here (``temperature`` 1 from JSON would be refused).
+    for name in ("temperature", "top_p", "repetition_penalty"):
+        if name in kwargs and not isinstance(kwargs[name], bool):
+            kwargs[name] = float(kwargs[name])
     if not kwargs.get("do_sample", False) or float(kwargs.get("temperature", 1.0)) == 0.0:
         kwargs["do_sample"] = False
         for name in ("temperature", "top_p", "top_k"):
@@ -176,11 +206,18 @@ def generate(
     stop = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
     device = next(model.parameters()).device
+    encoded = list(prompt_ids) if prompt_ids is not None else None
+    if encoded is not None and len(encoded) != len(conversations):
+        raise ValueError("prompt_ids must hold one entry per conversation")
     replies: list[str] = []
     with _GENERATE_LOCK, torch.inference_mode():
-        for conversation in conversations:
-            prompt = _render(tokenizer, conversation, prompt=True)
-            ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        for index, conversation in enumerate(conversations):
+            prompt = _render(tokenizer, conversation, prompt=True) if return_full_text else ""
+            if encoded is not None:
+                ids = torch.tensor([list(encoded[index])], dtype=torch.long)
+            else:
+                text = prompt or _render(tokenizer, conversation, prompt=True)
+                ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
             ids = ids.to(device)
             out = model.generate(
                 input_ids=ids,

@@ -200,6 +200,7 @@ class LocalBackend:
             tracking_uri=model.tracking_uri,
             port=ctx.config.local.port,
             log_path=ctx.run_dir / "server.log",
+            key_file=key_file,
         )
         # Intent before action: a kill while it starts still leaves the server findable (by
         # its model URI; its watchdog also stops it once this process is gone).
@@ -241,14 +242,17 @@ class LocalBackend:
         if server is not None:
             server.stop()
             return
+        from phi_finetune.local.server import remove_server_files
+
         pid = resource.details.get("pid")
         if pid is None and isinstance(resource.details.get("model_uri"), str):
             # Journaled as "creating" only: the server may have started before the kill.
             details = resource.details
             for orphan in _servers_serving(details["model_uri"], details.get("tracking_uri")):
                 _stop_orphan(orphan)
-            return
-        _stop_orphan(pid)
+        else:
+            _stop_orphan(pid)
+        remove_server_files(key_file=resource.details.get("key_file"))
 
     def _endpoint(self, name: str, scoring_uri: str, key: str, server: LocalServer) -> Endpoint:
         from phi_finetune.endpoint import Endpoint

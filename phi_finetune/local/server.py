@@ -25,10 +25,17 @@ The contract (same as an Azure managed online endpoint):
 - Auth: ``Authorization: Bearer <key>`` (what Azure documents). The bare key
   (``Authorization: <key>``) is accepted too, like Azure's key-auth endpoints do, so clients
   written either way work. No or a wrong key: ``401`` with ``WWW-Authenticate: Bearer``.
-- Bad bodies: ``400`` (not JSON), ``413`` (body over ``max_body_bytes``), ``422`` (valid JSON
-  that breaks the contract: the message names each problem, e.g. ``max_new_tokens`` over the
-  limit, a conversation not ending with a user turn). ``500`` says only "internal error"; the
-  traceback goes to the server log, never into a response.
+- Bad bodies: ``400`` (not JSON or UTF-8, nested too deeply, a lone surrogate in a string),
+  ``408`` (body not sent within ``body_timeout``), ``413`` (body over ``max_body_bytes``),
+  ``422`` (valid JSON that breaks the contract or a limit: the message names each problem, e.g.
+  ``num_beams`` over the cap, a prompt longer than the model's context, a conversation not
+  ending with a user turn). Limits: :mod:`phi_finetune.local.request_limits`. ``500`` says only
+  "internal error"; the traceback goes to the server log, never into a response.
+- Connections: a request head must arrive within ``header_timeout`` s, idle keep-alive
+  connections close after ``keep_alive_timeout`` s, and at most ``max_connections`` are open
+  (over it the longest-idle one is closed, so idle clients without a key cannot starve real
+  ones; :mod:`phi_finetune.local._connection_guard`). A client that disconnects mid-body is
+  one warning line in the log.
 - ``GET /`` and ``GET /health``: liveness, no key needed.
 
 Started by :class:`LocalServer` as ``python -m phi_finetune.local.server``; the key travels in
@@ -61,18 +68,26 @@ from phi_finetune._atomic import atomic_write_json
 from phi_finetune._redact import redact
 from phi_finetune.constants import ENV_SERVER_KEY
 from phi_finetune.errors import LocalBackendError, PhiFinetuneError, WaitTimeoutError
+from phi_finetune.local._server_files import remove_server_files
 from phi_finetune.scoring import ScoreResult, parse_response
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_KEEP_ALIVE_TIMEOUT",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_NEW_TOKENS",
+    "DEFAULT_MAX_NUM_BEAMS",
+    "DEFAULT_MAX_PROMPT_CHARS",
     "KEY_ENV",
     "LocalServer",
     "create_app",
     "main",
+    "remove_server_files",
 ]
 
 #: Environment variable that carries the endpoint key to the server process.
@@ -80,6 +95,12 @@ KEY_ENV = ENV_SERVER_KEY
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 DEFAULT_MAX_NEW_TOKENS = 512
 DEFAULT_MAX_BATCH = 32
+DEFAULT_MAX_PROMPT_CHARS = 50_000
+DEFAULT_MAX_NUM_BEAMS = 4
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5
+DEFAULT_MAX_CONNECTIONS = 256
 HOST = "127.0.0.1"
 _OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -101,10 +122,23 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
     max_batch: int = DEFAULT_MAX_BATCH,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Any:
     """The FastAPI app serving ``model`` (see the module docstring for the contract)."""
     from phi_finetune.local._app import build_app
+    from phi_finetune.local._chat import context_length
+    from phi_finetune.local.request_limits import RequestLimits
 
+    limits = RequestLimits(
+        max_body_bytes=max_body_bytes,
+        max_new_tokens=max_new_tokens_limit,
+        max_batch=max_batch,
+        max_prompt_chars=max_prompt_chars,
+        max_num_beams=max_num_beams,
+        context_length=context_length(model),
+    )
     return build_app(
         model,
         tokenizer,
@@ -113,6 +147,8 @@ def create_app(
         max_body_bytes=max_body_bytes,
         max_new_tokens_limit=max_new_tokens_limit,
         max_batch=max_batch,
+        limits=limits,
+        body_timeout=body_timeout,
     )
 
 
@@ -149,12 +185,20 @@ def run_server(
     ready_file: str | None = None,
     on_ready: Callable[[int], None] | None = None,
     threads: int | None = None,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> None:
     """Load ``model_uri`` and serve it on 127.0.0.1 until SIGTERM/SIGINT (blocking).
 
     ``threads`` sets torch's intra-op threads (1 is fastest for tiny models on a busy CPU).
     """
     import uvicorn
+
+    from phi_finetune.local._connection_guard import guarded_protocol
 
     if threads:
         import torch
@@ -172,6 +216,9 @@ def run_server(
         max_body_bytes=max_body_bytes,
         max_new_tokens_limit=max_new_tokens_limit,
         max_batch=max_batch,
+        max_prompt_chars=max_prompt_chars,
+        max_num_beams=max_num_beams,
+        body_timeout=body_timeout,
     )
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when
     # the socket says TCP; without it every response waits ~40 ms for a delayed ACK.
@@ -190,7 +237,11 @@ def run_server(
         lifespan="off",
         server_header=False,
         timeout_graceful_shutdown=3,
-        limit_concurrency=128,
+        timeout_keep_alive=keep_alive_timeout,
+        # The guard bounds connections (uvicorn's limit_concurrency would count idle ones and
+        # answer 503 to real clients); one request runs per connection, so tasks are bounded too.
+        limit_concurrency=None,
+        http=guarded_protocol(header_timeout=header_timeout, max_connections=max_connections),
     )
     server = uvicorn.Server(config)
     if ready_file:
@@ -201,6 +252,16 @@ def run_server(
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+_LIMIT_OPTIONS: dict[str, float] = {
+    "max_prompt_chars": DEFAULT_MAX_PROMPT_CHARS,
+    "max_num_beams": DEFAULT_MAX_NUM_BEAMS,
+    "header_timeout": DEFAULT_HEADER_TIMEOUT,
+    "body_timeout": DEFAULT_BODY_TIMEOUT,
+    "keep_alive_timeout": DEFAULT_KEEP_ALIVE_TIMEOUT,
+    "max_connections": DEFAULT_MAX_CONNECTIONS,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ready-file", default=None)
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    for name, default in _LIMIT_OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -238,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_batch=args.max_batch,
             ready_file=args.ready_file,
             threads=args.threads,
+            **{name: getattr(args, name) for name in _LIMIT_OPTIONS},
         )
     except PhiFinetuneError as exc:
         sys.stderr.write(f"error: {redact(str(exc), [key])}\n")
@@ -246,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------- the launcher
+
 
 _LIVE: weakref.WeakSet[LocalServer] = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
@@ -267,6 +332,12 @@ class LocalServer:
     and never leaves a process behind when it fails. :meth:`stop` terminates and reaps it; an
     ``atexit`` hook and a parent-pid watchdog in the server are the safety nets. Use it as a
     context manager to be sure. ``threads`` sets the server's torch intra-op threads.
+
+    The request and connection limits (``max_prompt_chars``, ``max_num_beams``,
+    ``header_timeout``, ``body_timeout``, ``keep_alive_timeout``, ``max_connections``) are
+    described in the module docstring. :meth:`stop` removes the log file when this object chose
+    it (no ``log_path`` given; a failed start keeps it, its error names it) and ``key_file``, a
+    file holding this server's key, when one is given.
     """
 
     def __init__(
@@ -283,8 +354,22 @@ class LocalServer:
         log_path: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         threads: int | None = None,
+        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+        max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.threads = threads
+        self.max_prompt_chars = max_prompt_chars
+        self.max_num_beams = max_num_beams
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.keep_alive_timeout = keep_alive_timeout
+        self.max_connections = max_connections
+        self.key_file = Path(key_file) if key_file else None
         self.model_uri = os.fspath(model_uri)
         self._key = key or secrets.token_urlsafe(32)
         self.tracking_uri = tracking_uri
@@ -294,6 +379,7 @@ class LocalServer:
         self.max_new_tokens_limit = max_new_tokens_limit
         self.max_batch = max_batch
         self.log_path = Path(log_path) if log_path else None
+        self._own_log = False
         self.extra_env = dict(env or {})
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -341,8 +427,9 @@ class LocalServer:
             return self
         self._tmpdir = tempfile.TemporaryDirectory(prefix="phi-finetune-server-")
         ready = Path(self._tmpdir.name) / "ready.json"
-        if self.log_path is None:
-            self.log_path = Path(self._tmpdir.name).with_name(Path(self._tmpdir.name).name + ".log")
+        if self.log_path is None or self._own_log:
+            self.log_path = Path(self._tmpdir.name) / "server.log"
+            self._own_log = True
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, **_OFFLINE_ENV, **self.extra_env, KEY_ENV: self._key}
@@ -350,25 +437,24 @@ class LocalServer:
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
-        command = [
-            sys.executable,
-            "-m",
-            "phi_finetune.local.server",
-            "--model",
-            self.model_uri,
-            "--port",
-            str(self.requested_port),
-            "--max-body-bytes",
-            str(self.max_body_bytes),
-            "--max-new-tokens-limit",
-            str(self.max_new_tokens_limit),
-            "--max-batch",
-            str(self.max_batch),
-            "--ready-file",
-            str(ready),
-            "--parent-pid",
-            str(os.getpid()),
-        ]
+        options: dict[str, object] = {
+            "--model": self.model_uri,
+            "--port": self.requested_port,
+            "--max-body-bytes": self.max_body_bytes,
+            "--max-new-tokens-limit": self.max_new_tokens_limit,
+            "--max-batch": self.max_batch,
+            "--ready-file": ready,
+            "--parent-pid": os.getpid(),
+            "--max-prompt-chars": self.max_prompt_chars,
+            "--max-num-beams": self.max_num_beams,
+            "--header-timeout": self.header_timeout,
+            "--body-timeout": self.body_timeout,
+            "--keep-alive-timeout": self.keep_alive_timeout,
+            "--max-connections": self.max_connections,
+        }
+        command = [sys.executable, "-m", "phi_finetune.local.server"]
+        for flag, value in options.items():
+            command += [flag, str(value)]
         if self.tracking_uri:
             command += ["--tracking-uri", self.tracking_uri]
         if self.threads:
@@ -401,6 +487,7 @@ class LocalServer:
             assert process is not None
             code = process.poll()
             if code is not None:
+                self._keep_log_of_failed_start()
                 raise LocalBackendError(
                     f"the local endpoint process exited with code {code} while starting "
                     f"(model {self.model_uri!r}); last log lines:\n{self.log_tail()}\n"
@@ -412,12 +499,23 @@ class LocalServer:
             if self.port is not None and self._healthy():
                 return
             if time.monotonic() > deadline:
+                self._keep_log_of_failed_start()
                 raise WaitTimeoutError(
                     f"the local endpoint for {self.model_uri!r} was not healthy within "
                     f"{self.startup_timeout:.0f} s; raise startup_timeout or read the log "
                     f"{self.log_path}"
                 )
             time.sleep(0.05)
+
+    def _keep_log_of_failed_start(self) -> None:
+        """Move an own log out of the temp folder: the start error names it."""
+        if not self._own_log or self.log_path is None or self._tmpdir is None:
+            return
+        kept = Path(self._tmpdir.name + ".log")
+        with contextlib.suppress(OSError):
+            self.log_path.replace(kept)
+            self.log_path = kept
+        self._own_log = False
 
     def _healthy(self) -> bool:
         try:
@@ -453,6 +551,8 @@ class LocalServer:
             with contextlib.suppress(OSError):
                 self._tmpdir.cleanup()
             self._tmpdir = None
+        if self.key_file is not None:
+            remove_server_files(key_file=self.key_file)
 
     # ----------------------------------------------------------------- client helpers
 
