@@ -278,6 +278,10 @@ def test_compute_put_answers_201_with_only_type_and_state(fake: FakeAzureML) -> 
     example = contract.example("Compute_createOrUpdate_BasicAmlCompute")["responses"]["201"]
     assert set(body) == set(example["body"])
     assert body["properties"] == {"computeType": "AmlCompute", "provisioningState": "Creating"}
+    operation = {k.lower(): v for k, v in headers.items()}["azure-asyncoperation"]
+    for _ in range(10):  # bounded: a second PUT while creating is a 409; wait for the first
+        if _raw(fake, "GET", operation)[2]["status"] != "InProgress":
+            break
     status, headers, body = _raw(fake, "PUT", _ws(fake, "/computes/new"), _compute_put_body(A100))
     assert status == 200
     _valid("ComputeResource", body)

@@ -9,7 +9,6 @@ storage client, registry discovery) talks to it instead of the network. The stat
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
@@ -17,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from phi_finetune.testing import _catalog
 from phi_finetune.testing._dispatch import Dispatcher, all_routes
+from phi_finetune.testing._fake_knobs import FakeRealismKnobs
 from phi_finetune.testing._forward import Forward
-from phi_finetune.testing._http import FakeRequest, Reply
+from phi_finetune.testing._http import FakeRequest
 from phi_finetune.testing._scope import FakeScope
 from phi_finetune.testing._scoring import Scorer, echo_scorer
-from phi_finetune.testing._state import DeploymentScript, Fault, Hold, JobScript, JobState
+from phi_finetune.testing._state import DeploymentScript, Fault, JobScript, JobState
 from phi_finetune.testing._storage_sleep import StorageSleepPatch
 from phi_finetune.testing._store import FakeStore
 from phi_finetune.testing._tokens import FakeCredential
@@ -30,7 +30,6 @@ from phi_finetune.testing._transport import TransportPatch
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
-    from phi_finetune.testing._server import FakeServer
 
 __all__ = ["FakeAzureML"]
 
@@ -40,7 +39,7 @@ _active_lock = threading.Lock()
 _active: FakeAzureML | None = None
 
 
-class FakeAzureML:
+class FakeAzureML(FakeRealismKnobs):
     """A fake Azure ML service that the real ``azure-ai-ml`` talks to, in process.
 
     Use it as a context manager (or through the ``fake_azureml`` pytest fixture)::
@@ -596,106 +595,6 @@ class FakeAzureML:
         state = "active" if self.active else "inactive"
         return f"FakeAzureML({self.workspace_name!r}, {state}, {len(self.requests)} requests)"
 
-    # ------------------------------------------------------------------ realism (time, conflict)
-
     def _skip_sleep(self, duration: float) -> None:
         self.sleeps.append(duration)
         self._store.record_sleep(duration)
-
-    def hold(self, method: str | None, url_pattern: str) -> Hold:
-        """Keep matching operations in progress until released.
-
-        A long-running operation (or a job) started by a request matching ``method`` (``None``:
-        any) and ``url_pattern`` (a regular expression searched in the full URL) answers
-        ``InProgress`` on every poll, and its resource refuses a second operation with 409,
-        until ``.release()`` or the end of a ``with fake.hold(...):`` block.
-        """
-        pattern = re.compile(url_pattern)
-        return self._store.add_hold(
-            Hold(method=method.upper() if method else None, pattern=pattern)
-        )
-
-    def inject_lost_reply(
-        self,
-        method: str | None,
-        url_pattern: str,
-        *,
-        times: int | None = 1,
-        kind: Literal["reset", "timeout"] = "reset",
-    ) -> Fault:
-        """The service acts on the next ``times`` matching requests, but the reply is lost.
-
-        The fake applies the request (creates, deletes, submits), then the client sees a
-        connection reset (``kind="reset"``) or a read timeout (``kind="timeout"``).
-        """
-        fault = Fault.lost(method, url_pattern, times=times, kind=kind)
-        self._dispatcher.add_fault(fault)
-        return fault
-
-    def release_endpoint_name(self, name: str) -> None:
-        """Free a deleted endpoint's reserved name now (see ``name_reservation_s``)."""
-        self._store.release_name(name)
-
-    def endpoint_name_reserved(self, name: str) -> bool:
-        """Whether ``name`` is reserved after its endpoint was deleted."""
-        return self._store.reserved_for(name) is not None
-
-    def clock(self) -> float:
-        """The fake clock (monotonic seconds plus every sleep the fake skipped)."""
-        return self._store.now()
-
-    # ------------------------------------------------------------------ tokens
-
-    check_tokens: bool = True
-    """Whether ARM and data-plane requests need a valid bearer token (401 otherwise)."""
-
-    def _deny_bad_token(self, req: FakeRequest, raw_headers: Mapping[str, str]) -> Reply | None:
-        if not self.check_tokens:
-            return None
-        from phi_finetune.testing._auth import check_tokens
-
-        return check_tokens(req, raw_headers, self._credential.is_revoked)
-
-    # ------------------------------------------------------------------ server mode
-
-    def serve(self) -> FakeServer:
-        """Answer HTTP on 127.0.0.1 (ephemeral port) from this fake's state; see ``FakeServer``.
-
-        ``with FakeAzureML() as fake, fake.serve() as server:`` then run a child process with
-        ``env={**os.environ, **server.env()}``: its requests reach this fake (its kill leaves the
-        state here), its tokens come from ``fake.credential()``.
-        """
-        from phi_finetune.testing._server import FakeServer
-
-        scope = {
-            "subscription_id": self.subscription_id,
-            "resource_group": self.resource_group,
-            "workspace_name": self.workspace_name,
-        }
-        return FakeServer(self._dispatcher.send, self._credential, scope)
-
-    def set_regional_quota(
-        self, limit: int, *, current: int | None = None, low_priority_limit: int | None = None
-    ) -> None:
-        """Set the regional totals ("Total Cluster Dedicated Regional vCPUs" and, with
-        ``low_priority_limit``, the low-priority one); ``current=None`` sums the families'."""
-        from phi_finetune.testing._routes_workspace import put_regional_quota
-
-        put_regional_quota(self._store, limit, current, low_priority_limit)
-
-    def set_usage_naming(self, naming: Literal["display", "key"]) -> None:
-        """Choose how later ``set_usage`` calls name entries (see ``set_usage``)."""
-        self._scope.usage_naming = naming
-
-    def set_system_metadata_key(self, key: Literal["system_metadata", "systemMetadata"]) -> None:
-        """Serve registry model versions' system metadata under ``key`` (docs/testing.md)."""
-        self._scope.system_metadata_key = key
-
-    def add_reference_model(
-        self, *, published_lifecycle: bool = True, registry: str = "azureml"
-    ) -> dict[str, Any]:
-        """(Re)add Phi-3-mini-4k-instruct 15 from the published spec; ``published_lifecycle``
-        keeps it archived with its passed retirement dates, as the registry serves it."""
-        record = _catalog.reference_model_record(published_lifecycle=published_lifecycle)
-        meta = {k: record[k] for k in ("tags", "system_metadata", "archived")}
-        return self.add_model(record["name"], record["version"], registry=registry, **meta)
