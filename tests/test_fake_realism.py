@@ -236,6 +236,7 @@ def test_job_stays_queued_while_quota_is_short(fake_azureml: FakeAzureML) -> Non
 
 
 def test_cancel_goes_through_cancel_requested(fake_azureml: FakeAzureML) -> None:
+    fake_azureml.cancel_polls = 1
     fake_azureml.script_job("Completed", statuses=["Running"] * 5)
     ml = fake_azureml.workspace_client()
     job = ml.jobs.create_or_update(_pipeline_job(fake_azureml))

@@ -48,8 +48,10 @@ class FakeStore:
         """How many in-progress answers a long-running operation gives before it finishes."""
         self.retry_after_s = 1.0
         """``Retry-After`` of long-running operations (the fake's patched sleep skips it)."""
-        self.cancel_polls = 1
-        """How many polls a cancelled job reads ``CancelRequested`` before ``Canceled``."""
+        self.cancel_polls = 0
+        """How many polls a cancelled job reads ``CancelRequested`` before ``Canceled`` (the
+        service: several; 0 by default because callers that read the status once after a
+        cancel would see ``CancelRequested``)."""
         self.page_size = 100
         """Items per page of a list reply; more items come behind a ``nextLink``."""
         self.name_reservation_s = 0.0
