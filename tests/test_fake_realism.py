@@ -102,7 +102,9 @@ def test_lro_headers_follow_the_specification_per_verb(fake_azureml: FakeAzureML
         "?api-version=2023-04-01-preview"
     )
     with RequestsTransport() as transport:
-        put = HttpRequest("PUT", url, headers={"Content-Type": "application/json"})
+        put = HttpRequest(
+            "PUT", url, headers={"Content-Type": "application/json", **_auth(fake_azureml)}
+        )
         put.set_json_body({"location": "eastus", "properties": {"authMode": "Key"}})
         created = transport.send(put)
         assert created.status_code == 201
@@ -111,17 +113,26 @@ def test_lro_headers_follow_the_specification_per_verb(fake_azureml: FakeAzureML
         assert "Location" not in created.headers
         async_url = created.headers["Azure-AsyncOperation"]
         for _ in range(fake_azureml.lro_polls):
-            assert _status(transport.send(HttpRequest("GET", async_url))) == "InProgress"
-        assert _status(transport.send(HttpRequest("GET", async_url))) == "Succeeded"
+            assert (
+                _status(transport.send(HttpRequest("GET", async_url, headers=_auth(fake_azureml))))
+                == "InProgress"
+            )
+        assert (
+            _status(transport.send(HttpRequest("GET", async_url, headers=_auth(fake_azureml))))
+            == "Succeeded"
+        )
 
-        deleted = transport.send(HttpRequest("DELETE", url))
+        deleted = transport.send(HttpRequest("DELETE", url, headers=_auth(fake_azureml)))
         assert deleted.status_code == 202
         assert "Azure-AsyncOperation" not in deleted.headers
         assert float(deleted.headers["Retry-After"]) > 0
         location = deleted.headers["Location"]
         assert "mfeOperationResults" in location
         # The Location URL answers by status code: 202 while running, 200 once done.
-        assert [transport.send(HttpRequest("GET", location)).status_code for _ in range(3)] == [
+        assert [
+            transport.send(HttpRequest("GET", location, headers=_auth(fake_azureml))).status_code
+            for _ in range(3)
+        ] == [
             202,
             202,
             200,
@@ -452,7 +463,13 @@ def test_lost_reply_means_the_service_acted(fake_azureml: FakeAzureML) -> None:
         "/listKeys?api-version=2023-04-01-preview"
     )
     with RequestsTransport() as transport, pytest.raises(ServiceResponseError, match="reset"):
-        transport.send(HttpRequest("POST", url))
+        transport.send(HttpRequest("POST", url, headers=_auth(fake_azureml)))
     assert fault.hits == 1
     (recorded,) = fake_azureml.find_requests("POST", "/listKeys")
     assert recorded.status == 200
+
+
+def _auth(fake: FakeAzureML) -> dict[str, str]:
+    """The bearer header a raw request needs (the fake checks tokens)."""
+    token = fake.credential().get_token("https://management.azure.com/.default").token
+    return {"Authorization": f"Bearer {token}"}

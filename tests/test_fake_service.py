@@ -470,7 +470,7 @@ def test_expired_sign_in_gets_401_with_a_bearer_challenge(fake_azureml: FakeAzur
     fake = fake_azureml
     fake.add_compute("gpu", "Standard_NC6s_v3")
     ml = fake.workspace_client()
-    assert ml.compute.get("gpu").size == "Standard_NC6s_v3"
+    assert ml.compute.get("gpu").size.lower() == "standard_nc6s_v3"  # GET upper-cases it
     fake.credential().expire()  # the cached token is refused from now on
     with pytest.raises(HttpResponseError) as caught:
         ml.compute.get("gpu")
