@@ -110,7 +110,7 @@ def validate_parameters(
             names = "/".join(t.__name__ for t in expected)
             problems.append(f"parameters.{name} must be {names}, got {_short(value)}")
             continue
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         number = float(value)
         if not math.isfinite(number):

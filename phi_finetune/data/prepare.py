@@ -399,7 +399,9 @@ def _dumps_kept(obj: Any, where: tuple[str, int | None]) -> bytes:
     import json
 
     try:
-        text = json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str)
+        text = json.dumps(
+            obj, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str
+        )
     except (TypeError, ValueError, RecursionError) as exc:
         from phi_finetune.errors import DataProblem
 
