@@ -33,8 +33,14 @@ DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 MAX_LINE_SETTING = "max_line_bytes (--max-line-bytes)"
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 16
-# A whole JSON string, or one structural character (a lone '"' is a string cut by the chunk).
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},"]', re.DOTALL)
+# Everything up to the next structural character outside strings, which it captures: group 1
+# opens, 2 closes, 3 a comma, 4 a '"' that starts a string the buffer cuts (read more).
+# Possessive quantifiers: no backtracking, so the scan stays linear.
+_TOKEN = re.compile(
+    rb'(?:[^"\[\]{},]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+(?:([\[{])|([\]}])|(,)|("))',
+    re.DOTALL,
+)
+_OPEN, _CLOSE, _COMMA = 1, 2, 3
 
 
 class SourceProblem(NamedTuple):
@@ -166,62 +172,68 @@ def array_elements(handle: Any, limit: int) -> Iterator[tuple[int, Any]]:
         return
     index, depth, pos, start, eof = 0, 1, 1, 1, False
     while True:
-        match = _TOKEN.search(buf, pos)
-        if match is None or match.group() == b'"':
-            if eof:
-                yield (
-                    index + 1,
-                    SourceProblem("invalid-json", "the JSON array is not closed (truncated file?)"),
-                )
-                return
-            if len(buf) - start > limit:
+        for match in _TOKEN.finditer(buf, pos):
+            if match.start() != pos:  # the run before the buffer's end found no token: read
+                break
+            pos = match.end()
+            kind = match.lastindex
+            if kind == _OPEN:
+                depth += 1
+            elif kind == _CLOSE:
+                depth -= 1
+                if depth == 0:
+                    yield from _last_element(handle, buf, start, match, index)
+                    return
+            elif kind == _COMMA:
+                if depth == 1:
+                    index += 1
+                    element = bytes(buf[start : match.start(3)])
+                    yield index, element if element.strip() else _EMPTY_ELEMENT
+                    start = match.end()
+            else:  # a string cut by the end of the buffer
+                pos = match.start(4)
+                break
+            if depth == 1 and pos - start > limit:
                 yield index + 1, _too_long(limit, "the JSON array element")
                 return
-            pos = match.start() if match is not None else len(buf)
-            del buf[:start]
-            pos -= start
-            start = 0
-            more = handle.read(max(_CHUNK, len(buf)))
-            eof = not more
-            buf.extend(more)
-            continue
-        token = match.group()
-        pos = match.end()
-        if token in (b"[", b"{"):
-            depth += 1
-        elif token in (b"]", b"}"):
-            depth -= 1
-            if depth == 0 and token != b"]":
-                yield (
-                    index + 1,
-                    SourceProblem(
-                        "invalid-json", "a '}' closes the JSON array; check the brackets"
-                    ),
-                )
-                return
-            if depth == 0:
-                element = bytes(buf[start : match.start()])
-                if element.strip():
-                    index += 1
-                    yield index, element
-                elif index:
-                    index += 1
-                    yield index, SourceProblem("invalid-json", "a trailing comma before ']'")
-                yield from _after_array(handle, bytes(buf[pos:]), index)
-                return
-        elif token == b"," and depth == 1:
-            index += 1
-            element = bytes(buf[start : match.start()])
+        if eof:
             yield (
-                index,
-                element
-                if element.strip()
-                else SourceProblem("invalid-json", "an empty element (two commas in a row?)"),
+                index + 1,
+                SourceProblem("invalid-json", "the JSON array is not closed (truncated file?)"),
             )
-            start = pos
-        if depth == 1 and pos - start > limit:
+            return
+        if len(buf) - start > limit:
             yield index + 1, _too_long(limit, "the JSON array element")
             return
+        del buf[:start]
+        pos -= start
+        start = 0
+        more = handle.read(max(_CHUNK, len(buf)))
+        eof = not more
+        buf.extend(more)
+
+
+_EMPTY_ELEMENT = SourceProblem("invalid-json", "an empty element (two commas in a row?)")
+
+
+def _last_element(
+    handle: Any, buf: bytearray, start: int, match: re.Match[bytes], index: int
+) -> Iterator[tuple[int, Any]]:
+    """The element before the array's closing bracket, then what follows the array."""
+    if buf[match.start(2) : match.end(2)] != b"]":
+        yield (
+            index + 1,
+            SourceProblem("invalid-json", "a '}' closes the JSON array; check the brackets"),
+        )
+        return
+    element = bytes(buf[start : match.start(2)])
+    if element.strip():
+        index += 1
+        yield index, element
+    elif index:
+        index += 1
+        yield index, SourceProblem("invalid-json", "a trailing comma before ']'")
+    yield from _after_array(handle, bytes(buf[match.end() :]), index)
 
 
 def _after_array(handle: Any, rest: bytes, index: int) -> Iterator[tuple[int, Any]]:

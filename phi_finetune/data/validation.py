@@ -85,12 +85,25 @@ def parse_line(line: bytes) -> tuple[Any, list[Issue], bool]:
     keys = line.count(b'":')
     if b'" ' in line or b'"\t' in line or b'"\r' in line or b'"\n' in line:
         keys += len(_SPACED_COLON.findall(line))
-    if keys > _key_count(obj):
+    if keys > _shallow_key_count(obj) and keys > _key_count(obj):
         issues.extend(_duplicate_keys(line))
     return obj, issues, (b"\\u00" in line or b"\x7f" in line)
 
 
 _SPACED_COLON = re.compile(rb'"[ \t\r\n]+:')
+
+
+def _shallow_key_count(obj: Any) -> int:
+    """Keys of the record and of its messages (the usual shape: no deeper objects)."""
+    if type(obj) is not dict:
+        return 0
+    count = len(obj)
+    messages = obj.get("messages")
+    if type(messages) is list:
+        for message in messages:
+            if type(message) is dict:
+                count += len(message)
+    return count
 
 
 def _key_count(obj: Any) -> int:
