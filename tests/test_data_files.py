@@ -263,7 +263,10 @@ def test_duplicate_keys_are_a_warning_naming_file_line_and_key(
         b'{"messages": [{"role": "user", "content": "a", "content": "b"},'
         b' {"role": "assistant", "content": "x"}], "prompt_id": "p", "prompt_id": "q"}'
     )
-    spaced = b'{"messages" : [{"role" : "user", "content" : "hi"}], "messages" : []}'
+    spaced = (
+        b'{"messages" : "x", "messages" : [{"role" : "user", "content" : "hi"},'
+        b' {"role": "assistant", "content": "ok"}]}'
+    )
     path.write_bytes(b"\n".join([good, twice, spaced]) + b"\n")
     report = UltraChatDataset.from_files(path).validate(mode="report")
     dups = [(p.line, p.field, p.severity) for p in report.problems if p.code == "duplicate-key"]
