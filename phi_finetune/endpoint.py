@@ -325,7 +325,7 @@ class Endpoint:
         (temperature 0.6, top_p 0.9, do_sample, max_new_tokens 200)."""
         try:
             body = build_request(messages, parameters)
-        except ValueError as exc:
+        except DataValidationError as exc:
             raise DataValidationError(
                 "the scoring request is not valid",
                 problems=[
@@ -333,10 +333,11 @@ class Endpoint:
                         source="<messages>",
                         line=None,
                         field=None,
-                        message=str(exc),
-                        fix="pass [{'role': 'user', 'content': '...'}] (ending with a user turn) "
-                        "and known generation parameters",
+                        message=problem.message,
+                        fix=problem.fix,
+                        code=problem.code,
                     )
+                    for problem in exc.problems
                 ],
             ) from exc
         return self.invoke_request(body)

@@ -205,8 +205,8 @@ def _batch(conversations: Any, problems: list[str]) -> list[Any]:
     for index, conversation in enumerate(items):
         if isinstance(conversation, str | bytes) or not isinstance(conversation, Sequence):
             problems.append(
-                f"input_string[{index}] must be a list of messages, got "
-                f"{type(conversation).__name__}"
+                f"input_string[{index}] must be a {{'role', 'content'}} message or a list of "
+                f"them, got {type(conversation).__name__}"
             )
             continue
         batch.append([dict(m) if isinstance(m, Mapping) else m for m in conversation])
