@@ -325,7 +325,7 @@ class Endpoint:
         (temperature 0.6, top_p 0.9, do_sample, max_new_tokens 200)."""
         try:
             body = build_request(messages, parameters)
-        except ValueError as exc:
+        except DataValidationError as exc:
             raise DataValidationError(
                 "the scoring request is not valid",
                 problems=[
@@ -333,10 +333,11 @@ class Endpoint:
                         source="<messages>",
                         line=None,
                         field=None,
-                        message=str(exc),
-                        fix="pass [{'role': 'user', 'content': '...'}] (ending with a user turn) "
-                        "and known generation parameters",
+                        message=problem.message,
+                        fix=problem.fix,
+                        code=problem.code,
                     )
+                    for problem in exc.problems
                 ],
             ) from exc
         return self.invoke_request(body)
@@ -355,7 +356,7 @@ class Endpoint:
 
         from phi_finetune.azure.boundary import retrying
 
-        payload = json.dumps(body).encode("utf-8")
+        payload = _encode_body(body)
 
         def wait(state: Any) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -510,6 +511,28 @@ class Endpoint:
             )
 
 
+def _encode_body(body: Any) -> bytes:
+    """``body`` as strict JSON in UTF-8, or :class:`DataValidationError` saying why not."""
+    try:
+        return json.dumps(body, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise DataValidationError(
+            "the scoring request cannot be sent as JSON",
+            problems=[
+                DataProblem(
+                    source="<request>",
+                    line=None,
+                    field=None,
+                    message=reason,
+                    fix="send a JSON object of strings, numbers, lists and objects (no NaN, "
+                    "no unpaired surrogates), e.g. one built by build_request",
+                    code="invalid-request",
+                )
+            ],
+        ) from None
+
+
 def _hint(status: int) -> str:
     if status in (401, 403):
         return (
@@ -543,14 +566,18 @@ def request_from_file(path: str | os.PathLike[str], **parameters: Any) -> dict[s
         text = Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise problem(f"cannot read it: {exc.strerror or exc}", "check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise problem(f"not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise problem("JSON nested too deeply", "write a JSON scoring body") from None
     except ValueError:
         lines = [line for line in text.splitlines() if line.strip()]
         if len(lines) >= 1:
             try:
                 data = json.loads(lines[0])
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise problem(
                     f"not JSON ({exc})", "write a JSON scoring body or a JSON list of messages"
                 ) from exc
@@ -574,7 +601,7 @@ def request_from_file(path: str | os.PathLike[str], **parameters: Any) -> dict[s
         if isinstance(data, list):
             return build_request(data, parameters)
         raise ValueError("expected a scoring body, a list of messages or {'messages': [...]}")
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise problem(
             str(exc),
             'use {"input_data": {"input_string": [[{"role": "user", "content": "..."}]], '

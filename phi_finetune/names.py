@@ -87,6 +87,8 @@ def _to_base36(value: int) -> str:
 
 def endpoint_name_problems(name: str) -> list[str]:
     """What is wrong with ``name`` as an online endpoint or deployment name (empty: valid)."""
+    if not isinstance(name, str):
+        return [f"it must be a string, not {type(name).__name__}"]
     problems: list[str] = []
     if not ENDPOINT_NAME_MIN <= len(name) <= ENDPOINT_NAME_MAX:
         problems.append(
@@ -106,6 +108,7 @@ def endpoint_name_problems(name: str) -> list[str]:
 
 def sanitize_endpoint_name(name: str) -> str:
     """The closest valid endpoint/deployment name to ``name`` (used for fix suggestions)."""
+    _require_str(name, "name")
     cleaned = re.sub(r"[^-a-zA-Z0-9]+", "-", name.strip())
     cleaned = re.sub(r"-{2,}", "-", cleaned)
     cleaned = re.sub(r"^[^a-zA-Z]+", "", cleaned)
@@ -147,6 +150,13 @@ def _validate_endpoint_like(name: str, *, parameter: str, what: str) -> str:
     return name
 
 
+def _require_str(value: object, parameter: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidNameError(
+            f"{parameter} must be a string, got {type(value).__name__}", key=parameter
+        )
+
+
 def _random_suffix(length: int) -> str:
     return "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(length))
 
@@ -171,6 +181,7 @@ def generate_endpoint_name(
 
 def sanitize_model_name(name: str) -> str:
     """``name`` turned into a valid model asset name (slashes and spaces become hyphens)."""
+    _require_str(name, "name")
     cleaned = re.sub(r"[^a-zA-Z0-9_.-]+", "-", name.strip())
     cleaned = re.sub(r"-{2,}", "-", cleaned)
     cleaned = re.sub(r"^[^a-zA-Z0-9]+", "", cleaned)
@@ -184,6 +195,7 @@ def default_model_name(base_model: str, *, suffix: str = DEFAULT_MODEL_SUFFIX) -
     ``base_model`` may be a bare name (``Phi-3-mini-4k-instruct``), a ``name:version`` pair, an
     ``azureml:`` asset id or a registry ARM id; only the model name part is used.
     """
+    _require_str(base_model, "base_model")
     base = base_model.strip()
     match = re.search(r"/models/([^/]+)(?:/versions/[^/]+)?/?$", base)
     if match:

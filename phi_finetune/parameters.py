@@ -213,8 +213,11 @@ class FineTuneParameters:
         problems: list[ParameterProblem] = []
         layers: list[tuple[ParameterSource, Mapping[str, Any]]] = [
             (ParameterSource.REFERENCE_DEFAULT, reference),
-            (ParameterSource.MODEL_DEFAULT, model_defaults or {}),
-            (ParameterSource.USER, user or {}),
+            (
+                ParameterSource.MODEL_DEFAULT,
+                _plain_layer("model_defaults", model_defaults, problems),
+            ),
+            (ParameterSource.USER, _plain_layer("parameters", user, problems)),
         ]
         merged = _component_defaults(interface)
         dropped = _merge_layers(merged, layers, interface, passthrough, problems)
@@ -289,6 +292,51 @@ class FineTuneParameters:
 
 # --------------------------------------------------------------------------- build's steps
 _Merged = dict[str, tuple[Any, ParameterSource]]
+_MAX_DEPTH = 32
+
+
+def _plain_layer(
+    what: str, layer: Mapping[str, Any] | None, problems: list[ParameterProblem]
+) -> Mapping[str, Any]:
+    """``layer`` with what no input can take reported instead: a non-mapping, a key that is
+    not a string, a value nested too deeply to even show in a message."""
+    if layer is None:
+        return {}
+    if not isinstance(layer, Mapping):
+        problems.append(
+            ParameterProblem(what, type(layer).__name__, "must be a mapping of name to value")
+        )
+        return {}
+    kept: dict[str, Any] = {}
+    for name, value in layer.items():
+        if not isinstance(name, str):
+            problems.append(
+                ParameterProblem(str(name), name, "parameter names must be strings", "a name")
+            )
+        elif _depth(value) > _MAX_DEPTH:
+            problems.append(
+                ParameterProblem(name, type(value).__name__, "is nested too deeply", "a value")
+            )
+        else:
+            kept[name] = value
+    return kept
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists/dicts in ``value``, counted up to ``_MAX_DEPTH + 1``."""
+    depth, level = 0, [value]
+    while level and depth <= _MAX_DEPTH:
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, Mapping):
+                children.extend(item.values())
+            elif isinstance(item, list | tuple):
+                children.extend(item)
+        if not children:
+            return depth
+        depth += 1
+        level = children
+    return depth
 
 
 def _component_defaults(interface: ComponentInterface) -> _Merged:

@@ -16,12 +16,14 @@ container, and ``[{"0": "<text>"}]`` from the older MLflow scoring path. Both pa
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from phi_finetune.errors import InvocationError
+from phi_finetune.errors import DataProblem, DataValidationError, InvocationError
 
 __all__ = [
     "DEFAULT_PARAMETERS",
@@ -56,6 +58,15 @@ _PARAMETER_TYPES: Mapping[str, tuple[type, ...]] = {
 }
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPR_LIMIT = 40
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."
+
+
 def validate_conversation(conversation: Any, *, where: str = "conversation") -> list[str]:
     """Problems that make ``conversation`` unusable as a scoring input (empty list: fine)."""
     problems: list[str] = []
@@ -68,10 +79,15 @@ def validate_conversation(conversation: Any, *, where: str = "conversation") -> 
             continue
         role = message.get("role")
         content = message.get("content")
-        if role not in ROLES:
-            problems.append(f"{here}.role must be one of {', '.join(ROLES)}, got {role!r}")
+        if not isinstance(role, str) or role not in ROLES:
+            problems.append(f"{here}.role must be one of {', '.join(ROLES)}, got {_short(role)}")
         if not isinstance(content, str) or not content.strip():
             problems.append(f"{here}.content must be a non-empty string")
+        elif _SURROGATE.search(content):
+            problems.append(
+                f"{here}.content holds an unpaired UTF-16 surrogate (not valid Unicode); "
+                "fix the text encoding"
+            )
     last = conversation[-1]
     if isinstance(last, Mapping) and last.get("role") != "user":
         problems.append(f"{where} must end with a user turn (the model answers it)")
@@ -92,13 +108,24 @@ def validate_parameters(
             continue
         if not isinstance(value, expected):
             names = "/".join(t.__name__ for t in expected)
-            problems.append(f"parameters.{name} must be {names}, got {value!r}")
+            problems.append(f"parameters.{name} must be {names}, got {_short(value)}")
             continue
-        number = float(parameters[name])
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        number = float(value)
+        if not math.isfinite(number):
+            problems.append(f"parameters.{name} must be a finite number, got {value!r}")
+            continue
         if name == "temperature" and number < 0:
             problems.append("parameters.temperature must be >= 0")
         if name == "top_p" and not 0 < number <= 1:
             problems.append("parameters.top_p must be in (0, 1]")
+        if name == "top_k" and number < 0:
+            problems.append("parameters.top_k must be >= 0 (0: no top-k filtering)")
+        if name == "repetition_penalty" and number <= 0:
+            problems.append("parameters.repetition_penalty must be > 0 (1.0: no penalty)")
+        if name == "num_beams" and number < 1:
+            problems.append("parameters.num_beams must be >= 1")
         if name == "max_new_tokens":
             if number < 1:
                 problems.append("parameters.max_new_tokens must be >= 1")
@@ -115,24 +142,94 @@ def build_request(
 ) -> dict[str, Any]:
     """Build the scoring body for one conversation or a list of them.
 
-    ``parameters`` are merged over :data:`DEFAULT_PARAMETERS`. Raises ``ValueError`` naming the
-    problem when a conversation or parameter is malformed.
+    ``parameters`` are merged over :data:`DEFAULT_PARAMETERS`. Raises
+    :class:`~phi_finetune.errors.DataValidationError` (a ``ValueError``) naming every problem
+    when a conversation or parameter is malformed, whatever the type of the input.
     """
-    items: list[Any] = list(conversations)
-    if items and isinstance(items[0], Mapping):
-        batch: list[list[dict[str, str]]] = [[dict(m) for m in items]]
-    else:
-        batch = [[dict(m) for m in conv] for conv in items]
     problems: list[str] = []
-    if not batch:
+    batch = _batch(conversations, problems)
+    if not batch and not problems:
         problems.append("at least one conversation is needed")
     for index, conversation in enumerate(batch):
         problems.extend(validate_conversation(conversation, where=f"input_string[{index}]"))
-    merged = {**DEFAULT_PARAMETERS, **(parameters or {})}
+    if parameters is None:
+        merged = dict(DEFAULT_PARAMETERS)
+    elif isinstance(parameters, Mapping):
+        merged = {**DEFAULT_PARAMETERS, **parameters}
+        problems.extend(_parameter_name_problems(parameters))
+    else:
+        merged = dict(DEFAULT_PARAMETERS)
+        problems.append(
+            f"parameters must be a mapping of name to value, got {type(parameters).__name__}"
+        )
     problems.extend(validate_parameters(merged))
+    body = {"input_data": {"input_string": batch, "parameters": merged}, "params": {}}
+    if not problems:
+        problems.extend(_encoding_problems(body))
     if problems:
-        raise ValueError("invalid scoring request: " + "; ".join(problems))
-    return {"input_data": {"input_string": batch, "parameters": merged}, "params": {}}
+        raise _invalid_request(problems)
+    return body
+
+
+def _invalid_request(problems: Sequence[str], *, source: str = "<request>") -> DataValidationError:
+    """The error :func:`build_request` raises: one :class:`DataProblem` per problem."""
+    return DataValidationError(
+        "invalid scoring request: " + "; ".join(problems),
+        problems=[
+            DataProblem(
+                source=source,
+                line=None,
+                field=None,
+                message=problem,
+                fix="pass [{'role': 'user', 'content': '...'}] (ending with a user turn) and "
+                "known generation parameters",
+                code="invalid-request",
+            )
+            for problem in problems
+        ],
+    )
+
+
+def _batch(conversations: Any, problems: list[str]) -> list[Any]:
+    """The conversations as a list of lists of message dicts (problems noted, never raised)."""
+    if isinstance(conversations, str | bytes) or not isinstance(conversations, Sequence):
+        problems.append(
+            "conversations must be a list of messages or a list of conversations, got "
+            f"{type(conversations).__name__}"
+        )
+        return []
+    items = list(conversations)
+    if items and isinstance(items[0], Mapping):
+        items = [items]
+    batch: list[Any] = []
+    for index, conversation in enumerate(items):
+        if isinstance(conversation, str | bytes) or not isinstance(conversation, Sequence):
+            problems.append(
+                f"input_string[{index}] must be a {{'role', 'content'}} message or a list of "
+                f"them, got {type(conversation).__name__}"
+            )
+            continue
+        batch.append([dict(m) if isinstance(m, Mapping) else m for m in conversation])
+    return batch
+
+
+def _parameter_name_problems(parameters: Mapping[Any, Any]) -> list[str]:
+    return [
+        f"parameters keys must be strings, got {_short(name)}"
+        for name in parameters
+        if not isinstance(name, str)
+    ]
+
+
+def _encoding_problems(body: Mapping[str, Any]) -> list[str]:
+    """What stops ``body`` from being sent as strict JSON in UTF-8 (NaN, surrogates, objects)."""
+    try:
+        json.dumps(body, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        return ["the request is nested too deeply to be sent as JSON"]
+    except (TypeError, ValueError) as exc:
+        return [f"the request cannot be sent as JSON: {exc}"]
+    return []
 
 
 @attrs.frozen

@@ -46,7 +46,10 @@ def test_json_array_syntax_error_is_a_problem(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text('[{"messages": []},')
     report = UltraChatDataset.from_files(path).validate(mode="report")
-    assert report.problems[0].code == "invalid-json" and report.problems[0].line == 1
+    # Streamed: element 1 is read (and checked), then the unclosed array is reported after it.
+    codes = [(p.code, p.line) for p in report.problems]
+    assert codes == [("messages-empty", 1), ("invalid-json", 2)]
+    assert "not closed" in report.problems[1].message
 
 
 def test_pandas_and_records() -> None:

@@ -61,6 +61,8 @@ CASES: dict[str, bytes] = {
     "prompt-id-invalid": json.dumps({**GOOD, "prompt_id": 12}).encode(),
     "prompt-invalid": json.dumps({**GOOD, "prompt": ["x"]}).encode(),
     "prompt-mismatch": json.dumps({**GOOD, "prompt": "how do i boil an egg"}).encode(),
+    "duplicate-key": b'{"messages": [{"role": "user", "content": "hi", "role": "user"},'
+    b' {"role": "assistant", "content": "x"}]}',
 }
 
 
@@ -84,7 +86,8 @@ def test_each_rule_reports_code_file_and_line(tmp_path: Path, code: str) -> None
 
 
 def test_rule_table_is_covered() -> None:
-    covered = set(CASES) | {"last-not-user", "leakage"}
+    # empty-file and line-too-long concern whole files: tests/test_data_files.py
+    covered = set(CASES) | {"last-not-user", "leakage", "empty-file", "line-too-long"}
     assert covered == set(RULES)
 
 

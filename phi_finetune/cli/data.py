@@ -37,7 +37,8 @@ def register(subparsers: Any) -> None:
     prepare.add_argument(
         "--source",
         required=True,
-        help="a Hugging Face dataset id, a file or folder (JSONL/JSON/Parquet), or 'demo'",
+        help="a Hugging Face dataset id, a file or folder (JSONL/JSON/Parquet, .gz read), "
+        "or 'demo'",
     )
     prepare.add_argument("--out", required=True, metavar="DIR", help="output folder")
     prepare.add_argument("--split-pc", type=float, metavar="P", help="take P%% of each split")
@@ -55,6 +56,7 @@ def register(subparsers: Any) -> None:
         metavar="SPLIT",
         help="hub split to load (repeatable; default train_sft, test_sft, test_gen)",
     )
+    _max_line_flag(prepare)
     _json_flag(prepare)
     prepare.set_defaults(handler=cmd_prepare)
 
@@ -63,11 +65,12 @@ def register(subparsers: Any) -> None:
         help="check files record by record (exit 1 listing every problem as file:line)",
     )
     validate.add_argument(
-        "files", nargs="+", metavar="FILE", help="JSONL/JSON/Parquet files or folders"
+        "files", nargs="+", metavar="FILE", help="JSONL/JSON/Parquet (.gz read) files or folders"
     )
     validate.add_argument("--max-tokens", type=_positive, metavar="N")
     validate.add_argument("--purpose", choices=("train", "score"))
     validate.add_argument("--max-problems", type=_positive, default=10_000, metavar="N")
+    _max_line_flag(validate)
     _json_flag(validate)
     validate.set_defaults(handler=cmd_validate)
 
@@ -76,8 +79,25 @@ def register(subparsers: Any) -> None:
         "files", nargs="+", metavar="FILE", help="JSONL/JSON/Parquet files or folders"
     )
     stats.add_argument("--max-tokens", type=_positive, metavar="N")
+    _max_line_flag(stats)
     _json_flag(stats)
     stats.set_defaults(handler=cmd_stats)
+
+
+def _max_line_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-line-bytes",
+        type=_positive,
+        metavar="N",
+        help="longest JSONL line / JSON array element read, in bytes; a longer one is an "
+        "error (default 16 MiB)",
+    )
+
+
+def _files_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``from_files`` keyword arguments from the common options."""
+    limit = getattr(args, "max_line_bytes", None)
+    return {} if limit is None else {"max_line_bytes": limit}
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +176,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _err(f"error: no such file or folder: {', '.join(missing)}")
         return EXIT_USAGE
     try:
-        dataset = UltraChatDataset.from_files(args.files)
+        dataset = UltraChatDataset.from_files(args.files, **_files_options(args))
         report = dataset.validate(
             mode="report",
             purpose=args.purpose,
@@ -182,7 +202,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         _err(f"error: no such file or folder: {', '.join(missing)}")
         return EXIT_USAGE
     try:
-        stats = UltraChatDataset.from_files(args.files).stats(max_tokens=args.max_tokens)
+        dataset = UltraChatDataset.from_files(args.files, **_files_options(args))
+        stats = dataset.stats(max_tokens=args.max_tokens)
     except PhiFinetuneError as exc:
         return _fail(exc, args)
     _out(stats.to_json() if _wants_json(args) else str(stats))
@@ -202,9 +223,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if source == "demo":
             dataset = UltraChatDataset.demo()
         elif Path(source).exists():
-            dataset = UltraChatDataset.from_files(source)
+            dataset = UltraChatDataset.from_files(source, **_files_options(args))
         elif source.startswith((".", "/", "~")) or source.lower().endswith(
-            (".jsonl", ".json", ".parquet")
+            (".jsonl", ".json", ".parquet", ".gz")
         ):
             _err(f"error: no such file or folder: {source}")
             return EXIT_USAGE

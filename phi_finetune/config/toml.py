@@ -45,6 +45,12 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
         ) from exc
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigurationError(
+            f"{file}: TOML nested too deeply to read; a run configuration needs only tables "
+            "of plain values (see docs/configuration.md).",
+            source=str(file),
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = re.search(r"\(at line (\d+), column (\d+)\)", message)

@@ -340,6 +340,12 @@ def _read_config_json(path: Path) -> dict[str, str]:
             "workspace's config.json again from the Azure portal.",
             source=str(path),
         ) from exc
+    except RecursionError:
+        raise ConfigurationError(
+            f"{path}: not a workspace config file (JSON nested too deeply). Download the "
+            "workspace's config.json again from the Azure portal.",
+            source=str(path),
+        ) from None
     if not isinstance(data, dict):
         raise ConfigurationError(
             f"{path}: a workspace config file must hold a JSON object, not {type(data).__name__}",

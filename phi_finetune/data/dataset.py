@@ -18,10 +18,12 @@ from phi_finetune.data.rules import PURPOSES, check_mode, is_error
 from phi_finetune.data.scoring_sample import scoring_request_from_row
 from phi_finetune.data.sources import (
     DEFAULT_HUB_DATASET,
+    DEFAULT_MAX_LINE_BYTES,
     DataFrameSource,
     HFSource,
     RecordsSource,
     RowSource,
+    SourceProblem,
     discover_files,
     file_source,
     load_hub,
@@ -115,18 +117,31 @@ class UltraChatDataset:
         paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         *,
         split: str | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> UltraChatDataset:
         """JSONL, JSON (array) or Parquet files, or folders of them (searched recursively).
 
         Each file's split comes from its name (``train_sft.jsonl``, ``test.jsonl``,
         ``test_gen-00000-of-00001.parquet``; unknown names are training data) unless ``split``
-        puts every file in one split.
+        puts every file in one split. ``.jsonl.gz``/``.json.gz`` (or any gzip file) are
+        decompressed while read. A line or JSON array element longer than ``max_line_bytes``
+        is a ``line-too-long`` error (memory stays bounded by it).
         """
+        if isinstance(max_line_bytes, bool) or not isinstance(max_line_bytes, int):
+            raise ConfigurationError(
+                f"max_line_bytes must be a positive integer, got {max_line_bytes!r}",
+                key="max_line_bytes",
+            )
+        if max_line_bytes < 1:
+            raise ConfigurationError(
+                f"max_line_bytes must be a positive integer, got {max_line_bytes}",
+                key="max_line_bytes",
+            )
         files = discover_files(paths)
         grouped: dict[str, list[RowSource]] = {}
         for path in files:
             name = split or split_of(path)
-            grouped.setdefault(name, []).append(file_source(path))
+            grouped.setdefault(name, []).append(file_source(path, max_line_bytes=max_line_bytes))
         origin = {"kind": "files", "paths": [str(p) for p in files]}
         return cls(grouped, origin=origin)
 
@@ -182,6 +197,8 @@ class UltraChatDataset:
         """Parsed records of ``split`` (default: the first); unparseable lines are skipped."""
         for source in self._sources(split or self.splits[0]):
             for _line, payload in source.rows():
+                if type(payload) is SourceProblem:
+                    continue
                 obj = parse_line(payload)[0] if type(payload) is bytes else payload
                 if obj is not _MISSING:
                     yield obj
@@ -256,10 +273,15 @@ class UltraChatDataset:
                 purpose=purpose_for(split, purpose),
                 max_tokens=max_tokens,
                 tokenizer=tokenizer,
+                report_empty=True,
             )
             for label, line, _obj, issues, facts, _raw in progress(
                 rows, desc=f"validate {split}", unit="rows"
             ):
+                if line is None:  # the whole source (an empty file): not a row
+                    for issue in issues:
+                        builder.extra(label, None, issue)
+                    continue
                 if facts is not None:
                     check_duplicates_and_leakage(issues, facts, split, seen, train_keys)
                 builder.row(split, label, line, issues)

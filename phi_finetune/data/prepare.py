@@ -246,7 +246,7 @@ class _Preparation:
                 and in_validation(facts.prompt_id, carve_pc)
             ):
                 target = carve
-            written = _write_row(target, obj, facts, raw)
+            written = _write_row(target, obj, facts, raw, where=(label, line))
             if role == "test_gen" and self.first_gen is None:
                 self.first_gen = written
 
@@ -365,7 +365,14 @@ class _Preparation:
         return manifest
 
 
-def _write_row(writer: JsonlWriter, obj: Any, facts: RowFacts, raw: bytes | None) -> Any:
+def _write_row(
+    writer: JsonlWriter,
+    obj: Any,
+    facts: RowFacts,
+    raw: bytes | None,
+    *,
+    where: tuple[str, int | None] = ("<records>", None),
+) -> Any:
     """Write one kept row, a derived ``prompt_id``/``prompt`` added; return what was written."""
     if facts.prompt_id is not None and "prompt_id" not in obj:
         obj = {**obj, "prompt_id": facts.prompt_id}
@@ -378,5 +385,38 @@ def _write_row(writer: JsonlWriter, obj: Any, facts: RowFacts, raw: bytes | None
     if raw is not None and raw[-1:] == b"\n" and raw[-2:-1] != b"\r":
         writer.write(raw)
     else:
-        writer.write(dumps_record(obj))
+        writer.write(_dumps_kept(obj, where))
     return obj
+
+
+def _dumps_kept(obj: Any, where: tuple[str, int | None]) -> bytes:
+    """The canonical line; rows orjson refuses (lone surrogates that ``report`` keeps, integers
+    beyond 64 bits) fall back to ASCII-escaped JSON, which reads back to the same value."""
+    try:
+        return dumps_record(obj)
+    except TypeError:
+        pass
+    import json
+
+    try:
+        text = json.dumps(
+            obj, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str
+        )
+    except (TypeError, ValueError, RecursionError) as exc:
+        from phi_finetune.errors import DataProblem
+
+        source, line = where
+        raise DataValidationError(
+            "prepare stopped: a kept row cannot be written as JSON",
+            problems=[
+                DataProblem(
+                    source,
+                    line,
+                    None,
+                    f"not serializable as JSON: {exc}",
+                    "drop the row or use JSON values only (strings, numbers, lists, objects)",
+                    code="invalid-json",
+                )
+            ],
+        ) from None
+    return text.encode("ascii") + b"\n"

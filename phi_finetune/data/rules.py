@@ -30,6 +30,9 @@ code                        severity  when
 ``prompt-invalid``          error     ``prompt`` present but not a string
 ``prompt-mismatch``         warning   ``prompt`` differs from the first user message
 ``leakage``                 warning   a test row shares prompt_id or first user message with train
+``empty-file``              error     a file holds no record (empty, blank lines only, ``[]``)
+``line-too-long``           error     a line (or JSON array element) over ``max_line_bytes``
+``duplicate-key``           warning   a key repeated in one object (the last value is used)
 ==========================  ========  ===================================================
 
 ``prompt-mismatch`` is only a warning: ultrachat truecases its messages, so about one row in ten
@@ -156,6 +159,22 @@ RULES: Mapping[str, Rule] = {
             "leakage",
             "test row shares its prompt_id or first user message with a train row",
             "drop the row from test (or from train) so evaluation is honest",
+            "warning",
+        ),
+        _rule(
+            "empty-file",
+            "the file holds no record",
+            "write at least one record, or leave the file out",
+        ),
+        _rule(
+            "line-too-long",
+            "a line or JSON array element is longer than max_line_bytes",
+            "split the record, or raise max_line_bytes (--max-line-bytes) if it is genuine",
+        ),
+        _rule(
+            "duplicate-key",
+            "a key appears twice in one JSON object",
+            "remove the repeated key (JSON keeps only its last value)",
             "warning",
         ),
     )

@@ -1,9 +1,14 @@
 """Where records come from: JSONL/JSON/Parquet files and folders, pandas, lists, Hugging Face.
 
 Every source yields ``(line, payload)`` pairs lazily. ``line`` is the 1-based physical line for
-JSON Lines and the 1-based row for everything else; ``payload`` is the raw line (``bytes``)
-for JSON Lines (parsed and validated later, in one place) and a Python object otherwise.
-Heavy libraries (``datasets``, ``pandas``, ``pyarrow``) are imported only when used.
+JSON Lines and the 1-based row for everything else; ``payload`` is the raw text (``bytes``)
+for JSON Lines and for each element of a JSON array (parsed and validated later, in one
+place), a :class:`SourceProblem` for a line or element that cannot be read as a record, and a
+Python object otherwise. JSON Lines and JSON arrays are streamed (memory stays bounded by
+:data:`DEFAULT_MAX_LINE_BYTES`, whatever the file size) and may be gzip-compressed (``.gz`` or
+detected by its magic bytes). A file that cannot be read raises
+:class:`~phi_finetune.errors.DataSourceError` naming it. Heavy libraries (``datasets``,
+``pandas``, ``pyarrow``) are imported only when used.
 """
 
 from __future__ import annotations
@@ -15,9 +20,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from phi_finetune.data.records import HUB_SPLITS, canonical_split
+from phi_finetune.data.streams import (
+    DEFAULT_MAX_LINE_BYTES,
+    GZIP_MAGIC,
+    SourceProblem,
+    array_elements,
+    guarded,
+    jsonl_lines,
+    open_data,
+    read_failure,
+)
 from phi_finetune.errors import DataSourceError
 
 if TYPE_CHECKING:
@@ -27,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_HUB_DATASET",
+    "DEFAULT_MAX_LINE_BYTES",
     "DataFrameSource",
     "HFSource",
     "JsonArraySource",
@@ -34,12 +48,15 @@ __all__ = [
     "ParquetSource",
     "RecordsSource",
     "RowSource",
+    "SourceProblem",
     "discover_files",
     "load_hub",
 ]
 
 DEFAULT_HUB_DATASET = "HuggingFaceH4/ultrachat_200k"
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+#: Compressed data files read too (gzip).
+GZIP_SUFFIXES = (".jsonl.gz", ".json.gz")
 #: Files ``prepare`` writes beside the data; never read back as data.
 _NOT_DATA = {"manifest.json", "sample_score.json", "validation_report.json"}
 _BATCH = 1024
@@ -63,75 +80,47 @@ class RowSource:
 
 
 class JsonlSource(RowSource):
-    """A JSON Lines file, read line by line in binary (flat memory)."""
+    """A JSON Lines file (optionally gzip), read line by line in binary (bounded memory)."""
 
     kind = "jsonl"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         self.path = path
         self.label = str(path)
+        self.max_line_bytes = max_line_bytes
 
     def _open(self) -> Any:
-        try:
-            return self.path.open("rb")
-        except OSError as exc:
-            raise DataSourceError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        return open_data(self.path)
 
     def rows(self) -> Iterator[tuple[int, Any]]:
-        with self._open() as handle:
-            first = handle.readline()
-            if first.startswith(b"\xef\xbb\xbf"):
-                first = first[3:]
-            if first and not first.isspace():
-                yield 1, first
-            # orjson ignores the trailing newline: lines go on unstripped (no copy).
-            for number, line in enumerate(handle, 2):
-                if not line.isspace():
-                    yield number, line
-
-    def count(self) -> int:
-        n = 0
-        with self._open() as handle:
-            for line in handle:
-                if not line.isspace():
-                    n += 1
-        return n
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": str(self.path), "bytes": _size(self.path)}
-
-
-class JsonArraySource(RowSource):
-    """A ``.json`` file holding an array of records (read whole: not streaming)."""
-
-    kind = "json"
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.label = str(path)
-
-    def rows(self) -> Iterator[tuple[int, Any]]:
-        try:
-            data = self.path.read_bytes()
-        except OSError as exc:
-            raise DataSourceError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            yield 1, data  # bytes: the validator reports the exact JSON error
-            return
-        if isinstance(value, dict):
-            value = [value]
-        if not isinstance(value, list):
-            yield 1, value
-            return
-        yield from enumerate(value, 1)
+        return guarded(self.path, lambda handle: jsonl_lines(handle, self.max_line_bytes))
 
     def count(self) -> int:
         return sum(1 for _ in self.rows())
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": str(self.path), "bytes": _size(self.path)}
+        return _describe_file(self.kind, self.path)
+
+
+class JsonArraySource(RowSource):
+    """A ``.json`` file (optionally gzip) holding an array of records, streamed element by
+    element: memory stays bounded by ``max_line_bytes`` per element, as for JSON Lines."""
+
+    kind = "json"
+
+    def __init__(self, path: Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self.path = path
+        self.label = str(path)
+        self.max_line_bytes = max_line_bytes
+
+    def rows(self) -> Iterator[tuple[int, Any]]:
+        return guarded(self.path, lambda handle: array_elements(handle, self.max_line_bytes))
+
+    def count(self) -> int:
+        return sum(1 for _ in self.rows())
+
+    def describe(self) -> dict[str, Any]:
+        return _describe_file(self.kind, self.path)
 
 
 class ParquetSource(RowSource):
@@ -149,12 +138,27 @@ class ParquetSource(RowSource):
 
             return pq.ParquetFile(self.path)
         except Exception as exc:
-            raise DataSourceError(f"cannot read Parquet file {self.path}: {exc}") from exc
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: Exception) -> DataSourceError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return DataSourceError(
+            f"cannot read Parquet file {self.path}: {reason or type(exc).__name__}; the file "
+            "is corrupt, truncated or not Parquet: re-export or re-download it"
+        )
 
     def rows(self) -> Iterator[tuple[int, Any]]:
         number = 0
-        for batch in self._file().iter_batches(batch_size=_BATCH):
-            for row in batch.to_pylist():
+        batches = self._file().iter_batches(batch_size=_BATCH)
+        while True:
+            try:  # pyarrow raises ArrowInvalid/OSError for corrupt pages while iterating
+                batch = next(batches, None)
+                rows = None if batch is None else batch.to_pylist()
+            except Exception as exc:
+                raise self._failure(exc) from None
+            if rows is None:
+                return
+            for row in rows:
                 number += 1
                 yield number, row
 
@@ -247,6 +251,21 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def _describe_file(kind: str, path: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {"kind": kind, "path": str(path), "bytes": _size(path)}
+    if _is_gzip(path):
+        info["compression"] = "gzip"
+    return info
+
+
+def _is_gzip(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(2) == GZIP_MAGIC
+    except OSError:
+        return False
+
+
 def _size(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -254,19 +273,32 @@ def _size(path: Path) -> int | None:
         return None
 
 
-def file_source(path: Path) -> RowSource:
-    """The source for one file, chosen by suffix (``.json`` holding JSON Lines is accepted)."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+def file_source(path: Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> RowSource:
+    """The source for one file, chosen by suffix (``.json`` holding JSON Lines is accepted).
+
+    ``.gz`` files (or any file starting with the gzip magic bytes) are decompressed while read.
+    """
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    if name.endswith(".parquet"):
         return ParquetSource(path)
-    if suffix == ".json":
+    if name.endswith(".json"):
+        import zlib
+
         try:
-            with path.open("rb") as handle:
+            with open_data(path) as handle:
                 head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-        except OSError as exc:
-            raise DataSourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        return JsonArraySource(path) if head.startswith(b"[") else JsonlSource(path)
-    return JsonlSource(path)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise read_failure(path, exc) from None
+        if head.startswith(b"["):
+            return JsonArraySource(path, max_line_bytes=max_line_bytes)
+    return JsonlSource(path, max_line_bytes=max_line_bytes)
+
+
+def _is_data_file(name: str) -> bool:
+    lower = name.lower()
+    return lower.endswith(DATA_SUFFIXES) or lower.endswith(GZIP_SUFFIXES)
 
 
 def discover_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -282,13 +314,14 @@ def discover_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[st
                 p
                 for p in path.rglob("*")
                 if p.is_file()
-                and p.suffix.lower() in DATA_SUFFIXES
+                and _is_data_file(p.name)
                 and p.name not in _NOT_DATA
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not inside:
                 raise DataSourceError(
-                    f"no .jsonl, .json or .parquet files in folder {path}; "
+                    f"no .jsonl, .json or .parquet files (or .jsonl.gz, .json.gz) in folder "
+                    f"{path}; "
                     "point at the data files or the folder that holds them"
                 )
             found.extend(inside)
@@ -302,6 +335,8 @@ def discover_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[st
 def split_of(path: Path) -> str:
     """The split a file belongs to, from its name (unknown names are training data)."""
     name = path.name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
     for suffix in DATA_SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]

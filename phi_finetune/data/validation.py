@@ -30,6 +30,7 @@ from phi_finetune.data.records import (
 )
 from phi_finetune.data.report import ValidationReport
 from phi_finetune.data.rules import RULES, Issue, Mode, Purpose, Rule
+from phi_finetune.data.sources import SourceProblem
 
 if TYPE_CHECKING:
     from phi_finetune.data.sources import RowSource
@@ -51,8 +52,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 TRAIN_SPLITS = ("train_sft", "train_gen")
 TEST_SPLITS = ("validation", "test_sft", "test_gen")
 
-#: (source label, line, parsed object, issues, facts, raw JSONL line or None)
-Row: TypeAlias = tuple[str, int, Any, list[Issue], "RowFacts | None", bytes | None]
+#: (source label, line (``None``: the whole source), parsed object, issues, facts, raw line)
+Row: TypeAlias = tuple[str, int | None, Any, list[Issue], "RowFacts | None", bytes | None]
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -78,7 +79,70 @@ def parse_line(line: bytes) -> tuple[Any, list[Issue], bool]:
             return obj, [], True
         return _MISSING, [("invalid-json", None, f"not valid JSON: {exc}")], False
     # Escaped controls (\u0001) survive JSON; raw DEL is legal JSON. Scan only when present.
-    return obj, [], (b"\\u00" in line or b"\x7f" in line)
+    issues: list[Issue] = []
+    # Every key ends with '"' then ':' (maybe after blanks): more of those than keys parsed
+    # means a key was repeated (or a string holds \": ), then the exact, slow check runs.
+    keys = line.count(b'":')
+    if b'" ' in line or b'"\t' in line or b'"\r' in line or b'"\n' in line:
+        keys += len(_SPACED_COLON.findall(line))
+    if keys > _shallow_key_count(obj) and keys > _key_count(obj):
+        issues.extend(_duplicate_keys(line))
+    return obj, issues, (b"\\u00" in line or b"\x7f" in line)
+
+
+_SPACED_COLON = re.compile(rb'"[ \t\r\n]+:')
+
+
+def _shallow_key_count(obj: Any) -> int:
+    """Keys of the record and of its messages (the usual shape: no deeper objects)."""
+    if type(obj) is not dict:
+        return 0
+    count = len(obj)
+    messages = obj.get("messages")
+    if type(messages) is list:
+        for message in messages:
+            if type(message) is dict:
+                count += len(message)
+    return count
+
+
+def _key_count(obj: Any) -> int:
+    count = 0
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            count += len(item)
+            stack.extend(v for v in item.values() if type(v) is dict or type(v) is list)
+        elif type(item) is list:
+            stack.extend(v for v in item if type(v) is dict or type(v) is list)
+    return count
+
+
+def _duplicate_keys(line: bytes) -> list[Issue]:
+    """One warning per key repeated in an object of ``line`` (JSON keeps the last value)."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _value in items:
+            if key in seen and key not in repeated:
+                repeated.append(key)
+            seen.add(key)
+        return dict(items)
+
+    try:
+        json.loads(line.decode("utf-8"), object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return []
+    return [
+        (
+            "duplicate-key",
+            key,
+            f"key {_short(key)} appears more than once in one object; only the last value is used",
+        )
+        for key in repeated
+    ]
 
 
 def _contains_surrogate(obj: Any) -> bool:
@@ -419,11 +483,16 @@ def checked_rows(
     tokenizer: TokenizerLike | None,
     limit: int | None = None,
     pick: set[int] | None = None,
+    report_empty: bool = False,
 ) -> Iterator[Row]:
-    """Every row of ``sources``, parsed and checked (``limit``: the first n; ``pick``: these)."""
+    """Every row of ``sources``, parsed and checked (``limit``: the first n; ``pick``: these).
+
+    ``report_empty``: a source without a single record yields one ``empty-file`` row.
+    """
     index = -1
     for source in sources:
         label = source.label
+        before = index
         for line, payload in source.rows():
             index += 1
             if limit is not None and index >= limit:
@@ -431,6 +500,9 @@ def checked_rows(
             if pick is not None and index not in pick:
                 continue
             raw: bytes | None = None
+            if type(payload) is SourceProblem:
+                yield label, line, _MISSING, [(payload.code, None, payload.message)], None, None
+                continue
             if type(payload) is bytes:
                 raw = payload
                 obj, issues, scan = parse_line(payload)
@@ -449,3 +521,6 @@ def checked_rows(
             if issues:
                 more = issues + more
             yield label, line, obj, more, facts, raw
+        if report_empty and index == before:
+            empty = ("empty-file", None, "no records: the file is empty or holds only blanks/[]")
+            yield label, None, _MISSING, [empty], None, None
