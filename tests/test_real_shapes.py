@@ -1,0 +1,185 @@
+"""The library against replies shaped like the published Azure ML contract (issue 12, item 4).
+
+Bodies come from the official REST examples (tests/data/real_shapes/, with source and
+api-version); where an example lacks the family the flow uses, an entry of the same shape is
+added here and says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phi_finetune.azure.compute import ComputeSelector
+from phi_finetune.azure.quota import QuotaTable, deployment_vcpus, family_key
+from phi_finetune.errors import QuotaExceededError
+from phi_finetune.testing import FakeAzureML
+
+DATA = Path(__file__).parent / "data" / "real_shapes"
+A100 = "Standard_NC24ads_A100_v4"
+USAGES_URL = r"/locations/[^/]+/usages\?api-version=[^&]+$"
+
+
+def spec_usages() -> list[dict[str, Any]]:
+    """The ``value`` of the Usage/list example (2024-10-01-preview)."""
+    doc = json.loads((DATA / "usage_list.json").read_text(encoding="utf-8"))
+    return copy.deepcopy(doc["responses"]["200"]["body"]["value"])
+
+
+def family_entry(
+    display: str, current: int, limit: int, *, kind: str = "vmFamily"
+) -> dict[str, Any]:
+    """An entry shaped like the example's family entries (display form in both names)."""
+    ident = display.replace(" ", "_")
+    return {
+        "id": f"/subscriptions/00000000-0000-0000-0000-000000000000/usages/{ident}",
+        "type": f"Microsoft.MachineLearningServices/{kind}/usages",
+        "currentValue": current,
+        "limit": limit,
+        "name": {"localizedValue": display, "value": display},
+        "unit": "Count",
+    }
+
+
+def a100(current: int, limit: int) -> dict[str, Any]:
+    return family_entry("Standard NCADSA100v4 Family Cluster Dedicated vCPUs", current, limit)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAzureML]:
+    with FakeAzureML() as service:
+        yield service
+
+
+def serve_usages(fake: FakeAzureML, value: list[dict[str, Any]]) -> None:
+    """Answer the usages list with ``value`` (as the service would, status 200)."""
+    fake.inject_fault("GET", USAGES_URL, status=200, times=None, body={"value": value})
+
+
+# ----------------------------------------------------------------------------- quota
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "standardNCADSA100v4Family",
+        "StandardNCADSA100v4Family",
+        "Standard NCADSA100v4 Family Cluster Dedicated vCPUs",
+        "Standard_NCADSA100v4_Family_Cluster_Dedicated_vCPUs",
+        "standard ncads_a100_v4 family vcpus",
+        "Standard NCADS_A100_v4 Family Cores",
+    ],
+)
+def test_family_key_matches_every_spelling(spelling: str) -> None:
+    assert family_key(spelling) == family_key("standardNCADSA100v4Family") == "ncadsa100v4"
+
+
+def test_family_key_keeps_families_apart() -> None:
+    assert family_key("Standard NC Family Cluster Dedicated vCPUs") == "nc"
+    assert family_key("Standard NCv3 Family Cluster Dedicated vCPUs") == "ncv3"
+    assert family_key("standardNCSv3Family") == "ncsv3"
+
+
+def test_spec_list_regional_workspace_and_low_priority_entries() -> None:
+    table = QuotaTable.from_usages(spec_usages(), workspace="demo_workspace1")
+    nc = table.family("standardNCFamily")
+    # Region 12/24 and demo_workspace1 6/24: the stricter (region, 12 left) counts; the
+    # per-cluster entries and demo_workspace2's cap are ignored.
+    assert nc is not None and nc.scope == "region" and nc.available == 12
+    total = table.regional_total()
+    assert total is not None and total.available == 10  # 14 of 24 in use
+    low = table.family("standardNCFamily", tier="lowpriority")
+    assert low is not None and low.limit is None and low.available == float("inf")
+    low_total = table.regional_total(tier="lowpriority")
+    assert low_total is not None and low_total.available == 32
+    assert table.family("standardNCv3Family") is not None
+    assert table.family("standardNCv3Family").available == 0  # type: ignore[union-attr]
+
+
+def test_workspace_cap_below_region_is_the_stricter() -> None:
+    value = spec_usages()
+    for entry in value:
+        if "demo_workspace1/usages/Standard_NC_Family_Cluster_Dedicated" in entry["id"]:
+            entry["currentValue"] = 22  # 2 left in this workspace, 12 in the region
+    table = QuotaTable.from_usages(value, workspace="demo_workspace1")
+    nc = table.family("Standard NC Family")
+    assert nc is not None and nc.scope == "workspace" and nc.available == 2
+    other = QuotaTable.from_usages(value, workspace="demo_workspace2")
+    assert other.family("Standard NC Family").available == 12  # type: ignore[union-attr]
+
+
+def test_unlimited_low_priority_family_checks_the_regional_total() -> None:
+    table = QuotaTable.from_usages(spec_usages())
+    assert table.check(family="standardNCFamily", needed=30, what="x", tier="lowpriority") == []
+    with pytest.raises(QuotaExceededError, match="Total Cluster LowPriority Regional vCPUs"):
+        table.check(family="standardNCFamily", needed=40, what="x", tier="lowpriority")
+    # Dedicated and low-priority are kept apart: 40 dedicated NC vCPUs exceed 12 left.
+    with pytest.raises(QuotaExceededError, match="Standard NC Family Cluster Dedicated"):
+        table.check(family="standardNCFamily", needed=40, what="x")
+
+
+def test_plan_fails_on_spec_shaped_a100_limit_zero(fake: FakeAzureML) -> None:
+    serve_usages(fake, [*spec_usages(), a100(0, 0)])
+    selector = ComputeSelector(fake.workspace_client(), cluster="gpu", vm_size=A100)
+    with pytest.raises(QuotaExceededError) as info:
+        selector.plan(allow_list=[A100])
+    err = info.value
+    assert err.needed == 24 and err.available == 0
+    assert "Standard NCADSA100v4 Family Cluster Dedicated vCPUs" in str(err)
+    assert "Request at least 24 more vCPUs" in str(err)
+
+
+def test_plan_fails_when_the_regional_total_is_below_the_need(fake: FakeAzureML) -> None:
+    # The family has room (100 of 200 free) but the region's dedicated total leaves 10.
+    serve_usages(fake, [*spec_usages(), a100(100, 200)])
+    selector = ComputeSelector(fake.workspace_client(), cluster="gpu", vm_size=A100)
+    with pytest.raises(QuotaExceededError, match="Total Cluster Dedicated Regional vCPUs") as info:
+        selector.plan(allow_list=[A100])
+    assert info.value.available == 10 and info.value.needed == 24
+
+
+def test_plan_passes_with_room_in_family_and_region(fake: FakeAzureML) -> None:
+    value = [e for e in spec_usages() if "Regional" not in e["name"]["value"]]
+    serve_usages(fake, [*value, a100(0, 48)])
+    selection = ComputeSelector(fake.workspace_client(), cluster="gpu", vm_size=A100).plan(
+        allow_list=[A100]
+    )
+    assert selection.will_create and not selection.warnings
+
+
+def test_usages_on_two_pages_are_all_read(fake: FakeAzureML) -> None:
+    """The usages list follows ``nextLink``: the A100 entry sits on the second page."""
+    ml = fake.workspace_client()
+    next_link = (
+        f"https://management.azure.com/subscriptions/{fake.subscription_id}/providers/"
+        "Microsoft.MachineLearningServices/locations/eastus/usages"
+        "?api-version=2023-08-01-preview&$skipToken=page2"
+    )
+    fake.inject_fault(
+        "GET", USAGES_URL, status=200, body={"value": spec_usages(), "nextLink": next_link}
+    )
+    second = fake.inject_fault("GET", r"skipToken=page2", status=200, body={"value": [a100(0, 0)]})
+    selector = ComputeSelector(ml, cluster="gpu", vm_size=A100)
+    with pytest.raises(QuotaExceededError):
+        selector.plan(allow_list=[A100])
+    assert second.hits == 1
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "count", "vcpus", "expected"),
+    [
+        ("Standard_DS3_v2", 10, 4, 48),  # the docs' example: ceil(1.2 * 10) * 4
+        ("Standard_NC6s_v3", 1, 6, 12),  # ceil(1.2) = 2 instances
+        ("Standard_NC6s_v3", 5, 6, 36),  # exactly 6 instances
+        ("Standard_NC24ads_A100_v4", 2, 24, 48),  # exempt from the reserve
+    ],
+)
+def test_deployment_vcpus_with_the_upgrade_reserve(
+    instance_type: str, count: int, vcpus: int, expected: int
+) -> None:
+    assert deployment_vcpus(instance_type, count, vcpus) == expected
