@@ -108,7 +108,7 @@ def _deployed(fake: FakeAzureML, mp: pytest.MonkeyPatch) -> dict[str, Any]:
     from phi_finetune import EndpointDeployer, ModelRegistrar
 
     ml_client = _workspace(fake, mp).ml_client
-    model = ModelRegistrar(ml_client).register(
+    model = ModelRegistrar(ml_client, check_job_output=False).register(
         "calm_kiwi_x1y2", base_model="Phi-3-mini-4k-instruct"
     )
     endpoint = EndpointDeployer(ml_client, poll_interval_s=0).deploy(model)

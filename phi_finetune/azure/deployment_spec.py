@@ -136,6 +136,8 @@ class DeploymentSpec:
     """Deployment log lines a :class:`~phi_finetune.errors.DeploymentError` carries."""
     description: str | None = None
     tags: Mapping[str, str] = attrs.field(factory=dict, converter=_tags)
+    check_quota: bool = True
+    """Check the instance type's vCPU quota (with the 20% upgrade reserve) before deploying."""
 
     @classmethod
     def from_config(
