@@ -183,3 +183,122 @@ def test_deployment_vcpus_with_the_upgrade_reserve(
     instance_type: str, count: int, vcpus: int, expected: int
 ) -> None:
     assert deployment_vcpus(instance_type, count, vcpus) == expected
+
+
+# ----------------------------------------------------------------- online deployments
+
+
+def _deploy_model(fake: FakeAzureML) -> Any:
+    from phi_finetune.azure.registrar import ModelRegistrar
+
+    return ModelRegistrar(fake.workspace_client(), check_job_output=False).register(
+        "job_1", base_model="Phi-3-mini-4k-instruct", version=1
+    )
+
+
+def _puts(fake: FakeAzureML, part: str) -> list[Any]:
+    return [r for r in fake.requests if r.method == "PUT" and part in r.path]
+
+
+def test_deployment_quota_with_the_upgrade_reserve_fails_before_any_put(
+    fake: FakeAzureML,
+) -> None:
+    from phi_finetune.azure.deployer import EndpointDeployer
+
+    model = _deploy_model(fake)
+    # 6 vCPUs free: one Standard_NC6s_v3 fits, but with the 20% reserve it needs 2 x 6 = 12.
+    fake.set_usage("standardNCSv3Family", 194, 200)
+    deployer = EndpointDeployer(fake.workspace_client(), poll_interval_s=0.01)
+    with pytest.raises(QuotaExceededError, match="20% upgrade reserve") as info:
+        deployer.deploy(model, endpoint_name="quota-ep", instance_type="Standard_NC6s_v3")
+    assert info.value.needed == 12 and info.value.available == 6
+    assert "Request at least 6 more vCPUs" in str(info.value)
+    assert not _puts(fake, "/onlineEndpoints/")
+    fake.set_usage("standardNCSv3Family", 188, 200)  # 12 free: enough
+    endpoint = deployer.deploy(model, endpoint_name="quota-ep", instance_type="Standard_NC6s_v3")
+    assert endpoint.name == "quota-ep"
+
+
+def test_deployment_quota_spec_shaped_regional_total(fake: FakeAzureML) -> None:
+    from phi_finetune.azure.deployer import EndpointDeployer
+
+    model = _deploy_model(fake)
+    ncsv3 = family_entry("Standard NCSv3 Family Cluster Dedicated vCPUs", 0, 100)
+    serve_usages(fake, [*spec_usages(), ncsv3])  # the region's dedicated total leaves 10
+    deployer = EndpointDeployer(fake.workspace_client(), poll_interval_s=0.01)
+    with pytest.raises(QuotaExceededError, match="Total Cluster Dedicated Regional vCPUs"):
+        deployer.deploy(model, endpoint_name="region-ep", instance_type="Standard_NC6s_v3")
+    assert not _puts(fake, "/onlineEndpoints/")
+
+
+def test_plan_checks_the_deployment_quota(fake: FakeAzureML) -> None:
+    from phi_finetune.azure.deployment_spec import DeploymentSpec
+    from phi_finetune.azure.foundation_model import reference_model
+    from phi_finetune.azure.job import FineTuneJob
+
+    fake.add_compute("gpu", A100)
+    fake.set_usage("standardNCSv3Family", 200, 200)
+    ml = fake.workspace_client()
+    job = FineTuneJob(
+        ml_client=ml,
+        registry_client=fake.registry_client(),
+        model=reference_model(),
+        allow_retired=True,
+        compute=ComputeSelector(ml, cluster="gpu"),
+        train_data="azureml:train:1",
+        deployment=DeploymentSpec(instance_type="Standard_NC6s_v3", instance_count=1),
+    )
+    with pytest.raises(QuotaExceededError, match="online deployment"):
+        job.plan()
+    fake.set_usage("standardNCSv3Family", 0, 200)
+    assert job.plan().compute.name == "gpu"
+
+
+TAKEN_BODY = {
+    "error": {
+        "code": "BadRequest",
+        "message": "The request is invalid.",
+        "details": [
+            {
+                "code": "InferencingClientCallFailed",
+                "message": '{"errors":{"":["There is already an endpoint with this name, '
+                "Endpoint name needs to be unique within a region. Try some other name."
+                '"]},"title":"One or more validation errors occurred."}',
+            }
+        ],
+    }
+}
+RESERVED_BODY = {
+    "error": {
+        "code": "NotFound",
+        "message": "The specified resource was not found.",
+        "details": [{"code": "InferencingClientCallFailed", "message": '{"title":"Not Found"}'}],
+    }
+}
+
+
+@pytest.mark.parametrize(("status", "body"), [(400, TAKEN_BODY), (404, RESERVED_BODY)])
+def test_refused_endpoint_name_gets_a_derived_name_that_is_journaled(
+    fake: FakeAzureML, tmp_path: Path, status: int, body: dict[str, Any]
+) -> None:
+    from phi_finetune.azure.deployer import EndpointDeployer
+    from phi_finetune.backends import JournalObserver
+    from phi_finetune.journal import Journal
+    from phi_finetune.names import derive_endpoint_name
+
+    model = _deploy_model(fake)
+    journal = Journal.create(tmp_path, backend="azure")
+    refused = fake.inject_fault(
+        "PUT", r"/onlineEndpoints/my-ep\?", status=status, body=body, times=None
+    )
+    endpoint = EndpointDeployer(fake.workspace_client(), poll_interval_s=0.01).deploy(
+        model, endpoint_name="my-ep", run_id=journal.run_id, observer=JournalObserver(journal)
+    )
+    expected = derive_endpoint_name("my-ep", journal.run_id, 1)
+    assert refused.hits >= 1
+    assert endpoint.name == expected and expected in fake.endpoints
+    assert "my-ep" not in fake.endpoints
+    alive = {r.name for r in journal.resources(kind="endpoint", alive_only=True)}
+    assert alive == {expected}  # teardown deletes the endpoint made, never the refused name
+    gone = journal.resource("endpoint", "my-ep")
+    assert gone is not None and not gone.alive

@@ -191,6 +191,7 @@ class ComputeSelector:
         self.location = location
         self.instance_type_preprocess = instance_type_preprocess
         self._quota: QuotaTable | None = None
+        self._sizes: list[VmSizeInfo] | None = None
 
     @classmethod
     def from_config(cls, ml_client: MLClient | None, section: Any) -> ComputeSelector:
@@ -257,7 +258,13 @@ class ComputeSelector:
         )
 
     def list_sizes(self) -> list[VmSizeInfo]:
-        """The workspace region's VM sizes (values read around the camelCase quirk)."""
+        """The workspace region's VM sizes (values read around the camelCase quirk), read once
+        per plan."""
+        if self._sizes is None:
+            self._sizes = self._read_sizes()
+        return list(self._sizes)
+
+    def _read_sizes(self) -> list[VmSizeInfo]:
         client = self._client()
         raw = call(
             "list the VM sizes of the workspace region",
@@ -291,7 +298,7 @@ class ComputeSelector:
         return entry.limit, entry.current, entry.limit - entry.current
 
     def quota_table(self) -> QuotaTable:
-        """The region's usages (``compute.list_usage``, every page), read once per selector."""
+        """The region's usages (``compute.list_usage``, every page), read once per plan."""
         if self._quota is None:
             self._quota = QuotaTable.read(self._client(), location=self.location)
         return self._quota
@@ -306,6 +313,8 @@ class ComputeSelector:
         return self.ml_client
 
     def _select(self, allow_list: Sequence[str] | None, *, create: bool) -> ComputeSelection:
+        # Fresh facts for each plan/select; kept afterwards for the plan's deployment check.
+        self._quota, self._sizes = None, None
         warnings: list[str] = []
         existing: Compute | None = None
         if self.serverless:

@@ -25,6 +25,8 @@ from phi_finetune.errors import QuotaExceededError
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
+    from phi_finetune.azure.compute import ComputeSelector
+
 __all__ = [
     "DEPLOYMENT_RESERVE_EXEMPT",
     "QuotaEntry",
@@ -265,12 +267,19 @@ def check_deployment_quota(
     instance_count: int,
     *,
     location: str | None = None,
+    selector: ComputeSelector | None = None,
 ) -> list[str]:
     """Check a managed online deployment's vCPUs (with the upgrade reserve) against the family
-    and regional dedicated quota; raise :class:`QuotaExceededError`, return warnings."""
+    and regional dedicated quota; raise :class:`QuotaExceededError`, return warnings.
+
+    ``selector``: a :class:`~phi_finetune.azure.compute.ComputeSelector` of the same workspace
+    whose size list and usages were already read (saves two requests).
+    """
     from phi_finetune.azure.compute import ComputeSelector
 
-    sizes = ComputeSelector(ml_client, serverless=True, location=location).list_sizes()
+    if selector is None or selector.ml_client is not ml_client:
+        selector = ComputeSelector(ml_client, serverless=True, location=location)
+    sizes = selector.list_sizes()
     info = next((s for s in sizes if s.name.lower() == instance_type.lower()), None)
     if info is None or not info.family or info.vcpus < 1:
         warning = (
@@ -281,8 +290,7 @@ def check_deployment_quota(
         return [warning]
     needed = deployment_vcpus(info.name, instance_count, info.vcpus)
     reserve = "" if needed == instance_count * info.vcpus else " with the 20% upgrade reserve"
-    table = QuotaTable.read(ml_client, location=location)
-    warnings = table.check(
+    warnings = selector.quota_table().check(
         family=info.family,
         needed=needed,
         what=(

@@ -421,7 +421,10 @@ class FineTuneJob:
             return []
         from phi_finetune.azure.quota import check_deployment_quota
 
-        return check_deployment_quota(self.ml_client, spec.instance_type, spec.instance_count)
+        selector = self.compute if isinstance(self.compute, ComputeSelector) else None
+        return check_deployment_quota(
+            self.ml_client, spec.instance_type, spec.instance_count, selector=selector
+        )
 
     def _resolve_compute(self, model: FoundationModel, *, create: bool) -> ComputeSelection:
         if isinstance(self.compute, ComputeSelection):
