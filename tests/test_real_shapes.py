@@ -302,3 +302,57 @@ def test_refused_endpoint_name_gets_a_derived_name_that_is_journaled(
     assert alive == {expected}  # teardown deletes the endpoint made, never the refused name
     gone = journal.resource("endpoint", "my-ep")
     assert gone is not None and not gone.alive
+
+
+# ------------------------------------------------------------------ lists follow nextLink
+
+
+def test_model_versions_on_two_pages_are_all_searched(fake: FakeAzureML) -> None:
+    from phi_finetune.azure.registrar import ModelRegistrar
+
+    ml = fake.workspace_client()
+    registrar = ModelRegistrar(ml, check_job_output=False)
+    first = registrar.register("job_1", base_model="base", version=1)
+    second = registrar.register("job_2", base_model="base", version=2)
+    bodies = {version: body for (_, version), body in fake.models.items()}
+    versions = r"/models/base-ultrachat-200k/versions\?api-version=[^&]+&listViewType=[^&]+$"
+    list(ml.models.list(name=first.name))  # the URL the SDK lists with
+    next_link = fake.requests[-1].url + "&$skipToken=page2"
+    fake.inject_fault(
+        "GET", versions, status=200, body={"value": [bodies["1"]], "nextLink": next_link}
+    )
+    page2 = fake.inject_fault("GET", r"skipToken=page2", status=200, body={"value": [bodies["2"]]})
+    found = registrar.find(second.name, source_path=second.source_path or "")
+    assert found is not None and found.version == "2" and page2.hits == 1
+    assert first.version == "1"
+
+
+def test_child_jobs_on_two_pages_are_all_walked() -> None:
+    """failure() reads every page of the children (the failed step may be on page 2)."""
+    from types import SimpleNamespace
+    from unittest.mock import MagicMock
+
+    from azure.core.paging import ItemPaged
+
+    from phi_finetune.azure.job import JobHandle
+
+    def node(name: str, status: str) -> Any:
+        return SimpleNamespace(
+            name=name, display_name=name, status=status, error=None, properties={}
+        )
+
+    pages = {None: ([node("ok", "Completed")], "page2"), "page2": ([node("ft", "Failed")], None)}
+
+    def get_next(token: str | None) -> Any:
+        return pages[token]
+
+    def extract(page: Any) -> Any:
+        items, token = page
+        return token, iter(items)
+
+    ml = MagicMock()
+    ml.jobs.list.side_effect = lambda parent_job_name=None, **_: (
+        ItemPaged(get_next, extract) if parent_job_name == "root" else iter([])
+    )
+    ml.jobs._runs_operations.get_run.side_effect = RuntimeError("none")
+    assert JobHandle(ml, "root").failure()[0] == "ft"
