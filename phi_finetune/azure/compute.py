@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from phi_finetune.azure.boundary import call, get_or_none
-from phi_finetune.azure.quota import DEDICATED, LOW_PRIORITY, QuotaTable
+from phi_finetune.azure.quota import DEDICATED, LOW_PRIORITY, QuotaTable, deployment_vcpus
 from phi_finetune.errors import (
     ComputeError,
     ComputeFailedStateError,
@@ -38,6 +38,7 @@ __all__ = [
     "ComputeSelection",
     "ComputeSelector",
     "VmSizeInfo",
+    "check_deployment_quota",
 ]
 
 logger = logging.getLogger(__name__)
@@ -475,6 +476,47 @@ class ComputeSelector:
                 f"compute cluster {name!r} was created in state 'failed'; check quota and the "
                 "size's availability in the region"
             )
+
+
+def check_deployment_quota(
+    ml_client: MLClient,
+    instance_type: str,
+    instance_count: int,
+    *,
+    location: str | None = None,
+    selector: ComputeSelector | None = None,
+) -> list[str]:
+    """Check a managed online deployment's vCPUs (with the upgrade reserve) against the family
+    and regional dedicated quota; raise :class:`QuotaExceededError`, return warnings.
+
+    ``selector``: a :class:`ComputeSelector` of the same workspace
+    whose size list and usages were already read (saves two requests).
+    """
+    if selector is None or selector.ml_client is not ml_client:
+        selector = ComputeSelector(ml_client, serverless=True, location=location)
+    sizes = selector.list_sizes()
+    info = next((s for s in sizes if s.name.lower() == instance_type.lower()), None)
+    if info is None or not info.family or info.vcpus < 1:
+        warning = (
+            f"VM size {instance_type!r} is not in the region's size list; the deployment's "
+            "quota was not checked"
+        )
+        logger.warning("%s", warning)
+        return [warning]
+    needed = deployment_vcpus(info.name, instance_count, info.vcpus)
+    reserve = "" if needed == instance_count * info.vcpus else " with the 20% upgrade reserve"
+    warnings = selector.quota_table().check(
+        family=info.family,
+        needed=needed,
+        what=(
+            f"the online deployment ({instance_count} x {info.name}, {info.vcpus} vCPUs "
+            f"each{reserve})"
+        ),
+        fix="or lower deploy.instance_count / choose another deploy.instance_type",
+    )
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
 
 
 def _text(value: Any) -> str:

@@ -25,6 +25,7 @@ import attrs
 
 from phi_finetune._redact import redact
 from phi_finetune.azure.boundary import call, get_or_none, retrying
+from phi_finetune.azure.compute import check_deployment_quota
 from phi_finetune.azure.deployment_handle import DeploymentHandle, state_text
 from phi_finetune.azure.deployment_spec import (
     DEFAULT_INSTANCE_TYPE,
@@ -33,7 +34,6 @@ from phi_finetune.azure.deployment_spec import (
     check_instance_type,
     parse_allow_list,
 )
-from phi_finetune.azure.quota import check_deployment_quota
 from phi_finetune.azure.registrar import RegisteredModel
 from phi_finetune.endpoint import Endpoint, delete_online_endpoint, sdk_output_to_stderr
 from phi_finetune.errors import (

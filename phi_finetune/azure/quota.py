@@ -6,7 +6,7 @@ its display form (``Standard NCADSA100v4 Family Cluster Dedicated vCPUs``), in `
 vCPUs``), per-workspace caps and per-cluster usage (types ``.../workspaces/usages`` and
 ``.../computes/usages``), and ``-1`` for "no limit". :class:`QuotaTable` reads all of that; the
 fine-tune compute (:class:`~phi_finetune.azure.compute.ComputeSelector`) and online deployments
-(:func:`check_deployment_quota`) check a need against it.
+(:func:`~phi_finetune.azure.compute.check_deployment_quota`) check a need against it.
 """
 
 from __future__ import annotations
@@ -25,13 +25,10 @@ from phi_finetune.errors import QuotaExceededError
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
-    from phi_finetune.azure.compute import ComputeSelector
-
 __all__ = [
     "DEPLOYMENT_RESERVE_EXEMPT",
     "QuotaEntry",
     "QuotaTable",
-    "check_deployment_quota",
     "deployment_vcpus",
     "family_key",
 ]
@@ -259,46 +256,3 @@ def deployment_vcpus(instance_type: str, instance_count: int, vcpus_per_instance
         # Integer arithmetic: ceil(1.2 * n) without floating-point error.
         instances = -(-instance_count * 6 // 5)
     return instances * vcpus_per_instance
-
-
-def check_deployment_quota(
-    ml_client: MLClient,
-    instance_type: str,
-    instance_count: int,
-    *,
-    location: str | None = None,
-    selector: ComputeSelector | None = None,
-) -> list[str]:
-    """Check a managed online deployment's vCPUs (with the upgrade reserve) against the family
-    and regional dedicated quota; raise :class:`QuotaExceededError`, return warnings.
-
-    ``selector``: a :class:`~phi_finetune.azure.compute.ComputeSelector` of the same workspace
-    whose size list and usages were already read (saves two requests).
-    """
-    from phi_finetune.azure.compute import ComputeSelector
-
-    if selector is None or selector.ml_client is not ml_client:
-        selector = ComputeSelector(ml_client, serverless=True, location=location)
-    sizes = selector.list_sizes()
-    info = next((s for s in sizes if s.name.lower() == instance_type.lower()), None)
-    if info is None or not info.family or info.vcpus < 1:
-        warning = (
-            f"VM size {instance_type!r} is not in the region's size list; the deployment's "
-            "quota was not checked"
-        )
-        logger.warning("%s", warning)
-        return [warning]
-    needed = deployment_vcpus(info.name, instance_count, info.vcpus)
-    reserve = "" if needed == instance_count * info.vcpus else " with the 20% upgrade reserve"
-    warnings = selector.quota_table().check(
-        family=info.family,
-        needed=needed,
-        what=(
-            f"the online deployment ({instance_count} x {info.name}, {info.vcpus} vCPUs "
-            f"each{reserve})"
-        ),
-        fix="or lower deploy.instance_count / choose another deploy.instance_type",
-    )
-    for warning in warnings:
-        logger.warning("%s", warning)
-    return warnings

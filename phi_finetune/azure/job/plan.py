@@ -419,7 +419,7 @@ class FineTuneJob:
         spec = self.deployment
         if spec is None or not spec.check_quota or self.offline or self.ml_client is None:
             return []
-        from phi_finetune.azure.quota import check_deployment_quota
+        from phi_finetune.azure.compute import check_deployment_quota
 
         selector = self.compute if isinstance(self.compute, ComputeSelector) else None
         return check_deployment_quota(
