@@ -288,9 +288,9 @@ class ComputeSelector:
         return sizes
 
     def available_vcpus(self, family: str) -> tuple[int, int, int] | None:
-        """``(limit, current, limit - current)`` of the strictest dedicated quota entry of a VM
-        family in ``list_usage`` (any spelling of the family; ``limit`` -1 and available
-        ``sys.maxsize`` when unlimited); ``None`` when the list has no entry for it."""
+        """``(limit, current, limit - current)`` of the strictest quota entry of a VM family in
+        ``list_usage``, for the selector's tier (any spelling of the family; ``limit`` -1 and
+        available ``sys.maxsize`` when unlimited); ``None`` when the list has no entry for it."""
         entry = self.quota_table().family(family, tier=self._quota_tier())
         if entry is None:
             return None
