@@ -104,6 +104,23 @@ def setup_resolve_only(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> 
     return {}
 
 
+def setup_completed_job(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, Any]:
+    """The pages register from job ``calm_kiwi_x1y2``: the registrar checks that it completed."""
+    from types import SimpleNamespace
+
+    from azure.ai.ml.operations import JobOperations
+
+    original = JobOperations.get
+
+    def get(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "calm_kiwi_x1y2":
+            return SimpleNamespace(name=name, status="Completed", outputs={"trained_model": None})
+        return original(self, name, *args, **kwargs)
+
+    mp.setattr(JobOperations, "get", get)
+    return setup_resolve_only(fake, mp, tmp)
+
+
 def _deployed(fake: FakeAzureML, mp: pytest.MonkeyPatch) -> dict[str, Any]:
     from phi_finetune import EndpointDeployer, ModelRegistrar
 
@@ -131,8 +148,8 @@ SETUPS: dict[str, Callable[[FakeAzureML, pytest.MonkeyPatch, Path], dict[str, An
     "data": setup_data,
     "parameters": setup_parameters,
     "job": setup_job,
-    "register": setup_resolve_only,
-    "deploy": setup_resolve_only,
+    "register": setup_completed_job,
+    "deploy": setup_completed_job,
     "score": setup_score,
     "teardown": setup_teardown,
 }
