@@ -7,6 +7,7 @@ valid suggestion otherwise. Generators always produce names their validator acce
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import string
@@ -28,6 +29,7 @@ __all__ = [
     "RUN_ID_TAG",
     "WORKSPACE_NAME_PATTERN",
     "default_model_name",
+    "derive_endpoint_name",
     "endpoint_name_problems",
     "generate_endpoint_name",
     "generate_model_version",
@@ -177,6 +179,16 @@ def generate_endpoint_name(
     head = head[:room].rstrip("-") or "ep"
     name = f"{head}-{suffix}"
     return validate_endpoint_name(name, parameter="generated endpoint name")
+
+
+def derive_endpoint_name(base: str, seed: str, attempt: int = 1) -> str:
+    """A valid endpoint name ``<base>-<6 characters>`` whose suffix depends only on ``base``,
+    ``seed`` (e.g. the run id) and ``attempt``: used when ``base`` is taken or reserved, so a
+    resumed run derives the same replacement name again. ``base`` is shortened to fit 32."""
+    digest = hashlib.sha256(f"{base}\0{seed}\0{attempt}".encode()).digest()
+    suffix = _to_base36(int.from_bytes(digest[:8], "big"))[-6:].rjust(6, "0")
+    head = sanitize_endpoint_name(base)[: ENDPOINT_NAME_MAX - len(suffix) - 1].rstrip("-")
+    return validate_endpoint_name(f"{head or 'ep'}-{suffix}", parameter="derived endpoint name")
 
 
 def sanitize_model_name(name: str) -> str:

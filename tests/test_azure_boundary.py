@@ -230,6 +230,7 @@ def test_registrar_routes(transport_error: Exception, route: str) -> None:
     ml = autospec_ml_client()
     ml.models.list.return_value = []
     ml.models.get.side_effect = ResourceNotFoundError("none yet")
+    ml.jobs.get.return_value.status = "Completed"
     getattr(ml.models, route).side_effect = transport_error
     with pytest.raises(ServiceUnavailableError) as info:
         if route == "get":

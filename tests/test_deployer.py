@@ -28,6 +28,7 @@ from phi_finetune.errors import (
     WaitTimeoutError,
 )
 from phi_finetune.journal import Journal
+from phi_finetune.names import derive_endpoint_name
 from phi_finetune.observer import NullObserver
 from phi_finetune.testing import FakeAzureML, autospec_ml_client
 
@@ -115,7 +116,7 @@ def fake() -> Any:
 
 
 def _model(fake: Any) -> RegisteredModel:
-    return ModelRegistrar(fake.workspace_client()).register(
+    return ModelRegistrar(fake.workspace_client(), check_job_output=False).register(
         "job_1", base_model="Phi-3-mini-4k-instruct", version=1
     )
 
@@ -163,10 +164,15 @@ def test_existing_endpoint_is_not_overwritten(fake: Any) -> None:
     model = _model(fake)
     deployer = EndpointDeployer(ml, poll_interval_s=0.01)
     first = deployer.deploy(model, endpoint_name="taken-name")
-    with pytest.raises(EndpointError, match="already exists"):
-        deployer.deploy(model, endpoint_name="taken-name")
+    before = dict(fake.endpoints["taken-name"])
+    # Taken by something this run did not create: a new, derived name; the old one untouched.
+    other = deployer.deploy(model, endpoint_name="taken-name", run_id="run-2")
+    assert other.name != first.name and other.name.startswith("taken-name-")
+    assert fake.endpoints["taken-name"] == before
+    # The suffix is deterministic: the same run derives the same name.
+    assert other.name == derive_endpoint_name("taken-name", "run-2", 1)
     again = deployer.deploy(model, endpoint_name="taken-name", reuse_endpoint=True)
-    assert again.name == first.name and len(fake.endpoints) == 1
+    assert again.name == first.name and len(fake.endpoints) == 2
 
 
 def test_failed_deployment_leaves_no_endpoint_and_carries_logs(fake: Any) -> None:

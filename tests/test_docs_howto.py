@@ -104,11 +104,28 @@ def setup_resolve_only(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> 
     return {}
 
 
+def setup_completed_job(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, Any]:
+    """The pages register from job ``calm_kiwi_x1y2``: the registrar checks that it completed."""
+    from types import SimpleNamespace
+
+    from azure.ai.ml.operations import JobOperations
+
+    original = JobOperations.get
+
+    def get(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "calm_kiwi_x1y2":
+            return SimpleNamespace(name=name, status="Completed", outputs={"trained_model": None})
+        return original(self, name, *args, **kwargs)
+
+    mp.setattr(JobOperations, "get", get)
+    return setup_resolve_only(fake, mp, tmp)
+
+
 def _deployed(fake: FakeAzureML, mp: pytest.MonkeyPatch) -> dict[str, Any]:
     from phi_finetune import EndpointDeployer, ModelRegistrar
 
     ml_client = _workspace(fake, mp).ml_client
-    model = ModelRegistrar(ml_client).register(
+    model = ModelRegistrar(ml_client, check_job_output=False).register(
         "calm_kiwi_x1y2", base_model="Phi-3-mini-4k-instruct"
     )
     endpoint = EndpointDeployer(ml_client, poll_interval_s=0).deploy(model)
@@ -131,8 +148,8 @@ SETUPS: dict[str, Callable[[FakeAzureML, pytest.MonkeyPatch, Path], dict[str, An
     "data": setup_data,
     "parameters": setup_parameters,
     "job": setup_job,
-    "register": setup_resolve_only,
-    "deploy": setup_resolve_only,
+    "register": setup_completed_job,
+    "deploy": setup_completed_job,
     "score": setup_score,
     "teardown": setup_teardown,
 }

@@ -9,6 +9,7 @@ import pytest
 
 from phi_finetune.azure.foundation_model import (
     FoundationModel,
+    check_lifecycle,
     parse_literal_list,
     parse_model_defaults,
     reference_model,
@@ -168,3 +169,83 @@ def test_reference_model_facts() -> None:
     model = reference_model()
     assert model.archived and model.finetune_retired(NOW)
     assert "learning_rate_min" in model.model_specific_defaults
+
+
+# --------------------------------------------- system metadata under either spelling (issue 12)
+
+SYSMETA = {
+    "supportedComputes": {
+        "finetuneComputes": ["Standard_NC24ads_A100_v4"],
+        "inferenceComputes": ["Standard_NC6s_v3"],
+    },
+    "deprecation": {"finetuneRetirementDate": "2025-08-30T00:00:00Z"},
+    "isArchived": True,
+}
+SNAKE = {
+    "supported_computes": {
+        "finetune_computes": ["Standard_NC24ads_A100_v4"],
+        "inference_computes": ["Standard_NC6s_v3"],
+    },
+    "deprecation": {"finetune_retirement_date": "2025-08-30T00:00:00Z"},
+    "is_archived": "true",
+}
+
+
+def _entity(**attrs: object) -> object:
+    from types import SimpleNamespace
+
+    base: dict[str, object] = {
+        "name": "Phi-3-mini-4k-instruct",
+        "version": "15",
+        "id": None,
+        "tags": {"finetune_compute_allow_list": "['Standard_ND96asr_v4']"},
+        "stage": None,
+        "properties": {},
+    }
+    base.update(attrs)
+    return SimpleNamespace(**base)
+
+
+@pytest.mark.parametrize(
+    "entity",
+    [
+        _entity(system_metadata=SYSMETA),
+        _entity(systemMetadata=SYSMETA),
+        _entity(_system_metadata=SNAKE),
+        _entity(system_metadata=__import__("json").dumps(SYSMETA)),
+        _entity(properties={"systemMetadata": SYSMETA}),
+    ],
+    ids=["attribute", "camelCase-attribute", "snake-keys", "json-string", "properties-key"],
+)
+def test_system_metadata_in_either_spelling_wins_over_tags(entity: object) -> None:
+    model = FoundationModel.from_entity(entity)  # type: ignore[arg-type]
+    # System metadata first: the tag's list is only a fallback.
+    assert model.finetune_allow_list == ("Standard_NC24ads_A100_v4",)
+    assert model.inference_allow_list == ("Standard_NC6s_v3",)
+    assert model.finetune_retirement_date == dt.datetime(2025, 8, 30, tzinfo=dt.UTC)
+    assert model.archived
+    with pytest.raises(ModelRetiredError, match="it is archived in the registry"):
+        check_lifecycle(model, now=NOW)
+
+
+def test_tags_are_the_fallback_without_system_metadata() -> None:
+    model = FoundationModel.from_entity(_entity())  # type: ignore[arg-type]
+    assert model.finetune_allow_list == ("Standard_ND96asr_v4",)
+    assert not model.archived
+
+
+def test_rest_object_with_camel_case_system_metadata() -> None:
+    """The registry's REST reply may carry ``systemMetadata`` and ``isArchived`` as dict keys
+    (the shape of Phi-3-mini-4k-instruct v15 in azureml-assets: archived, lists only there)."""
+    from unittest.mock import MagicMock
+
+    registry = MagicMock()
+    registry._registry_name = "azureml"
+    registry.models.get.return_value = _entity(tags={})
+    registry.models._get.return_value = MagicMock(
+        properties={"isArchived": True, "systemMetadata": SYSMETA}
+    )
+    with pytest.raises(ModelRetiredError, match="archived"):
+        resolve_foundation_model(registry, version=15, now=NOW)
+    model = resolve_foundation_model(registry, version=15, allow_retired=True, now=NOW)
+    assert model.archived and model.finetune_allow_list == ("Standard_NC24ads_A100_v4",)

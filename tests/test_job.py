@@ -357,3 +357,84 @@ def test_submit_needs_training_data(fake: FakeAzureML) -> None:
     )
     with pytest.raises(JobError, match="training data"):
         job.submit()
+
+
+# ------------------------------------------------------------- failure() walks the job tree
+
+
+def _node(name: str, status: str, display: str | None = None, error: str | None = None) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        name=name,
+        display_name=display or name,
+        status=status,
+        error=None if error is None else SimpleNamespace(message=error),
+        properties={},
+        studio_url=None,
+        services={},
+    )
+
+
+def _tree_client(tree: dict[str, list[Any]], logs: dict[str, str]) -> Any:
+    from types import SimpleNamespace
+    from unittest.mock import MagicMock
+
+    ml = MagicMock()
+    ml.jobs.list.side_effect = lambda parent_job_name=None, **_: iter(
+        tree.get(parent_job_name or "", [])
+    )
+    ml.jobs.get.return_value = _node("root", "Failed")
+
+    def details(run_id: str) -> Any:
+        files = {"user_logs/std_log.txt": f"https://blob/{run_id}/std_log.txt?sig=x"}
+        return SimpleNamespace(log_files=files if run_id in logs else {})
+
+    ml.jobs._runs_operations.get_run_details.side_effect = details
+    ml.jobs._runs_operations.get_run.side_effect = RuntimeError("no run history here")
+
+    def get(url: str, **_: Any) -> Any:
+        run_id = url.split("/")[3]
+        return SimpleNamespace(status_code=200, text=lambda: logs[run_id])
+
+    ml.jobs._requests_pipeline.get.side_effect = get
+    return ml
+
+
+def test_failure_walks_to_a_grandchild_step() -> None:
+    tree = {
+        "root": [
+            _node("root_pipeline", "Failed", "chat_completion_pipeline", error="a step failed")
+        ],
+        "root_pipeline": [
+            _node("s1", "Completed", "model_import"),
+            _node("s3", "Canceled", "evaluation"),
+            _node("s2", "Failed", "finetune", error="CUDA out of memory"),
+        ],
+    }
+    logs = {"s2": "\n".join(f"line {i}" for i in range(30)) + "\nRuntimeError: CUDA out of memory"}
+    handle = JobHandle(_tree_client(tree, logs), "root")
+    assert handle.failure() == ("finetune", "CUDA out of memory")
+    details = handle.failure_details(log_lines=3)
+    assert details.path == ("chat_completion_pipeline", "finetune")
+    assert details.log_tail == ("line 28", "line 29", "RuntimeError: CUDA out of memory")
+
+
+def test_failure_walks_three_levels_and_the_error_names_the_step() -> None:
+    tree = {
+        "root": [_node("p1", "Failed", "chat_completion_pipeline")],
+        "p1": [_node("p2", "Failed", "finetune_subgraph"), _node("ok", "Completed")],
+        "p2": [_node("leaf", "Failed", "finetune", error="loss is NaN")],
+    }
+    ml = _tree_client(tree, {"leaf": "step started\nloss is NaN at step 10"})
+    handle = JobHandle(ml, "root", poll_interval_s=0)
+    with pytest.raises(JobFailedError) as info:
+        handle.wait()
+    err = info.value
+    assert err.failing_step == "finetune" and err.service_message == "loss is NaN"
+    assert "in step 'finetune'" in str(err) and "loss is NaN at step 10" in str(err)
+    assert handle.failure_details().path == (
+        "chat_completion_pipeline",
+        "finetune_subgraph",
+        "finetune",
+    )

@@ -77,7 +77,9 @@ def fake() -> Iterator[FakeAzureML]:
 
 
 def _model(fake: FakeAzureML) -> RegisteredModel:
-    return ModelRegistrar(fake.workspace_client()).register("job_1", base_model=BASE, version=1)
+    return ModelRegistrar(fake.workspace_client(), check_job_output=False).register(
+        "job_1", base_model=BASE, version=1
+    )
 
 
 # ---------------------------------------------------------------------- the protocol helpers
@@ -196,7 +198,7 @@ def test_journal_observer_records_what_the_callbacks_did(fake: FakeAzureML, tmp_
     endpoint.delete()
     assert journal.resources(alive_only=True) == []  # the deployment went with its endpoint
 
-    registrar = ModelRegistrar(ml, observer=JournalObserver(journal))
+    registrar = ModelRegistrar(ml, observer=JournalObserver(journal), check_job_output=False)
     registered = registrar.register("job_2", base_model=BASE, version=7)
     (model_record,) = journal.resources(kind="model")
     assert (model_record.name, model_record.version) == (registered.name, "7")
@@ -207,7 +209,7 @@ def test_journal_observer_records_what_the_callbacks_did(fake: FakeAzureML, tmp_
 def test_registrar_reports_creating_then_created_once(fake: FakeAzureML) -> None:
     ml = fake.workspace_client()
     observer = RecordingObserver(fake)
-    registrar = ModelRegistrar(ml, observer=observer)
+    registrar = ModelRegistrar(ml, observer=observer, check_job_output=False)
     model = registrar.register("job_3", base_model=BASE, version=2)
     assert observer.events == [
         ("creating", "model", model.name, "2", False),
@@ -255,6 +257,7 @@ def test_deprecated_registrar_callbacks_still_work_and_warn(fake: FakeAzureML) -
             fake.workspace_client(),
             on_creating=lambda *a: events.append(("creating", *a)),
             on_created=lambda *a: events.append(("created", *a)),
+            check_job_output=False,
         )
     model = registrar.register("job_4", base_model=BASE, version=5)
     assert events == [("creating", "model", model.name, "5"), ("created", "model", model.name, "5")]

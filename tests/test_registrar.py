@@ -29,6 +29,8 @@ def test_model_entity_and_tags_with_autospec() -> None:
     ml.models.list.return_value = []
     ml.models.get.side_effect = ResourceNotFoundError("nope")
     ml.models.create_or_update.side_effect = lambda model: model
+    ml.jobs.get.return_value.status = "Completed"
+    ml.jobs.get.return_value.outputs = {"trained_model": object()}
     events: list[tuple[str, str, str | None]] = []
 
     class Events(NullObserver):
@@ -93,7 +95,9 @@ def fake() -> Any:
 
 def test_register_through_the_real_sdk(fake: Any) -> None:
     ml = fake.workspace_client()
-    model = ModelRegistrar(ml).register("job_1", base_model=BASE, version=3, description="d")
+    model = ModelRegistrar(ml, check_job_output=False).register(
+        "job_1", base_model=BASE, version=3, description="d"
+    )
     assert (f"{BASE}-ultrachat-200k", "3") in fake.models
     assert (
         model.version == "3" and model.source_path == "azureml://jobs/job_1/outputs/trained_model"
@@ -103,7 +107,7 @@ def test_register_through_the_real_sdk(fake: Any) -> None:
 
 def test_same_job_output_twice_returns_the_existing_version(fake: Any) -> None:
     ml = fake.workspace_client()
-    registrar = ModelRegistrar(ml)
+    registrar = ModelRegistrar(ml, check_job_output=False)
     first = registrar.register("job_1", base_model=BASE)
     again = registrar.register("job_1", base_model=BASE)
     assert again == first and again.created is False
@@ -116,7 +120,7 @@ def test_same_job_output_twice_returns_the_existing_version(fake: Any) -> None:
 
 def test_version_holding_another_output_is_a_clear_error(fake: Any) -> None:
     ml = fake.workspace_client()
-    registrar = ModelRegistrar(ml)
+    registrar = ModelRegistrar(ml, check_job_output=False)
     registrar.register("job_1", base_model=BASE, version=7)
     with pytest.raises(ModelError, match=r"already exists.*job_1.*pick another version"):
         registrar.register("job_2", base_model=BASE, version=7)
@@ -125,7 +129,7 @@ def test_version_holding_another_output_is_a_clear_error(fake: Any) -> None:
 
 def test_get_and_missing(fake: Any) -> None:
     ml = fake.workspace_client()
-    registrar = ModelRegistrar(ml)
+    registrar = ModelRegistrar(ml, check_job_output=False)
     made = registrar.register("job_1", base_model=BASE, version=1)
     assert registrar.get(made.name, 1) == made
     with pytest.raises(ModelError, match="not registered"):
@@ -144,3 +148,50 @@ def test_bad_names_send_no_request(fake: Any) -> None:
 def test_registered_model_to_dict() -> None:
     model = RegisteredModel(name="m", version="1", tags={"a": "b"})
     assert model.to_dict()["asset_id"] == "azureml:m:1"
+
+
+# -------------------------------------------------- registering from a missing/unfinished job
+
+
+def test_missing_job_fails_before_any_put(fake: Any) -> None:
+    ml = fake.workspace_client()
+    with pytest.raises(ModelError, match=r"job 'never_ran' does not exist") as info:
+        ModelRegistrar(ml).register("never_ran", base_model=BASE, version=1)
+    assert "phi-finetune status" in str(info.value)
+    assert not [r for r in fake.requests if r.method == "PUT"]
+    assert fake.models == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        ("Running", "wait until it completes"),
+        ("Queued", "wait until it completes"),
+        ("Failed", "submit a new job"),
+        ("Canceled", "submit a new job"),
+    ],
+)
+def test_unfinished_job_fails_before_any_put(status: str, advice: str) -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    ml = autospec_ml_client()
+    ml.models.list.return_value = []
+    ml.models.get.side_effect = ResourceNotFoundError("nope")
+    ml.jobs.get.return_value.status = status
+    with pytest.raises(ModelError, match=rf"job 'calm_kiwi' is {status}, not Completed") as info:
+        ModelRegistrar(ml).register("calm_kiwi", base_model=BASE)
+    assert advice in str(info.value)
+    ml.models.create_or_update.assert_not_called()
+
+
+def test_job_without_that_output_fails_before_any_put() -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    ml = autospec_ml_client()
+    ml.models.list.return_value = []
+    ml.models.get.side_effect = ResourceNotFoundError("nope")
+    ml.jobs.get.return_value.status = "Completed"
+    ml.jobs.get.return_value.outputs = {"other": object()}
+    with pytest.raises(ModelError, match=r"has no output 'trained_model' \(its outputs: other\)"):
+        ModelRegistrar(ml).register("calm_kiwi", base_model=BASE)
+    ml.models.create_or_update.assert_not_called()

@@ -149,6 +149,8 @@ class AzureBackend:
             test_data=assets.get("test_file_path"),
             experiment_name=config.effective_experiment_name,
             tags={RUN_ID_TAG: ctx.journal.run_id},
+            # The plan also checks the later online deployment's quota.
+            deployment=_deployment_for_plan(config),
         )
 
     def plan(self, ctx: StepContext) -> PlanRecord:
@@ -310,6 +312,7 @@ class AzureBackend:
             deploy,
             inference_allow_list=ctx.plan.model.inference_allow_list,
             endpoint_name=earlier[-1].name if earlier else None,
+            check_quota=ctx.config.compute.check_quota,
         )
         deployer = EndpointDeployer(
             self.workspace(ctx).ml_client,
@@ -366,6 +369,15 @@ class AzureBackend:
 
             JobHandle(ml_client, resource.name).cancel()
         # Deployments go with their endpoint; computes scale to zero and are left to the user.
+
+
+def _deployment_for_plan(config: Any) -> Any:
+    """The ``[deploy]`` spec whose quota a plan checks (``None``: deploying or quota is off)."""
+    if not config.deploy.enabled or not config.compute.check_quota:
+        return None
+    from phi_finetune.azure.deployment_spec import DeploymentSpec
+
+    return DeploymentSpec.from_config(config.deploy)
 
 
 def plan_record(plan: FineTunePlan) -> PlanRecord:

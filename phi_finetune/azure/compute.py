@@ -4,24 +4,27 @@
 selects serverless compute. Before anything is created or submitted it checks: the cluster's
 provisioning state, the model's fine-tune allow list (case-insensitive; without a list the
 reference's unsupported sizes are refused), the GPUs per node of the size (``list_sizes``, read
-around the SDK's camelCase quirk) and the vCPU quota of the size's family (``list_usage``).
+around the SDK's camelCase quirk) and the vCPU quota of the size's family and the regional total
+(``list_usage``, matched however the service spells the family: see
+:mod:`phi_finetune.azure.quota`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from phi_finetune.azure.boundary import call, get_or_none
+from phi_finetune.azure.quota import DEDICATED, LOW_PRIORITY, QuotaTable, deployment_vcpus
 from phi_finetune.errors import (
     ComputeError,
     ComputeFailedStateError,
     ComputeNotAllowedError,
     ComputeNotFoundError,
-    QuotaExceededError,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ __all__ = [
     "ComputeSelection",
     "ComputeSelector",
     "VmSizeInfo",
+    "check_deployment_quota",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,13 +142,6 @@ def _read(obj: Any, *names: str) -> Any:
     return None
 
 
-def _usage_name(usage: Any) -> str:
-    name = _read(usage, "name")
-    if isinstance(name, Mapping):
-        return str(name.get("value") or name.get("localizedValue") or "")
-    return str(getattr(name, "value", None) or name or "")
-
-
 def _int(value: Any) -> int | None:
     try:
         return None if value is None else int(float(value))
@@ -194,6 +191,8 @@ class ComputeSelector:
         self.check_quota = check_quota
         self.location = location
         self.instance_type_preprocess = instance_type_preprocess
+        self._quota: QuotaTable | None = None
+        self._sizes: list[VmSizeInfo] | None = None
 
     @classmethod
     def from_config(cls, ml_client: MLClient | None, section: Any) -> ComputeSelector:
@@ -260,7 +259,13 @@ class ComputeSelector:
         )
 
     def list_sizes(self) -> list[VmSizeInfo]:
-        """The workspace region's VM sizes (values read around the camelCase quirk)."""
+        """The workspace region's VM sizes (values read around the camelCase quirk), read once
+        per plan."""
+        if self._sizes is None:
+            self._sizes = self._read_sizes()
+        return list(self._sizes)
+
+    def _read_sizes(self) -> list[VmSizeInfo]:
         client = self._client()
         raw = call(
             "list the VM sizes of the workspace region",
@@ -283,19 +288,21 @@ class ComputeSelector:
         return sizes
 
     def available_vcpus(self, family: str) -> tuple[int, int, int] | None:
-        """``(limit, current, limit - current)`` for a VM family from ``list_usage``."""
-        client = self._client()
-        usages = call(
-            "read the vCPU quota (list_usage)",
-            lambda: list(client.compute.list_usage(location=self.location)),
-        )
-        usages.sort(key=lambda u: _usage_name(u) != family)  # an exact match first
-        for usage in usages:
-            if _usage_name(usage).lower() == family.lower():
-                limit = _int(_read(usage, "limit")) or 0
-                current = _int(_read(usage, "currentValue", "current_value")) or 0
-                return limit, current, limit - current
-        return None
+        """``(limit, current, limit - current)`` of the strictest quota entry of a VM family in
+        ``list_usage``, for the selector's tier (any spelling of the family; ``limit`` -1 and
+        available ``sys.maxsize`` when unlimited); ``None`` when the list has no entry for it."""
+        entry = self.quota_table().family(family, tier=self._quota_tier())
+        if entry is None:
+            return None
+        if entry.limit is None:
+            return -1, entry.current, sys.maxsize
+        return entry.limit, entry.current, entry.limit - entry.current
+
+    def quota_table(self) -> QuotaTable:
+        """The region's usages (``compute.list_usage``, every page), read once per plan."""
+        if self._quota is None:
+            self._quota = QuotaTable.read(self._client(), location=self.location)
+        return self._quota
 
     # ------------------------------------------------------------------ internals
     def _client(self) -> MLClient:
@@ -307,6 +314,8 @@ class ComputeSelector:
         return self.ml_client
 
     def _select(self, allow_list: Sequence[str] | None, *, create: bool) -> ComputeSelection:
+        # Fresh facts for each plan/select; kept afterwards for the plan's deployment check.
+        self._quota, self._sizes = None, None
         warnings: list[str] = []
         existing: Compute | None = None
         if self.serverless:
@@ -360,10 +369,7 @@ class ComputeSelector:
             )
 
         if self.check_quota and not (existing is not None and self._nodes_running(existing)):
-            if self.tier.lower().replace("_", "") == "lowpriority":
-                warnings.append("low-priority tier: the dedicated vCPU quota was not checked")
-            else:
-                self._check_quota(info)
+            warnings.extend(self._check_quota(info))
 
         created = False
         will_create = not self.serverless and existing is None
@@ -424,23 +430,28 @@ class ComputeSelector:
                 "Standard_NC24ads_A100_v4"
             )
 
-    def _check_quota(self, info: VmSizeInfo) -> None:
+    def _quota_tier(self) -> str:
+        return LOW_PRIORITY if self.tier.lower().replace("_", "") == LOW_PRIORITY else DEDICATED
+
+    def _check_quota(self, info: VmSizeInfo) -> list[str]:
         needed = self.nodes * info.vcpus
-        quota = self.available_vcpus(info.family) if info.family else None
-        if quota is None:
-            logger.warning("no quota entry for VM family %r; quota not checked", info.family)
-            return
-        limit, current, available = quota
-        if needed > available:
-            raise QuotaExceededError(
-                f"the job needs {needed} vCPUs of {info.family} ({self.nodes} node(s) x "
-                f"{info.vcpus} vCPUs of {info.name}) but only {max(available, 0)} are available "
-                f"(limit {limit}, in use {current}); request more quota in the Azure portal, "
-                "free capacity, lower compute.nodes or choose another size",
-                family=info.family,
-                needed=needed,
-                available=max(available, 0),
-            )
+        if not info.family:
+            logger.warning("VM size %s has no family; quota not checked", info.name)
+            return [f"VM size {info.name} has no family in the size list; quota not checked"]
+        tier = self._quota_tier()
+        warnings = self.quota_table().check(
+            family=info.family,
+            needed=needed,
+            tier=tier,
+            what=(
+                f"the job ({self.nodes} node(s) x {info.vcpus} vCPUs of {info.name}, "
+                f"{'low-priority' if tier == LOW_PRIORITY else 'dedicated'})"
+            ),
+            fix="or lower compute.nodes / choose another size",
+        )
+        for warning in warnings:
+            logger.warning("%s", warning)
+        return warnings
 
     def _create(self, name: str, size: str) -> None:
         from azure.ai.ml.entities import AmlCompute
@@ -465,6 +476,47 @@ class ComputeSelector:
                 f"compute cluster {name!r} was created in state 'failed'; check quota and the "
                 "size's availability in the region"
             )
+
+
+def check_deployment_quota(
+    ml_client: MLClient,
+    instance_type: str,
+    instance_count: int,
+    *,
+    location: str | None = None,
+    selector: ComputeSelector | None = None,
+) -> list[str]:
+    """Check a managed online deployment's vCPUs (with the upgrade reserve) against the family
+    and regional dedicated quota; raise :class:`QuotaExceededError`, return warnings.
+
+    ``selector``: a :class:`ComputeSelector` of the same workspace
+    whose size list and usages were already read (saves two requests).
+    """
+    if selector is None or selector.ml_client is not ml_client:
+        selector = ComputeSelector(ml_client, serverless=True, location=location)
+    sizes = selector.list_sizes()
+    info = next((s for s in sizes if s.name.lower() == instance_type.lower()), None)
+    if info is None or not info.family or info.vcpus < 1:
+        warning = (
+            f"VM size {instance_type!r} is not in the region's size list; the deployment's "
+            "quota was not checked"
+        )
+        logger.warning("%s", warning)
+        return [warning]
+    needed = deployment_vcpus(info.name, instance_count, info.vcpus)
+    reserve = "" if needed == instance_count * info.vcpus else " with the 20% upgrade reserve"
+    warnings = selector.quota_table().check(
+        family=info.family,
+        needed=needed,
+        what=(
+            f"the online deployment ({instance_count} x {info.name}, {info.vcpus} vCPUs "
+            f"each{reserve})"
+        ),
+        fix="or lower deploy.instance_count / choose another deploy.instance_type",
+    )
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
 
 
 def _text(value: Any) -> str:

@@ -15,6 +15,7 @@ last lines of its logs and deletes the endpoint unless ``keep_on_failure=True``.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import attrs
 
 from phi_finetune._redact import redact
 from phi_finetune.azure.boundary import call, get_or_none, retrying
+from phi_finetune.azure.compute import check_deployment_quota
 from phi_finetune.azure.deployment_handle import DeploymentHandle, state_text
 from phi_finetune.azure.deployment_spec import (
     DEFAULT_INSTANCE_TYPE,
@@ -42,7 +44,9 @@ from phi_finetune.errors import (
     WaitTimeoutError,
 )
 from phi_finetune.names import (
+    DEFAULT_ENDPOINT_PREFIX,
     RUN_ID_TAG,
+    derive_endpoint_name,
     generate_endpoint_name,
     validate_endpoint_name,
 )
@@ -75,6 +79,46 @@ ENDPOINT_TAG_CREATOR = "created_by"
 ENDPOINT_TAG_RUN = RUN_ID_TAG
 
 _SPEC_FIELDS = frozenset(attrs.fields_dict(DeploymentSpec))
+_NAME_ATTEMPTS = 5
+
+# How the service refuses an endpoint name (answers to the endpoint PUT):
+# - taken in the region (endpoint names are unique per region, across workspaces): 400
+#   BadRequest, detail InferencingClientCallFailed "There is already an endpoint with this name,
+#   Endpoint name needs to be unique within a region. Try some other name." (reported in
+#   Azure/azureml-examples PR 1931 and Azure/mlops-project-template issue 29);
+# - reserved, i.e. re-created soon after a deletion: 404 NotFound, detail
+#   InferencingClientCallFailed {"title":"Not Found"} (Azure/azure-cli-extensions issue 7660).
+# A 409 naming the endpoint name, or words like "reserved"/"recently deleted", count too.
+_NAME_TAKEN = re.compile(
+    r"already an endpoint with this name|unique within a region|name is already (taken|in use)"
+    r"|name .{0,40}(is not available|already exists|is reserved)|recently deleted"
+    r"|EndpointNameAlreadyExists|EndpointNameNotAvailable|EndpointNameReserved",
+    re.IGNORECASE,
+)
+
+
+def name_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is the service refusing an endpoint name on create."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        status = getattr(seen, "status_code", None)
+        if status is None:
+            status = getattr(getattr(seen, "response", None), "status_code", None)
+        text = f"{getattr(seen, 'message', '')} {seen}"
+        if status == 404 and not isinstance(seen, PhiFinetuneError):
+            return True
+        if _NAME_TAKEN.search(text) and status in (None, 400, 404, 409):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _run_of(endpoint: Any) -> str | None:
+    tags = getattr(endpoint, "tags", None)
+    value = tags.get(RUN_ID_TAG) if isinstance(tags, dict) else None
+    return str(value) if value else None
 
 
 def _model_reference(model: RegisteredModel | str) -> str:
@@ -171,10 +215,18 @@ class EndpointDeployer:
         if timeout <= 0:
             raise ConfigurationError("wait_timeout_s must be > 0", key="wait_timeout_s")
         with sdk_output_to_stderr():
-            name, existing = self._choose_endpoint(spec.endpoint_name, reuse=reuse_endpoint)
-            poller = (
-                None if existing is not None else self._create_endpoint(name, spec, run_id, chosen)
+            name, existing = self._choose_endpoint(
+                spec.endpoint_name, reuse=reuse_endpoint, run_id=run_id
             )
+            if spec.check_quota and (
+                existing is None or self._deployment_state(name, spec.deployment_name) is None
+            ):
+                # Before any create: the deployment PUT would fail on quota only after the
+                # endpoint exists (and bills nothing but still has to be cleaned up).
+                check_deployment_quota(self._ml_client, spec.instance_type, spec.instance_count)
+            poller = None
+            if existing is None:
+                name, poller = self._create_unique_endpoint(name, spec, run_id, chosen)
         return DeploymentHandle(
             self,
             model_ref,
@@ -279,17 +331,21 @@ class EndpointDeployer:
         return poller
 
     def _choose_endpoint(
-        self, endpoint_name: str | None, *, reuse: bool
+        self, endpoint_name: str | None, *, reuse: bool, run_id: str | None = None
     ) -> tuple[str, ManagedOnlineEndpoint | None]:
         if endpoint_name is not None:
             existing = self._get_endpoint(endpoint_name)
-            if existing is not None and not reuse:
-                raise EndpointError(
-                    f"endpoint {endpoint_name!r} already exists; score it with "
-                    f"`phi-finetune invoke --endpoint {endpoint_name}`, pass "
-                    "reuse_endpoint=True to deploy on it, or choose another name"
-                )
-            return endpoint_name, existing
+            if existing is None or reuse or (run_id and _run_of(existing) == run_id):
+                return endpoint_name, existing
+            # Taken in this workspace by something this run did not create: never touch it.
+            other = self._free_name(endpoint_name, seed=run_id or endpoint_name)
+            logger.warning(
+                "endpoint %r already exists and was not created by this run; deploying to a "
+                "new endpoint %r instead (pass reuse_endpoint=True to deploy on the existing one)",
+                endpoint_name,
+                other,
+            )
+            return other, None
         for _ in range(5):
             candidate = generate_endpoint_name()
             if self._get_endpoint(candidate) is None:
@@ -297,6 +353,42 @@ class EndpointDeployer:
         raise EndpointError(  # pragma: no cover - five random collisions in a row
             "could not find a free endpoint name; pass endpoint_name explicitly"
         )
+
+    def _free_name(self, base: str, *, seed: str, start: int = 1) -> str:
+        """The first ``derive_endpoint_name(base, seed, n)`` (n from ``start``) that is free."""
+        for attempt in range(start, start + _NAME_ATTEMPTS):
+            candidate = derive_endpoint_name(base, seed, attempt)
+            if self._get_endpoint(candidate) is None:
+                return candidate
+        raise EndpointError(
+            f"endpoint name {base!r} and {_NAME_ATTEMPTS} names derived from it are taken; "
+            "set deploy.endpoint_name to another name"
+        )
+
+    def _create_unique_endpoint(
+        self, name: str, spec: DeploymentSpec, run_id: str | None, observer: ResourceObserver
+    ) -> tuple[str, LROPoller[Any]]:
+        """Create the endpoint; a name the service refuses as taken in the region or reserved
+        (just deleted) is replaced by a derived one. Returns the name that was created."""
+        base = spec.endpoint_name or DEFAULT_ENDPOINT_PREFIX
+        seed = run_id or name
+        for attempt in range(1, _NAME_ATTEMPTS + 1):
+            try:
+                return name, self._create_endpoint(name, spec, run_id, observer)
+            except PhiFinetuneError as exc:
+                if attempt == _NAME_ATTEMPTS or not name_refused(exc):
+                    raise
+                # The service created nothing: the journal's "creating" entry is not ours.
+                observer.deleted("endpoint", name)
+                refused = name
+                name = self._free_name(base, seed=seed, start=attempt)
+                logger.warning(
+                    "the service refused endpoint name %r (taken in the region or reserved "
+                    "after a deletion); using %r",
+                    refused,
+                    name,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _retrying(self, what: str) -> Any:
         return retrying(what, attempts=3, max_wait_s=10.0, sleep=self._sleep)

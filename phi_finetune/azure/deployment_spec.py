@@ -136,6 +136,8 @@ class DeploymentSpec:
     """Deployment log lines a :class:`~phi_finetune.errors.DeploymentError` carries."""
     description: str | None = None
     tags: Mapping[str, str] = attrs.field(factory=dict, converter=_tags)
+    check_quota: bool = True
+    """Check the instance type's vCPU quota (with the 20% upgrade reserve) before deploying."""
 
     @classmethod
     def from_config(
@@ -144,6 +146,7 @@ class DeploymentSpec:
         *,
         inference_allow_list: Sequence[str] | str | None = None,
         endpoint_name: str | None = None,
+        check_quota: bool = True,
     ) -> DeploymentSpec:
         """From a ``[deploy]`` section; ``endpoint_name`` overrides the section's."""
         return cls(
@@ -155,6 +158,7 @@ class DeploymentSpec:
             request_timeout_ms=config.request_timeout_ms,
             wait_timeout_s=float(config.wait_timeout_s),
             inference_allow_list=_allow_list(inference_allow_list),
+            check_quota=check_quota,
         )
 
     def check(self) -> None:

@@ -123,6 +123,54 @@ def _lower_get(mapping: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
+def _norm(key: Any) -> str:
+    return str(key).replace("_", "").replace("-", "").lower()
+
+
+def _norm_get(mapping: Mapping[str, Any], *names: str) -> Any:
+    """``mapping[name]`` ignoring case and ``_`` (``systemMetadata`` = ``system_metadata``)."""
+    lowered = {_norm(k): v for k, v in mapping.items()}
+    for name in names:
+        value = lowered.get(_norm(name))
+        if value is not None:
+            return value
+    return None
+
+
+def _as_mapping(value: Any) -> dict[str, Any]:
+    """A metadata mapping, also from a JSON string (as some service replies carry it)."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            logger.debug("unreadable metadata string ignored")
+            return {}
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _system_metadata_of(obj: Any) -> dict[str, Any] | None:
+    """System metadata of a model entity or REST object under either spelling: the
+    ``system_metadata`` attribute (or a private ``_system_metadata``), ``systemMetadata``,
+    or those keys of a mapping / of its ``__dict__``; ``None`` when there is none."""
+    candidates: list[Any] = []
+    if isinstance(obj, Mapping):
+        candidates.append(_norm_get(obj, "systemMetadata"))
+    else:
+        for attr in ("system_metadata", "systemMetadata", "_system_metadata"):
+            candidates.append(getattr(obj, attr, None))
+        raw = getattr(obj, "__dict__", None)
+        if isinstance(raw, Mapping):
+            candidates.append(_norm_get(raw, "systemMetadata"))
+        props = getattr(obj, "properties", None)
+        if isinstance(props, Mapping):
+            candidates.append(_norm_get(props, "systemMetadata"))
+    for candidate in candidates:
+        meta = _as_mapping(candidate)
+        if meta:
+            return meta
+    return None
+
+
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"true", "1", "yes"}
@@ -175,29 +223,25 @@ class FoundationModel:
     ) -> FoundationModel:
         """Build from tags / system_metadata in either layout (the reading rules live here)."""
         tags = dict(tags or {})
-        meta = dict(system_metadata or {})
+        meta = _as_mapping(system_metadata)
         props = dict(properties or {})
-        computes = meta.get("supportedComputes") or {}
-        if not isinstance(computes, Mapping):
-            computes = {}
-        ft_meta = parse_literal_list(computes.get("finetuneComputes"))
-        inf_meta = parse_literal_list(computes.get("inferenceComputes"))
+        computes = _as_mapping(_norm_get(meta, "supportedComputes"))
+        ft_meta = parse_literal_list(_norm_get(computes, "finetuneComputes"))
+        inf_meta = parse_literal_list(_norm_get(computes, "inferenceComputes"))
         ft_tags = parse_literal_list(_lower_get(tags, "finetune_compute_allow_list"))
         inf_tags = parse_literal_list(_lower_get(tags, "inference_compute_allow_list"))
-        deprecation = meta.get("deprecation") or {}
-        if not isinstance(deprecation, Mapping):
-            deprecation = {}
+        deprecation = _as_mapping(_norm_get(meta, "deprecation"))
         dates: dict[str, dt.datetime | None] = {}
         for attr, (meta_key, tag_key) in _DATE_KEYS.items():
-            dates[attr] = _parse_date(deprecation.get(meta_key)) or _parse_date(
+            dates[attr] = _parse_date(_norm_get(deprecation, meta_key)) or _parse_date(
                 _lower_get(tags, tag_key)
             )
         defaults = _lower_get(tags, "model_specific_defaults")
         if defaults is None:
-            defaults = meta.get("modelSpecificDefaults") or meta.get("model_specific_defaults")
+            defaults = _norm_get(meta, "modelSpecificDefaults")
         archived = (
             archived
-            or _truthy(meta.get("isArchived"))
+            or _truthy(_norm_get(meta, "isArchived"))
             or _truthy(_lower_get(props, "isArchived", "is_archived"))
             or _truthy(_lower_get(tags, "isArchived"))
         )
@@ -215,8 +259,9 @@ class FoundationModel:
             tags=tags,
             system_metadata=meta,
             archived=archived,
-            finetune_allow_list=_merge_lists(ft_meta, ft_tags),
-            inference_allow_list=_merge_lists(inf_meta, inf_tags),
+            # System metadata first (where the registry keeps them since 2026), tags second.
+            finetune_allow_list=ft_meta if ft_meta is not None else ft_tags,
+            inference_allow_list=inf_meta if inf_meta is not None else inf_tags,
             model_specific_defaults=parse_model_defaults(defaults),
             finetune_deprecation_date=dates["finetune_deprecation_date"],
             finetune_retirement_date=dates["finetune_retirement_date"],
@@ -239,9 +284,7 @@ class FoundationModel:
         """From an ``azure.ai.ml.entities.Model`` returned by ``models.get``."""
         # system_metadata and is_archived are not attributes of azure-ai-ml 1.35's Model (some
         # releases set them, some keep a private _system_metadata): read them defensively.
-        meta = getattr(model, "system_metadata", None)
-        if meta is None:
-            meta = getattr(model, "_system_metadata", None)
+        meta = _system_metadata_of(model)
         stage = str(model.stage or "")
         return cls.from_metadata(
             str(model.name),
@@ -249,9 +292,11 @@ class FoundationModel:
             id=str(model.id or "") or None,
             registry=registry,
             tags=dict(model.tags or {}),
-            system_metadata=dict(meta) if isinstance(meta, Mapping) else {},
+            system_metadata=meta or {},
             properties=dict(model.properties or {}),
-            archived=stage.lower() == "archived" or _truthy(getattr(model, "is_archived", False)),
+            archived=stage.lower() == "archived"
+            or _truthy(getattr(model, "is_archived", False))
+            or _truthy(getattr(model, "isArchived", False)),
         )
 
     def finetune_retired(self, now: dt.datetime | None = None) -> bool:
@@ -291,17 +336,6 @@ class FoundationModel:
             "finetune_retirement_date": date(self.finetune_retirement_date),
             "inference_retirement_date": date(self.inference_retirement_date),
         }
-
-
-def _merge_lists(*lists: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    present = [lst for lst in lists if lst is not None]
-    if not present:
-        return None
-    seen: dict[str, str] = {}
-    for lst in present:
-        for size in lst:
-            seen.setdefault(size.lower(), size)
-    return tuple(seen.values())
 
 
 _REFERENCE_FINETUNE = (
@@ -491,9 +525,11 @@ def _rest_details(
         logger.debug("could not read the REST model version %s %s: %s", name, version, exc)
         return False, None
     props = getattr(rest, "properties", None)
-    flag = getattr(props, "is_archived", None)
-    meta = getattr(props, "system_metadata", None)
     if isinstance(props, Mapping):
-        flag = props.get("isArchived", flag)
-        meta = props.get("systemMetadata", meta)
-    return _truthy(flag), (dict(meta) if isinstance(meta, Mapping) else None)
+        flag = _norm_get(props, "isArchived")
+    else:
+        flag = getattr(props, "is_archived", None)
+        if flag is None:
+            flag = getattr(props, "isArchived", None)
+    meta = _system_metadata_of(props) if props is not None else None
+    return _truthy(flag), meta

@@ -42,6 +42,13 @@ TAG_BASE = TAG_PREFIX + "base_model"
 TAG_RUN = RUN_ID_TAG
 _JOB_PATH = re.compile(r"^azureml://jobs/([^/]+)/outputs/([^/]+)/?$")
 _MAX_TAG_VALUE = 256
+_ENDED = frozenset({"Failed", "Canceled", "NotResponding", "Paused"})
+
+
+def _status_text(status: Any) -> str:
+    if status is None:
+        return "Unknown"
+    return str(getattr(status, "value", status))
 
 
 @attrs.frozen
@@ -127,6 +134,9 @@ class ModelRegistrar:
     ``created(...)`` right after it succeeds, so a journal can record the model on both sides of
     the remote call. The 0.1 callbacks ``on_creating``/``on_created``
     (``fn(kind, name, version)``) are deprecated.
+
+    Before registering from ``azureml://jobs/<job>/outputs/<output>`` it checks that the job
+    exists, has completed and has that output (``check_job_output=False`` skips this).
     """
 
     def __init__(
@@ -136,8 +146,10 @@ class ModelRegistrar:
         observer: ResourceObserver | None = None,
         on_creating: Callable[[str, str, str], object] | None = None,
         on_created: Callable[[str, str, str], object] | None = None,
+        check_job_output: bool = True,
     ) -> None:
         self._ml_client = ml_client
+        self._check_job_output = check_job_output
         chosen = observer_from_callbacks(
             "ModelRegistrar()",
             observer,
@@ -215,6 +227,9 @@ class ModelRegistrar:
             while self._get(model_name, wanted_version) is not None:
                 wanted_version = str(int(wanted_version) + 1)
 
+        if job_match and self._check_job_output:
+            self._check_job(job_match.group(1), job_match.group(2), path)
+
         from azure.ai.ml.constants import AssetTypes
         from azure.ai.ml.entities import Model
 
@@ -261,6 +276,37 @@ class ModelRegistrar:
         return None
 
     # ------------------------------------------------------------------ internals
+    def _check_job(self, job_name: str, output_name: str, path: str) -> None:
+        """Refuse, before any PUT, an output of a job that is missing or not completed."""
+        job = get_or_none(
+            f"get job {job_name!r} (to register its output)",
+            lambda: self._ml_client.jobs.get(job_name),
+        )
+        asked = f"cannot register {path}"
+        if job is None:
+            raise ModelError(
+                f"{asked}: job {job_name!r} does not exist in this workspace. Check the job "
+                "name (`phi-finetune status RUN_ID` shows the run's job) and the workspace in "
+                "your configuration."
+            )
+        status = _status_text(getattr(job, "status", None))
+        if status != "Completed":
+            if status in _ENDED:
+                todo = "its outputs are incomplete: fix the cause and submit a new job"
+            else:
+                todo = (
+                    f"wait until it completes (`phi-finetune job stream {job_name}`), then "
+                    "register again"
+                )
+            raise ModelError(f"{asked}: job {job_name!r} is {status}, not Completed; {todo}")
+        outputs = getattr(job, "outputs", None)
+        if isinstance(outputs, Mapping) and outputs and output_name not in outputs:
+            raise ModelError(
+                f"{asked}: job {job_name!r} has no output {output_name!r} (its outputs: "
+                f"{', '.join(sorted(map(str, outputs)))}); pass output_name=... or the full "
+                "azureml://jobs/... path of the model output"
+            )
+
     @staticmethod
     def _same_source(model: RegisteredModel, path: str) -> bool:
         return model.source_path == path or (model.path or "").rstrip("/") == path

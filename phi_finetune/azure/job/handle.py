@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import warnings
@@ -17,13 +18,36 @@ if TYPE_CHECKING:
     from azure.ai.ml import MLClient
     from azure.ai.ml.entities import Job
 
-__all__ = ["TERMINAL_STATUSES", "JobHandle", "JobMetrics"]
+__all__ = ["TERMINAL_STATUSES", "JobHandle", "JobMetrics", "StepFailure"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
 _FAILED = frozenset({"Failed", "Canceled", "NotResponding"})
+_MAX_DEPTH = 6
+_MAX_CHILDREN = 500
+#: Which log file of a step to show first (lower is better).
+_LOG_ORDER = ("std_log", "user_logs", "70_driver_log", "driver_log", "executionlogs")
+
+
+def _log_rank(name: str) -> tuple[int, str]:
+    lowered = name.lower()
+    for rank, part in enumerate(_LOG_ORDER):
+        if part in lowered:
+            return rank, name
+    return len(_LOG_ORDER), name
+
+
+@attrs.frozen
+class StepFailure:
+    """Where a job failed: the deepest failed step, its error and the end of its log."""
+
+    step: str | None
+    message: str | None
+    log_tail: tuple[str, ...] = ()
+    path: tuple[str, ...] = ()
+    """Step names from the submitted job's child down to the failed step."""
 
 
 @attrs.frozen
@@ -269,21 +293,32 @@ class JobHandle:
 
     # -------------------------------------------------------------- results
     def failure(self) -> tuple[str | None, str | None]:
-        """``(failing child step, service message)`` of a failed job, as far as known."""
+        """``(failing step, service message)`` of a failed job, as far as known (see
+        :meth:`failure_details`)."""
+        details = self.failure_details(log_lines=0)
+        return details.step, details.message
+
+    def failure_details(self, *, log_lines: int = 20) -> StepFailure:
+        """The deepest failed step of the job tree: its name, error and last ``log_lines``.
+
+        A job submitted from a registry pipeline component has one child of type pipeline whose
+        children are the steps, so the failed step is a grandchild (or deeper): the walk
+        follows failed children down (bounded depth), preferring ``Failed`` over ``Canceled``.
+        """
+        node, path = self._deepest_failed()
         step: str | None = None
         message: str | None = None
-        try:
-            children = list(self.ml_client.jobs.list(parent_job_name=self.name))
-        except Exception as exc:
-            logger.debug("could not list child jobs of %s: %s", self.name, exc)
-            children = []
-        for child in children:
-            if _status_text(child.status) in _FAILED:
-                step = str(child.display_name or child.name or "")
-                message = _error_message(child)
-                break
+        tail: tuple[str, ...] = ()
+        if node is not None:
+            step = path[-1]
+            message = _error_message(node)
+            node_name = str(getattr(node, "name", "") or "")
+            if message is None and node_name:
+                message = self._run_history_error(node_name)[1]
+            if log_lines > 0 and node_name:
+                tail = self._log_tail(node_name, log_lines)
         if message is None or step is None:
-            run_step, run_message = self._run_history_error()
+            run_step, run_message = self._run_history_error(self.name)
             step = step or run_step
             message = message or run_message
         job = self._job
@@ -292,14 +327,42 @@ class JobHandle:
         if step is None and job is not None:
             props = job.properties or {}
             step = props.get("azureml.failedNodeName") or props.get("failing_step")
-        return step, message
+        return StepFailure(step=step, message=message, log_tail=tail, path=tuple(path))
 
-    def _run_history_error(self) -> tuple[str | None, str | None]:
-        """The pipeline run's error from run history (the SDK's job entities drop it)."""
+    def _children(self, name: str) -> list[Any]:
         try:
-            run = self.ml_client.jobs._runs_operations.get_run(self.name)
+            return list(
+                itertools.islice(self.ml_client.jobs.list(parent_job_name=name), _MAX_CHILDREN)
+            )
+        except Exception as exc:  # best effort: the failure report must not fail
+            logger.debug("could not list child jobs of %s: %s", name, exc)
+            return []
+
+    def _deepest_failed(self) -> tuple[Any, list[str]]:
+        """The deepest failed node under this job and the step names leading to it."""
+        node: Any = None
+        path: list[str] = []
+        parent = self.name
+        for _ in range(_MAX_DEPTH):
+            failed = [c for c in self._children(parent) if _status_text(c.status) in _FAILED]
+            if not failed:
+                break
+            # A canceled sibling is usually collateral of the step that failed.
+            failed.sort(key=lambda c: _status_text(c.status) != "Failed")
+            node = failed[0]
+            path.append(str(node.display_name or node.name or ""))
+            parent = str(node.name or "")
+            if not parent:
+                break
+        return node, path
+
+    def _run_history_error(self, run_id: str | None = None) -> tuple[str | None, str | None]:
+        """A run's error from run history (the SDK's job entities drop it)."""
+        run_id = run_id or self.name
+        try:
+            run = self.ml_client.jobs._runs_operations.get_run(run_id)
         except Exception as exc:  # best effort: private SDK surface
-            logger.debug("run history of %s unavailable: %s", self.name, exc)
+            logger.debug("run history of %s unavailable: %s", run_id, exc)
             return None, None
         response = getattr(run, "error", None)
         error = getattr(response, "error", None)
@@ -307,15 +370,40 @@ class JobHandle:
         step = getattr(response, "component_name", None) or getattr(error, "target", None)
         return (str(step) if step else None), (str(message) if message else None)
 
+    def _log_tail(self, run_id: str, lines: int) -> tuple[str, ...]:
+        """The last ``lines`` of a step's user log (``std_log`` first), redacted; best effort."""
+        from phi_finetune._redact import redact
+
+        try:
+            jobs = self.ml_client.jobs
+            details = jobs._runs_operations.get_run_details(run_id)
+            files = dict(getattr(details, "log_files", None) or {})
+            if not files:
+                return ()
+            chosen = min(files, key=_log_rank)
+            response = jobs._requests_pipeline.get(files[chosen])
+            if getattr(response, "status_code", 200) != 200:
+                return ()
+            text = response.text()
+        except Exception as exc:  # private SDK surface; the error being raised matters more
+            logger.debug("logs of %s unavailable: %s", run_id, exc)
+            return ()
+        if not isinstance(text, str):
+            return ()
+        return tuple(redact(line) for line in text.splitlines()[-lines:])
+
     def _raise_if_failed(self, status: str) -> None:
         if status not in _FAILED:
             return
-        step, message = self.failure()
+        failure = self.failure_details()
+        step, message = failure.step, failure.message
         where = f" in step {step!r}" if step else ""
         detail = f": {message}" if message else ""
         url = self.studio_url
+        tail = "".join(f"\n  {line}" for line in failure.log_tail)
         raise JobFailedError(
             f"job {self.name!r} ended {status}{where}{detail}"
+            + (f"\nlast log lines of {step or 'the step'}:{tail}" if tail else "")
             + (f"\nstudio: {url}" if url else "")
             + "\nFix the cause, then submit again (a new job; nothing is reused).",
             job_name=self.name,

@@ -49,6 +49,8 @@ from phi_finetune.parameters import FineTuneParameters
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
+    from phi_finetune.azure.deployment_spec import DeploymentSpec
+
 __all__ = ["COMPONENT_NAME", "FineTuneJob", "FineTunePlan"]
 
 logger = logging.getLogger(__name__)
@@ -152,6 +154,8 @@ class FineTuneJob:
     (fetched from the registry by ``component_name`` and ``component_version``/``label``).
     ``model`` may be a :class:`FoundationModel` or a name resolved through ``registry_client``.
     ``compute`` may be a :class:`ComputeSelection` or a :class:`ComputeSelector`.
+    ``deployment`` (a :class:`~phi_finetune.azure.deployment_spec.DeploymentSpec`): the plan
+    also checks the vCPU quota the later online deployment needs.
     """
 
     def __init__(
@@ -177,6 +181,7 @@ class FineTuneJob:
         tags: Mapping[str, str] | None = None,
         dataset_tag: str = "ultrachat",
         offline: bool = False,
+        deployment: DeploymentSpec | None = None,
     ) -> None:
         self.ml_client = ml_client
         self.registry_client = registry_client
@@ -196,6 +201,7 @@ class FineTuneJob:
         self.tags = dict(tags or {})
         self.dataset_tag = dataset_tag
         self.offline = offline
+        self.deployment = deployment
         self._live_component: Any = None
 
     # ------------------------------------------------------------------ plan
@@ -219,6 +225,8 @@ class FineTuneJob:
         try:
             compute = self._resolve_compute(model, create=create_compute)
             warnings.extend(compute.warnings)
+            if not create_compute:
+                warnings.extend(self._check_deployment_quota())
         except PhiFinetuneError as exc:
             errors.append(exc)
 
@@ -403,6 +411,19 @@ class FineTuneJob:
         return (
             f"azureml://registries/{self.registry}/components/{interface.name}/versions/"
             f"{interface.version}"
+        )
+
+    def _check_deployment_quota(self) -> list[str]:
+        """The later online deployment's quota (instance type x count plus the upgrade
+        reserve), checked in the plan so a run does not fail only after training."""
+        spec = self.deployment
+        if spec is None or not spec.check_quota or self.offline or self.ml_client is None:
+            return []
+        from phi_finetune.azure.compute import check_deployment_quota
+
+        selector = self.compute if isinstance(self.compute, ComputeSelector) else None
+        return check_deployment_quota(
+            self.ml_client, spec.instance_type, spec.instance_count, selector=selector
         )
 
     def _resolve_compute(self, model: FoundationModel, *, create: bool) -> ComputeSelection:
