@@ -101,7 +101,6 @@ def test_plan_live_through_the_fake(
     assert not [r for r in fake.requests if r.method in ("PUT", "POST")]
 
 
-@pytest.mark.xfail(strict=True, reason="library fix in ws-C")
 def test_plan_live_quota_problem_exits_1(
     tmp_path: Path, fake: FakeAzureML, capsys: pytest.CaptureFixture[str]
 ) -> None:

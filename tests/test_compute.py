@@ -97,7 +97,6 @@ def test_cpu_size_has_no_gpus(fake: FakeAzureML) -> None:
         ComputeSelector(fake.workspace_client(), cluster="cpu").select(allow_list=None)
 
 
-@pytest.mark.xfail(strict=True, reason="library fix in ws-C")
 def test_quota_exceeded_before_any_create(fake: FakeAzureML) -> None:
     fake.add_vm_size("Standard_NC96ads_A100_v4", 96, 4, "standardNCADSA100v4Family", 880)
     fake.set_usage("standardNCADSA100v4Family", 100, 200)

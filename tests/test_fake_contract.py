@@ -219,7 +219,6 @@ def _spec_usages(a100_limit: int, regional_limit: int) -> dict[str, Any]:
     return {"value": entries}
 
 
-@pytest.mark.xfail(strict=True, reason="library fix in ws-C")
 def test_library_checks_quota_named_in_display_form(fake: FakeAzureML) -> None:
     from phi_finetune.azure.compute import ComputeSelector
     from phi_finetune.errors import QuotaExceededError
@@ -230,7 +229,6 @@ def test_library_checks_quota_named_in_display_form(fake: FakeAzureML) -> None:
         selector.select(allow_list=[A100])
 
 
-@pytest.mark.xfail(strict=True, reason="library fix in ws-C")
 def test_library_checks_the_regional_dedicated_total(fake: FakeAzureML) -> None:
     from phi_finetune.azure.compute import ComputeSelector
     from phi_finetune.errors import QuotaExceededError

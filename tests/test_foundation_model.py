@@ -28,7 +28,6 @@ def fake() -> Iterator[FakeAzureML]:
         yield service
 
 
-@pytest.mark.xfail(strict=True, reason="library fix in ws-C")
 def test_resolves_latest_by_default(fake: FakeAzureML) -> None:
     model = resolve_foundation_model(fake.registry_client(), now=NOW)
     assert (model.name, model.version) == ("Phi-3-mini-4k-instruct", "15")
@@ -58,7 +57,6 @@ def test_archived_version_is_refused_unless_allowed(fake: FakeAzureML) -> None:
     assert any("archived" in w for w in model.lifecycle_warnings)
 
 
-@pytest.mark.xfail(strict=True, reason="library fix in ws-C")
 def test_passed_retirement_date_is_refused(fake: FakeAzureML) -> None:
     fake.add_model(
         "Retired",
@@ -69,7 +67,6 @@ def test_passed_retirement_date_is_refused(fake: FakeAzureML) -> None:
         resolve_foundation_model(fake.registry_client(), "Retired", version=1, now=NOW)
 
 
-@pytest.mark.xfail(strict=True, reason="library fix in ws-C")
 def test_retirement_ahead_is_a_warning(fake: FakeAzureML) -> None:
     fake.add_model(
         "Retiring",
@@ -102,7 +99,6 @@ def test_allow_lists_from_tags(fake: FakeAzureML) -> None:
     assert model.allows_finetune_on("standard_nc24ads_a100_v4") is True
 
 
-@pytest.mark.xfail(strict=True, reason="library fix in ws-C")
 def test_allow_lists_from_system_metadata(fake: FakeAzureML) -> None:
     fake.add_model(
         "Meta",

@@ -147,7 +147,6 @@ def test_live_plan_and_submit_records_the_job_body(fake: FakeAzureML) -> None:
     assert handle.result() == handle.trained_model_path
 
 
-@pytest.mark.xfail(strict=True, reason="library fix in ws-C")
 def test_submit_stops_on_quota_before_any_create(fake: FakeAzureML) -> None:
     ml = fake.workspace_client()
     fake.set_usage("StandardNCADSA100v4Family", 190, 200)
@@ -176,11 +175,6 @@ def test_submit_rejects_bad_parameters_before_any_request_that_writes(fake: Fake
     assert not [r for r in fake.requests if r.method == "PUT"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library fix in ws-C: failure() must walk the pipeline tree to the failed step "
-    "(the fake now nests the steps under the pipeline node, as the service does)",
-)
 def test_failed_job_error_names_step_message_and_studio(fake: FakeAzureML) -> None:
     fake.script_job("Failed", failing_step="chat_completion_finetune", error_message="CUDA OOM")
     ml = fake.workspace_client()
