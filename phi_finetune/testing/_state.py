@@ -39,6 +39,7 @@ class Fault:
     connection_reset: bool
     reply: Reply
     hits: int = 0
+    read_timeout: bool = False
 
     def matches(self, method: str, url: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -73,6 +74,7 @@ class Fault:
         message: str | None,
         quota: bool,
         subscription_id: str,
+        read_timeout: bool = False,
     ) -> Fault:
         """The fault ``FakeAzureML.inject_fault`` describes (see there for the arguments)."""
         if status is None:
@@ -104,6 +106,7 @@ class Fault:
             retry_after=retry_after,
             connection_reset=connection_reset,
             reply=reply,
+            read_timeout=read_timeout,
         )
 
 
