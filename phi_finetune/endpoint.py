@@ -71,7 +71,10 @@ class _Secret:
 class _Retry(Exception):
     """A retryable scoring answer (carries what the final error needs)."""
 
-    def __init__(self, status: int | None, body: str, retry_after: float | None) -> None:
+    def __init__(
+        self, status: int | None, body: str, retry_after: float | None, *, timed_out: bool = False
+    ) -> None:
+        self.timed_out = timed_out
         super().__init__(f"HTTP {status}" if status is not None else "a connection error")
         self.status = status
         self.body = body
@@ -375,6 +378,13 @@ class Endpoint:
         try:
             response = policy(self._post_once, payload, requests)
         except _Retry as exc:
+            if exc.timed_out:
+                raise InvocationError(
+                    f"endpoint {self._name!r} did not answer within {self._timeout_s:g} s "
+                    f"({self._max_attempts} attempts); raise the deployment's "
+                    "request_timeout_ms or ask for fewer max_new_tokens",
+                    body_excerpt=exc.body,
+                ) from None
             what = f"HTTP {exc.status}" if exc.status is not None else "a connection error"
             raise InvocationError(
                 f"endpoint {self._name!r} kept answering {what} after {self._max_attempts} "
@@ -405,12 +415,8 @@ class Endpoint:
             )
         except requests.ConnectionError as exc:
             raise _Retry(None, type(exc).__name__, None) from None
-        except requests.Timeout as exc:
-            raise InvocationError(
-                f"endpoint {self._name!r} did not answer within {self._timeout_s:g} s; raise the "
-                "deployment's request_timeout_ms or ask for fewer max_new_tokens",
-                body_excerpt=type(exc).__name__,
-            ) from None
+        except requests.Timeout as exc:  # transient too: retried, then the timeout error
+            raise _Retry(None, type(exc).__name__, None, timed_out=True) from None
         except requests.RequestException as exc:
             raise InvocationError(
                 f"could not reach endpoint {self._name!r} at {self._scoring_uri}: "

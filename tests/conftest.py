@@ -75,6 +75,16 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         pytest.fail(f"the test tried to use the network: {attempts}")
 
 
+@pytest.fixture(autouse=True)
+def library_backoff_not_slept() -> Iterator[list[float]]:
+    """The library's retry back-off (``phi_finetune.azure.boundary``) is recorded, not slept."""
+    from phi_finetune.azure.boundary import sleeping
+
+    waits: list[float] = []
+    with sleeping(waits.append):
+        yield waits
+
+
 @pytest.fixture(scope="session")
 def shared_trained_run(
     tmp_path_factory: pytest.TempPathFactory,

@@ -341,3 +341,148 @@ def test_deployment_create_failure_is_a_deployment_error() -> None:
             )
         assert info.value.__cause__ is not None
         assert fake.endpoints == {}  # cleaned up
+
+
+# ------------------------------------------------------------------ retries inside call()
+class _Headers(dict[str, str]):
+    def get(self, key: str, default: Any = None) -> Any:  # case-insensitive like azure-core's
+        for k, v in self.items():
+            if k.lower() == key.lower():
+                return v
+        return default
+
+
+class _Response:
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status_code = status
+        self.headers = _Headers(headers)
+        self.reason = "x"
+
+    def text(self) -> str:
+        return ""
+
+
+def _http_with(status: int, message: str, **headers: str) -> HttpResponseError:
+    error = _http(status, message)
+    error.response = _Response(status, {k.replace("_", "-"): v for k, v in headers.items()})  # type: ignore[assignment]
+    return error
+
+
+def _flaky(*failures: BaseException, result: str = "done") -> tuple[Callable[[], str], list[int]]:
+    calls = [0]
+    pending = list(failures)
+
+    def fn() -> str:
+        calls[0] += 1
+        if pending:
+            raise pending.pop(0)
+        return result
+
+    return fn, calls
+
+
+@pytest.mark.parametrize("make", [*TRANSPORT, lambda: _http(503), lambda: _http(502)])
+def test_call_retries_a_transient_fault_then_succeeds(make: Callable[[], Exception]) -> None:
+    fn, calls = _flaky(make(), make())
+    sleeps: list[float] = []
+    assert call("list the datastore's secrets", fn, sleep=sleeps.append) == "done"
+    assert calls == [3] and sleeps == [1.0, 2.0]
+
+
+def test_call_gives_up_after_its_attempts_with_the_library_error() -> None:
+    fn, calls = _flaky(*[ServiceResponseError("reset")] * 10)
+    sleeps: list[float] = []
+    with pytest.raises(ServiceUnavailableError) as info:
+        call("list the keys of endpoint 'e'", fn, sleep=sleeps.append)
+    assert calls == [4] and len(sleeps) == 3
+    assert "could not list the keys of endpoint 'e'" in str(info.value)
+    assert isinstance(info.value.__cause__, ServiceResponseError)
+
+
+def test_call_honours_retry_after_capped() -> None:
+    from phi_finetune.azure.boundary import MAX_RETRY_AFTER_S
+
+    fn, _ = _flaky(
+        _http_with(429, "throttled", Retry_After="7"),
+        _http_with(429, "throttled", Retry_After="100000"),
+    )
+    sleeps: list[float] = []
+    assert call("upload", fn, sleep=sleeps.append) == "done"
+    assert sleeps == [7.0, MAX_RETRY_AFTER_S]
+
+
+def test_retrying_policy_honours_retry_after() -> None:
+    fn, _ = _flaky(_http_with(503, "busy", Retry_After="3"))
+    sleeps: list[float] = []
+    assert retrying("poll job", sleep=sleeps.append)(fn) == "done"
+    assert sleeps == [3.0]
+
+
+def test_get_or_none_retries_too() -> None:
+    fn, calls = _flaky(ServiceResponseTimeoutError("read timed out"))
+    assert get_or_none("get x", fn, sleep=lambda _: None) == "done" and calls == [2]
+
+
+def test_a_conflict_in_progress_is_waited_out() -> None:
+    busy = "Endpoint 'e' is being deleted; another operation is in progress."
+    fn, calls = _flaky(_http(409, busy), ResourceExistsError(busy), _http(409, busy))
+    sleeps: list[float] = []
+    assert call("create endpoint 'e'", fn, sleep=sleeps.append) == "done"
+    assert calls == [4] and len(sleeps) == 3
+
+
+def test_a_conflict_in_progress_gives_up_at_the_deadline() -> None:
+    from phi_finetune.azure.boundary import CONFLICT_DEADLINE_S
+
+    fn, calls = _flaky(*[_http(409, "Operation in progress on 'e'")] * 1000)
+    sleeps: list[float] = []
+    with pytest.raises(ServiceError) as info:
+        call("delete endpoint 'e'", fn, sleep=sleeps.append)
+    assert info.value.status == 409
+    assert "another operation in progress" in str(info.value)
+    assert "resume" in str(info.value)
+    assert CONFLICT_DEADLINE_S - 30 <= sum(sleeps) <= CONFLICT_DEADLINE_S
+    assert 10 < calls[0] < 100  # bounded, backed off
+
+
+def test_a_conflict_that_is_not_in_progress_is_not_retried() -> None:
+    fn, calls = _flaky(_http(409, "Model version m:1 already exists with other content"))
+    with pytest.raises(ServiceError) as info:
+        call("register model m:1", fn, sleep=lambda _: None)
+    assert calls == [1] and info.value.status == 409
+    assert not isinstance(info.value, ServiceUnavailableError)
+
+
+def test_a_permanent_fault_is_not_retried() -> None:
+    for status in (400, 401, 403, 404):
+        fn, calls = _flaky(_http(status, "no"))
+        with pytest.raises(PhiFinetuneError):
+            call("do it", fn, sleep=lambda _: None)
+        assert calls == [1], status
+
+
+def test_a_401_challenge_names_the_tenant_and_how_to_sign_in() -> None:
+    challenge = (
+        'Bearer authorization_uri="https://login.microsoftonline.com/'
+        '11111111-2222-3333-4444-555555555555", error="invalid_token", '
+        'error_description="The access token expiry UTC time is earlier than current UTC time"'
+    )
+    error = translate("get job 'j'", _http_with(401, "expired token", WWW_Authenticate=challenge))
+    assert isinstance(error, AuthenticationError)
+    text = str(error)
+    assert "az login --tenant 11111111-2222-3333-4444-555555555555" in text
+    assert "credential in use" in text and "phi-finetune resume" in text
+    assert "\n" not in text
+
+
+def test_sleeping_overrides_only_the_default_sleep() -> None:
+    from phi_finetune.azure.boundary import sleeping
+
+    recorded: list[float] = []
+    explicit: list[float] = []
+    with sleeping(recorded.append):
+        fn, _ = _flaky(_http(503, "busy"))
+        call("x", fn)
+        fn, _ = _flaky(_http(503, "busy"))
+        call("x", fn, sleep=explicit.append)
+    assert recorded == [1.0] and explicit == [1.0]

@@ -32,7 +32,8 @@ EXPORTS = {
         "(method: 'str | None', pattern: 're.Pattern[str]', status: 'int', "
         "times: 'int | None', retry_after: 'float | None', connection_reset: 'bool', "
         "reply: 'Reply', hits: 'int' = 0, "
-        "lost_reply: \"Literal['reset', 'timeout'] | None\" = None) -> None"
+        "lost_reply: \"Literal['reset', 'timeout'] | None\" = None, "
+        "read_timeout: 'bool' = False) -> None"
     ),
     "JobState": (
         "(name: 'str', body: 'dict[str, Any]', script: 'JobScript', position: 'int' = 0, "
@@ -107,7 +108,8 @@ METHODS = {
         "(self, method: 'str | None', url_pattern: 'str', *, status: 'int | None' = None, "
         "times: 'int | None' = 1, retry_after: 'float | None' = None, "
         "connection_reset: 'bool' = False, body: 'Any' = None, code: 'str | None' = None, "
-        "message: 'str | None' = None, quota: 'bool' = False) -> 'Fault'"
+        "message: 'str | None' = None, quota: 'bool' = False, read_timeout: 'bool' = False) "
+        "-> 'Fault'"
     ),
     "is_transient": "(status: 'int') -> 'bool'",
     "new_operation": (

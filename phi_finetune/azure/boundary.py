@@ -9,7 +9,15 @@ calls the service through this module:
   the original; exceptions that do not come from the service (bugs) propagate unchanged;
 - :func:`get_or_none` is a ``get`` where "not found" means ``None``;
 - :func:`is_transient` says whether retrying may help, and :func:`retrying` is the one tenacity
-  retry policy (bounded attempts, exponential backoff, injectable sleep, DEBUG logging).
+  retry policy (bounded attempts, exponential backoff, injectable sleep, DEBUG logging);
+- :func:`call` and :func:`get_or_none` retry transient faults themselves (connection reset,
+  read timeout, 408, 429 honouring ``Retry-After`` up to :data:`MAX_RETRY_AFTER_S`, 5xx):
+  :data:`CALL_ATTEMPTS` tries with exponential back-off, because azure-core's own retry policy
+  does not retry a reset or a timeout on a POST (``listSecrets``, ``listKeys``) and
+  azure-storage-blob's does not retry a 429; a 409 Conflict that says an operation on the
+  resource is in progress (it is being created or deleted) is waited out for up to
+  :data:`CONFLICT_DEADLINE_S` seconds of back-off, then becomes a clear error;
+- :func:`sleeping` sends every back-off wait to another function (tests record, never sleep).
 
 The mapping::
 
@@ -17,7 +25,8 @@ The mapping::
     HTTP 403                                    -> ServiceError(status=403), names the role to get
     ResourceNotFoundError, HTTP 404             -> ``not_found`` (given by the caller) or
                                                    ServiceError(status=404)
-    ResourceExistsError, HTTP 409               -> ServiceError(status=409)
+    ResourceExistsError, HTTP 409               -> ServiceError(status=409) (an operation in
+                                                   progress is waited out first)
     HTTP 408/429/5xx, ServiceRequestError,
     ServiceResponseError, timeouts, connection
     errors                                      -> ServiceUnavailableError (retry later)
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -48,14 +58,20 @@ if TYPE_CHECKING:
     import tenacity
 
 __all__ = [
+    "CALL_ATTEMPTS",
+    "CONFLICT_DEADLINE_S",
+    "MAX_RETRY_AFTER_S",
     "NotFound",
     "azure_errors",
     "call",
     "get_or_none",
+    "is_conflict_in_progress",
     "is_not_found",
     "is_service_exception",
     "is_transient",
+    "retry_after_s",
     "retrying",
+    "sleeping",
     "translate",
 ]
 
@@ -67,6 +83,22 @@ NotFound = Callable[[str], PhiFinetuneError]
 
 _MAX_REASON = 400
 _TRANSIENT_STATUSES = frozenset({408, 429})
+
+CALL_ATTEMPTS = 4
+"""How many times :func:`call` tries a call that fails transiently (each try is itself retried
+by azure-core's policy where that applies)."""
+MAX_RETRY_AFTER_S = 60.0
+"""A ``Retry-After`` longer than this is waited this long (the service may ask for minutes)."""
+CONFLICT_DEADLINE_S = 600.0
+"""How long (seconds of back-off in total) :func:`call` waits out a 409 "operation in
+progress" before giving up: endpoint and deployment creates and deletes take minutes."""
+_MAX_BACKOFF_S = 30.0
+_IN_PROGRESS = re.compile(
+    r"in progress|being (?:created|deleted|updated|provisioned)|another operation|ongoing|"
+    r"(?:creating|deleting|updating|provisioning) state|state (?:creating|deleting|updating)|"
+    r"transition|try again later|retry later|OperationInProgress|Conflicting",
+    re.IGNORECASE,
+)
 
 
 def _core() -> Any:
@@ -146,6 +178,53 @@ def is_not_found(exc: BaseException) -> bool:
     return _status(exc) == 404
 
 
+def retry_after_s(exc: BaseException) -> float | None:
+    """The ``Retry-After`` (seconds) of the reply behind ``exc``, if it carried one."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        value = headers.get("Retry-After") or headers.get("retry-after")
+    except Exception:  # an odd header container: no hint
+        return None
+    if value is None:
+        return None
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        return _http_date_delay(str(value))
+    return max(0.0, seconds)
+
+
+def _http_date_delay(value: str) -> float | None:
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    import datetime as dt
+
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def is_conflict_in_progress(exc: BaseException) -> bool:
+    """Whether ``exc`` is a 409 Conflict because another operation on the resource is under way
+    (it is being created, updated or deleted): waiting helps, unlike "already exists"."""
+    core = _core()
+    conflict = _status(exc) == 409 or (
+        core is not None and isinstance(exc, core.ResourceExistsError) and _status(exc) is None
+    )
+    if not conflict:
+        return False
+    if retry_after_s(exc) is not None:
+        return True
+    return _IN_PROGRESS.search(str(exc)) is not None
+
+
 def is_service_exception(exc: BaseException) -> bool:
     """Whether ``exc`` comes from the service or the transport (not from a bug in the caller)."""
     if isinstance(exc, PhiFinetuneError):
@@ -175,6 +254,26 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+_TENANT = re.compile(
+    r"(?:authorization_uri|authorization)=\"?https://[^/\"]+/(?P<tenant>[0-9a-fA-F-]{36}|[\w.-]+)"
+)
+
+
+def _challenge_tenant(exc: BaseException) -> str | None:
+    """The tenant named by a 401's ``WWW-Authenticate`` challenge (Bearer authorization_uri)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        challenge = headers.get("WWW-Authenticate") or headers.get("www-authenticate")
+    except Exception:  # an odd header container: no hint
+        return None
+    found = _TENANT.search(str(challenge or ""))
+    tenant = found.group("tenant") if found else None
+    return tenant if tenant and tenant not in ("common", "organizations") else None
+
+
 def translate(
     what: str, exc: BaseException, *, not_found: NotFound | None = None
 ) -> PhiFinetuneError:
@@ -188,10 +287,14 @@ def translate(
     asked = f"could not {what}"
 
     if (core is not None and isinstance(exc, core.ClientAuthenticationError)) or status == 401:
+        tenant = _challenge_tenant(exc)
+        login = f"`az login --tenant {tenant}`" if tenant else "`az login` (--tenant TENANT)"
         return AuthenticationError(
-            f"{asked}: authentication failed ({reason}). Run `az login` (add --tenant for "
-            "another tenant) or pass another credential, and check that it belongs to the "
-            "workspace's tenant.",
+            f"{asked}: authentication failed ({reason}). The credential in use (the one you "
+            "passed, else DefaultAzureCredential: environment variables, managed identity, the "
+            f"Azure CLI login) no longer gets a valid token. Sign in again with {login} or "
+            "pass another credential for the workspace's tenant, then continue with "
+            "`phi-finetune resume RUN_ID` (nothing is lost: the run's journal is kept).",
             attempts=[reason],
         )
     if status == 403:
@@ -268,16 +371,32 @@ def azure_errors(what: str, *, not_found: NotFound | None = None) -> Iterator[No
         raise translate(what, exc, not_found=not_found) from exc
 
 
-def call(what: str, fn: Callable[[], T], *, not_found: NotFound | None = None) -> T:
-    """``fn()`` with service exceptions translated (see :func:`azure_errors`)."""
+def call(
+    what: str,
+    fn: Callable[[], T],
+    *,
+    not_found: NotFound | None = None,
+    attempts: int = CALL_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``fn()`` with transient faults retried and a 409 "in progress" waited out (see the module
+    docstring), then service exceptions translated (see :func:`azure_errors`). ``fn`` must be
+    safe to repeat (a GET, a PUT of a named resource, a DELETE, a ``list...`` POST)."""
     with azure_errors(what, not_found=not_found):
-        return fn()
+        return _with_retries(what, fn, attempts=attempts, sleep=sleep)
 
 
-def get_or_none(what: str, fn: Callable[[], T]) -> T | None:
-    """``fn()``, or ``None`` when the service answers "not found"; other failures translated."""
+def get_or_none(
+    what: str,
+    fn: Callable[[], T],
+    *,
+    attempts: int = CALL_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T | None:
+    """``fn()``, or ``None`` when the service answers "not found"; transient faults retried as in
+    :func:`call`; other failures translated."""
     try:
-        return fn()
+        return _with_retries(what, fn, attempts=attempts, sleep=sleep)
     except PhiFinetuneError:
         raise
     except Exception as exc:
@@ -286,6 +405,69 @@ def get_or_none(what: str, fn: Callable[[], T]) -> T | None:
         if not is_service_exception(exc):
             raise
         raise translate(what, exc) from exc
+
+
+def _backoff_s(failures: int) -> float:
+    return float(min(_MAX_BACKOFF_S, 2.0 ** max(0, failures - 1)))
+
+
+def _with_retries(
+    what: str, fn: Callable[[], T], *, attempts: int, sleep: Callable[[float], None]
+) -> T:
+    failures = 0
+    waited_on_conflict = 0.0
+    while True:
+        try:
+            return fn()
+        except PhiFinetuneError:
+            raise
+        except Exception as exc:
+            if not is_service_exception(exc):
+                raise
+            failures += 1
+            hint = retry_after_s(exc)
+            if is_conflict_in_progress(exc):
+                delay = min(hint if hint is not None else _backoff_s(failures), _MAX_BACKOFF_S)
+                if waited_on_conflict + delay > CONFLICT_DEADLINE_S:
+                    raise _conflict_timeout(what, exc, waited_on_conflict) from exc
+                waited_on_conflict += delay
+            elif is_transient(exc) and failures < max(1, attempts):
+                delay = min(hint, MAX_RETRY_AFTER_S) if hint is not None else _backoff_s(failures)
+            else:
+                raise
+            logger.debug(
+                "%s failed (%s, try %d); retrying in %.1f s", what, _reason(exc), failures, delay
+            )
+            _do_sleep(sleep, delay)
+
+
+def _conflict_timeout(what: str, exc: BaseException, waited_s: float) -> ServiceError:
+    return ServiceError(
+        f"could not {what}: Azure ML still reports another operation in progress on it after "
+        f"waiting {waited_s:.0f} s ({_reason(exc)}). Wait until the resource is no longer "
+        "Creating/Updating/Deleting (see the Azure ML studio), then run the command again "
+        "(`phi-finetune resume` continues a run).",
+        status=409,
+    )
+
+
+_sleep_override: list[Callable[[float], None]] = []
+
+
+@contextlib.contextmanager
+def sleeping(sleep: Callable[[float], None]) -> Iterator[None]:
+    """While active, every back-off wait the library would sleep with :func:`time.sleep` goes to
+    ``sleep`` instead (a test tool: record the waits, never sleep them). A ``sleep=`` passed to
+    a class or function explicitly still wins."""
+    _sleep_override.append(sleep)
+    try:
+        yield
+    finally:
+        _sleep_override.remove(sleep)
+
+
+def _do_sleep(sleep: Callable[[float], None], seconds: float) -> None:
+    (_sleep_override[-1] if _sleep_override and sleep is time.sleep else sleep)(seconds)
 
 
 def retrying(
@@ -300,7 +482,9 @@ def retrying(
 ) -> tenacity.Retrying:
     """The retry policy: up to ``attempts`` tries of what ``retry_on`` accepts, exponential
     backoff (``multiplier_s`` doubling, capped at ``max_wait_s``) unless ``wait`` is given,
-    ``sleep`` injectable for tests, each retry logged at DEBUG; the last error is re-raised."""
+    ``sleep`` injectable for tests (:func:`sleeping` overrides it), a ``Retry-After`` on the
+    failed reply honoured (at most :data:`MAX_RETRY_AFTER_S`), each retry logged at DEBUG; the
+    last error is re-raised."""
     import tenacity
 
     def log_retry(state: tenacity.RetryCallState) -> None:
@@ -315,11 +499,20 @@ def retrying(
             delay,
         )
 
+    exponential = tenacity.wait_exponential(multiplier=multiplier_s, max=max_wait_s)
+
+    def wait_retry_after_or_exponential(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hint = retry_after_s(exc) if exc is not None else None
+        if hint is not None:
+            return min(hint, MAX_RETRY_AFTER_S)
+        return float(exponential(state))
+
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(retry_on),
         stop=tenacity.stop_after_attempt(max(1, attempts)),
-        wait=wait or tenacity.wait_exponential(multiplier=multiplier_s, max=max_wait_s),
-        sleep=sleep,
+        wait=wait or wait_retry_after_or_exponential,
+        sleep=lambda seconds: _do_sleep(sleep, seconds),
         before_sleep=log_retry,
         reraise=True,
     )

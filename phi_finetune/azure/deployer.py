@@ -396,7 +396,7 @@ class EndpointDeployer:
     def _get_endpoint(self, name: str) -> ManagedOnlineEndpoint | None:
         what = f"look up endpoint {name!r}"
         found: ManagedOnlineEndpoint | None = self._retrying(what)(
-            get_or_none, what, lambda: self._ml_client.online_endpoints.get(name=name)
+            get_or_none, what, lambda: self._ml_client.online_endpoints.get(name=name), attempts=1
         )
         return found
 
@@ -476,6 +476,7 @@ class EndpointDeployer:
                 lambda: self._ml_client.online_deployments.get(
                     name=deployment_name, endpoint_name=endpoint_name
                 ),
+                attempts=1,  # this retry loop is the deployer's own
             )
         except PhiFinetuneError as exc:
             if isinstance(exc.__cause__, HttpResponseError):

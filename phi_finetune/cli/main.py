@@ -3,7 +3,10 @@
 Each command group lives in its own module (``phi_finetune/cli/<group>.py``) exposing
 ``register(subparsers)``; handlers are attached with ``set_defaults(handler=fn)`` and return
 the exit code. Exit codes: 0 success, 1 a library error (one clear message; the traceback only
-with ``-v``), 2 a usage error. Only argparse is imported here so ``--help`` stays fast.
+with ``-v``), 2 a usage error, 3 an authentication error (sign in again, then ``resume``),
+130 interrupted. An exception from azure-core, azure-ai-ml or requests that slipped past the
+library's own translation still becomes one line (exit 1). Only argparse is imported here so
+``--help`` stays fast.
 
 Commands that use run journals take ``--state-dir``
 (:func:`phi_finetune.cli._common.add_state_dir_option`); :func:`_dispatch` resolves it to a path
@@ -100,7 +103,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if handler is None:
         parser.print_help(sys.stderr if args.command else sys.stdout)
         return 2 if args.command else 0
-    from phi_finetune.errors import PhiFinetuneError
+    from phi_finetune.errors import AuthenticationError, PhiFinetuneError
 
     try:
         if "state_dir" in vars(args):
@@ -111,12 +114,33 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except PhiFinetuneError as exc:
         if args.verbose:
             raise
+        if isinstance(exc, AuthenticationError):
+            sys.stderr.write(f"error: {_one_line(str(exc))}\n")
+            return EXIT_AUTH
         sys.stderr.write(f"error: {exc}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except Exception as exc:
+        # Defence in depth: the library translates service errors at its boundary; one that
+        # slipped through is still one line, not a traceback.
+        from phi_finetune.azure.boundary import is_service_exception, translate
+
+        if args.verbose or not is_service_exception(exc):
+            raise
+        error = translate(f"run `phi-finetune {args.command}`", exc)
+        sys.stderr.write(f"error: {_one_line(str(error))}\n")
+        return EXIT_AUTH if isinstance(error, AuthenticationError) else 1
     return code
+
+
+EXIT_AUTH = 3
+"""Exit code of an authentication error: sign in again (``az login``), then ``resume``."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 _NOISY_LOGGERS = ("azure", "urllib3", "mlflow", "httpx", "filelock")

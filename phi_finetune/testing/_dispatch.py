@@ -103,7 +103,7 @@ class Dispatcher:
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         """Answer an azure-core request as ``RequestsTransport.send`` would."""
-        from azure.core.exceptions import ServiceResponseError
+        from azure.core.exceptions import ServiceResponseError, ServiceResponseTimeoutError
 
         stream = bool(kwargs.get("stream"))
         with self.store.lock:
@@ -122,6 +122,14 @@ class Dispatcher:
                             "peer') (injected by FakeAzureML)",
                             error=ConnectionResetError(104, "Connection reset by peer"),
                         )
+                    if fault.read_timeout:
+                        import requests
+
+                        self._requests.append(_with(fake_req, "fault", None))
+                        cause = requests.exceptions.ReadTimeout(
+                            "Read timed out. (read timeout=300) (injected by FakeAzureML)"
+                        )
+                        raise ServiceResponseTimeoutError(cause, error=cause)
                     reply = fault.answer()
                     self._requests.append(_with(fake_req, "fault", reply.status))
                     return to_transport_response(request, reply, stream=stream)

@@ -274,13 +274,15 @@ class FakeAzureML(FakeRealismKnobs):
         code: str | None = None,
         message: str | None = None,
         quota: bool = False,
+        read_timeout: bool = False,
     ) -> Fault:
         """Make the next ``times`` requests matching ``method`` + ``url_pattern`` fail.
 
         ``url_pattern`` is a regular expression searched in the full URL; ``method=None`` matches
         any method; ``times=None`` fails every matching request. ``status`` defaults to 500 (400
         with ``quota=True``). ``retry_after`` sets the ``Retry-After`` header (seconds).
-        ``connection_reset=True`` raises a connection reset instead of answering. ``body`` (a
+        ``connection_reset=True`` raises a connection reset instead of answering,
+        ``read_timeout=True`` a read timeout (the request was sent, no answer came). ``body`` (a
         JSON value, ``str`` or ``bytes``) replaces the Azure-shaped error body. ``quota=True``
         answers a quota-exceeded error. Returns the ``Fault`` (``.hits`` counts its uses).
         """
@@ -296,6 +298,7 @@ class FakeAzureML(FakeRealismKnobs):
             message=message,
             quota=quota,
             subscription_id=self.subscription_id,
+            read_timeout=read_timeout,
         )
         self._dispatcher.add_fault(fault)
         return fault

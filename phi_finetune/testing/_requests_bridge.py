@@ -25,11 +25,21 @@ def make_adapter_send(fake_send: Callable[[Any], Any], real_send: Callable[..., 
         if host.startswith(_LOOPBACK):
             return real_send(adapter, request, **kwargs)
         body = request.body.encode() if isinstance(request.body, str) else request.body
-        answer = fake_send(
-            HttpRequest(
-                str(request.method), str(request.url), headers=dict(request.headers), content=body
+        from azure.core.exceptions import ServiceResponseError, ServiceResponseTimeoutError
+
+        try:
+            answer = fake_send(
+                HttpRequest(
+                    str(request.method),
+                    str(request.url),
+                    headers=dict(request.headers),
+                    content=body,
+                )
             )
-        )
+        except ServiceResponseTimeoutError as exc:  # what requests itself raises
+            raise requests.ReadTimeout(str(exc), request=request) from None
+        except ServiceResponseError as exc:
+            raise requests.ConnectionError(str(exc), request=request) from None
         answer.read()
         response = requests.Response()
         response.status_code = answer.status_code

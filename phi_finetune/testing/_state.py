@@ -70,6 +70,7 @@ class Fault:
     hits: int = 0
     lost_reply: Literal["reset", "timeout"] | None = None
     """Set for "the service acted but the reply was lost": the request is answered first."""
+    read_timeout: bool = False
 
     def matches(self, method: str, url: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -127,6 +128,7 @@ class Fault:
         message: str | None,
         quota: bool,
         subscription_id: str,
+        read_timeout: bool = False,
     ) -> Fault:
         """The fault ``FakeAzureML.inject_fault`` describes (see there for the arguments)."""
         if status is None:
@@ -158,6 +160,7 @@ class Fault:
             retry_after=retry_after,
             connection_reset=connection_reset,
             reply=reply,
+            read_timeout=read_timeout,
         )
 
 
