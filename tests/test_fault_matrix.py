@@ -176,7 +176,7 @@ def test_a_401_mid_run_is_one_error_and_resume_finishes(
         assert "az login --tenant 00000000-0000-0000-0000-0000000000aa" in text
         assert "phi-finetune resume" in text and "\n" not in text
         journal = Journal.load(tmp_path / "state", session.run_id)
-        (job,) = [r.name for r in journal.resources(kind="job")]
+        (job,) = [r.name for r in journal.resources(kind="job", alive_only=True)]
         assert list(fake.jobs) == [job]
 
         fake.clear_faults()  # signed in again
@@ -218,7 +218,10 @@ def test_cli_a_401_mid_run_is_one_line_exit_3_then_resume(
         assert "Traceback" not in err and "az login" in error
         assert err.rstrip().endswith(error)  # the error is the last line, one line
         (run_id,) = [p.name for p in (tmp_path / "state" / "runs").iterdir()]
-        assert len(Journal.load(tmp_path / "state", run_id).resources(kind="job")) == 1
+        assert (
+            len(Journal.load(tmp_path / "state", run_id).resources(kind="job", alive_only=True))
+            == 1
+        )
 
         fake.clear_faults()
         state = str(tmp_path / "state")
