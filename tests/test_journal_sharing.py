@@ -18,10 +18,16 @@ from phi_finetune.journal import Journal, list_runs
 
 _WRITER = textwrap.dedent(
     """
-    import sys
+    import sys, time
+    from pathlib import Path
     from phi_finetune.journal import Journal
     state_dir, run_id, prefix, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     journal = Journal.load(state_dir, run_id)
+    Path(state_dir, "ready-" + prefix).touch()
+    for _ in range(6000):  # both have loaded the journal before either writes (bounded wait)
+        if Path(state_dir, "go").exists():
+            break
+        time.sleep(0.01)
     for i in range(count):
         journal.record_resource("data_asset", f"{prefix}-{i}", version=1)
     """
@@ -41,6 +47,9 @@ def test_two_processes_writing_one_run_lose_no_records(tmp_path: Path) -> None:
     Journal.create(tmp_path, "shared", backend="azure")
     count = 150
     writers = [_spawn(_WRITER, str(tmp_path), "shared", p, str(count)) for p in ("a", "b")]
+    for prefix, proc in zip(("a", "b"), writers, strict=True):
+        _wait_for(tmp_path / f"ready-{prefix}", proc)
+    (tmp_path / "go").touch()
     for proc in writers:
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err
