@@ -185,6 +185,53 @@ def test_vendored_asset_definitions_name_their_source() -> None:
         assert _problems(name, {"id": 1}) != []
 
 
+EXAMPLES = [
+    ("Datastore_get", "Datastore"),
+    ("Datastore_listSecrets", "DatastoreSecrets"),
+    ("PipelineJob_get", "JobBase"),
+    ("ModelVersion_get", "ModelVersion"),
+    ("OnlineEndpoint_get", "OnlineEndpoint"),
+    ("OnlineDeployment_get_Managed", "OnlineDeployment"),
+]
+
+
+@pytest.mark.parametrize(("name", "definition"), EXAMPLES)
+def test_published_examples_validate_against_the_derived_definitions(
+    name: str, definition: str
+) -> None:
+    """The specification's own examples (on the api-versions the SDK sends) pass the schema."""
+    data = contract.example(name)
+    source = data["_vendored"]
+    assert source["repository"] == "Azure/azure-rest-api-specs"
+    assert f"/{source['apiVersion']}/examples/" in source["path"]
+    assert data["parameters"]["api-version"] == source["apiVersion"]
+    assert source["license"].startswith("MIT")
+    assert _problems(definition, data["responses"]["200"]["body"]) == []
+
+
+def test_sdk_reads_the_published_endpoint_and_deployment_examples(fake: FakeAzureML) -> None:
+    endpoint = contract.example("OnlineEndpoint_get")["responses"]["200"]["body"]
+    deployment = contract.example("OnlineDeployment_get_Managed")["responses"]["200"]["body"]
+    # the SDK parses the ARM id; the example's placeholder "string" is no id
+    deployment["id"] = (
+        f"{fake.workspace_id}/onlineEndpoints/testEndpointName/deployments/testDeploymentName"
+    )
+    deployment["name"] = "testDeploymentName"
+    fake.inject_fault(
+        "GET", r"/onlineEndpoints/testEndpointName\?", status=200, body=endpoint, times=None
+    )
+    fake.inject_fault("GET", r"/deployments/testDeploymentName\?", status=200, body=deployment)
+    listing = {"value": [deployment]}  # get() also lists the endpoint's deployments
+    fake.inject_fault("GET", r"/testEndpointName/deployments\?", status=200, body=listing)
+    ml = fake.workspace_client()
+    got = ml.online_endpoints.get("testEndpointName")
+    assert (got.auth_mode, got.provisioning_state) == ("aml_token", "Creating")
+    assert got.traffic["string"] == 1
+    dep = ml.online_deployments.get("testDeploymentName", endpoint_name="testEndpointName")
+    assert dep.liveness_probe.initial_delay == 300
+    assert dep.provisioning_state == "Creating"
+
+
 def test_the_asset_validator_rejects_unknown_keys_wrong_enums_and_missing_required() -> None:
     body: dict[str, Any] = {
         "id": "/x",
