@@ -27,15 +27,17 @@ import jsonschema
 
 CONTRACT_DIR = Path(__file__).parent / "data" / "contract"
 SPEC_FILE = CONTRACT_DIR / "machineLearningServices.2023-08-01-preview.json"
+# workspace, datastores, jobs, models, online endpoints and deployments (see the README)
+ASSETS_SPEC_FILE = CONTRACT_DIR / "armMlService.azure-ai-ml-1.35.2.json"
 
 _DROP = {"readOnly", "title", "description", "default", "format", "discriminator"}
 _BASE_SUFFIX = "__base"
 
 
 @cache
-def spec() -> dict[str, Any]:
-    """The vendored definitions document (with its ``_vendored`` provenance block)."""
-    data: dict[str, Any] = json.loads(SPEC_FILE.read_text(encoding="utf-8"))
+def spec(source: Path = SPEC_FILE) -> dict[str, Any]:
+    """A vendored definitions document (with its ``_vendored`` provenance block)."""
+    data: dict[str, Any] = json.loads(source.read_text(encoding="utf-8"))
     return data
 
 
@@ -97,9 +99,9 @@ def _convert(node: Any, *, in_allof: bool = False) -> Any:
 
 
 @cache
-def json_schema_defs() -> dict[str, Any]:
-    """Every vendored definition as JSON Schema (draft 2020-12) ``$defs``."""
-    defs: dict[str, Any] = spec()["definitions"]
+def json_schema_defs(source: Path = SPEC_FILE) -> dict[str, Any]:
+    """Every definition of ``source`` as JSON Schema (draft 2020-12) ``$defs``."""
+    defs: dict[str, Any] = spec(source)["definitions"]
     subtypes = _subtypes(defs)
     members = _allof_members(defs)
     out: dict[str, Any] = {}
@@ -124,11 +126,12 @@ def json_schema_defs() -> dict[str, Any]:
     return out
 
 
-def validator(definition: str) -> jsonschema.protocols.Validator:
+@cache
+def validator(definition: str, source: Path = SPEC_FILE) -> jsonschema.protocols.Validator:
     """A strict validator for one vendored definition (``"ComputeResource"``)."""
-    defs = json_schema_defs()
+    defs = json_schema_defs(source)
     if definition not in defs:
-        raise KeyError(f"{definition!r} is not vendored in {SPEC_FILE.name}")
+        raise KeyError(f"{definition!r} is not vendored in {source.name}")
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$defs": defs}
     schema["$ref"] = f"#/$defs/{definition}"
     cls = jsonschema.Draft202012Validator
@@ -136,9 +139,9 @@ def validator(definition: str) -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
-def errors(definition: str, body: Any) -> list[str]:
+def errors(definition: str, body: Any, source: Path = SPEC_FILE) -> list[str]:
     """Every way ``body`` breaks ``definition``: ``"<json path>: <message>"``, empty if none."""
-    found = validator(definition).iter_errors(body)
+    found = validator(definition, source).iter_errors(body)
     return sorted(f"{e.json_path}: {e.message}" for e in found)
 
 

@@ -40,7 +40,11 @@ def datastore_body(scope: FakeScope, name: str = "workspaceblobstore") -> dict[s
             "endpoint": "core.windows.net",
             "protocol": "https",
             "isDefault": name == "workspaceblobstore",
-            "credentials": {"credentialsType": "AccountKey"},
+            # as Datastore/get.json: the secrets object names its type, never the key
+            "credentials": {
+                "credentialsType": "AccountKey",
+                "secrets": {"secretsType": "AccountKey"},
+            },
             "serviceDataAccessAuthIdentity": "WorkspaceSystemAssignedIdentity",
             "description": None,
             "tags": {},
