@@ -86,6 +86,8 @@ class AzureBackend:
     ) -> None:
         self._workspace = workspace
         self.poll_interval_s = poll_interval_s
+        # (config, run id, data inputs, plan record, job) of the last plan() in this process.
+        self._planned_job: tuple[Any, str, dict[str, Any], PlanRecord, FineTuneJob] | None = None
         self.job_timeout_s = job_timeout_s
 
     def workspace(self, ctx: StepContext) -> Workspace:
@@ -154,7 +156,28 @@ class AzureBackend:
         )
 
     def plan(self, ctx: StepContext) -> PlanRecord:
-        return plan_record(self._job(ctx).plan())
+        job = self._job(ctx)
+        record = plan_record(job.plan())
+        # The job keeps what plan() resolved (model, component, compute facts), so fine_tune in
+        # this process submits it instead of reading them all again.
+        self._planned_job = (ctx.config, ctx.journal.run_id, dict(ctx.prepared.assets), record, job)
+        return record
+
+    def _job_to_submit(self, ctx: StepContext, planned: PlanRecord) -> FineTuneJob:
+        """The job plan() built in this process when it planned exactly ``planned`` for the
+        same config, run and data; else a new job pinned to ``planned``'s versions."""
+        cached, self._planned_job = self._planned_job, None
+        if cached is not None:
+            config, run_id, assets, record, job = cached
+            if (
+                config is ctx.config
+                and run_id == ctx.journal.run_id
+                and assets == dict(ctx.prepared.assets)
+                and record.model.version == planned.model.version
+                and record.component_version == planned.component_version
+            ):
+                return job
+        return self._job(ctx, pinned=planned)
 
     def fine_tune(self, ctx: StepContext) -> JobRecord:
         handle = self._reattach(ctx)
@@ -172,7 +195,7 @@ class AzureBackend:
             )
             if planned.compute is not None and planned.compute.will_create:
                 ctx.observer.creating("compute", planned.compute.name, billable=False)
-            handle = self._job(ctx, pinned=planned).submit()
+            handle = self._job_to_submit(ctx, planned).submit()
             handle.poll_interval_s = self.poll_interval_s
             ctx.observer.created(
                 "job", handle.name, billable=True, details={"studio_url": handle.studio_url}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,8 @@ UNSUPPORTED_WITHOUT_ALLOW_LIST = (
 )
 #: The component's default fine-tune instance type (used for serverless without a size).
 DEFAULT_SERVERLESS_SIZE = "Standard_NC24ads_A100_v4"
+#: Seconds during which :meth:`ComputeSelector.select` acts on the facts of the plan() before it.
+PLAN_REUSE_S = 60.0
 
 
 @attrs.frozen
@@ -193,6 +196,10 @@ class ComputeSelector:
         self.instance_type_preprocess = instance_type_preprocess
         self._quota: QuotaTable | None = None
         self._sizes: list[VmSizeInfo] | None = None
+        # The last plan() result, its allow list and when it was made: select() right after
+        # plan() acts on the facts plan() just read instead of reading them again.
+        self._planned: tuple[tuple[str, ...] | None, ComputeSelection, float] | None = None
+        self.plan_reuse_s = PLAN_REUSE_S
 
     @classmethod
     def from_config(cls, ml_client: MLClient | None, section: Any) -> ComputeSelector:
@@ -220,10 +227,24 @@ class ComputeSelector:
     # ------------------------------------------------------------------ public
     def plan(self, *, allow_list: Sequence[str] | None = None) -> ComputeSelection:
         """Every check, nothing created (``will_create`` tells whether submit would create)."""
-        return self._select(allow_list, create=False)
+        selection = self._select(allow_list, create=False)
+        self._planned = (_allow_key(allow_list), selection, time.monotonic())
+        return selection
 
     def select(self, *, allow_list: Sequence[str] | None = None) -> ComputeSelection:
-        """Every check, then create the cluster if it is missing (idempotent)."""
+        """Every check, then create the cluster if it is missing (idempotent).
+
+        Right after :meth:`plan` (same allow list, within ``plan_reuse_s`` seconds) the checks
+        plan() made stand: the cluster, size list and quota are not read again.
+        """
+        planned, self._planned = self._planned, None
+        if planned is not None:
+            key, selection, made = planned
+            if key == _allow_key(allow_list) and time.monotonic() - made <= self.plan_reuse_s:
+                if not selection.will_create:
+                    return selection
+                self._create(selection.name, selection.vm_size)
+                return attrs.evolve(selection, created=True, will_create=False)
         return self._select(allow_list, create=True)
 
     def plan_offline(self, *, allow_list: Sequence[str] | None = None) -> ComputeSelection:
@@ -476,6 +497,10 @@ class ComputeSelector:
                 f"compute cluster {name!r} was created in state 'failed'; check quota and the "
                 "size's availability in the region"
             )
+
+
+def _allow_key(allow_list: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if allow_list is None else tuple(a.lower() for a in allow_list)
 
 
 def check_deployment_quota(
