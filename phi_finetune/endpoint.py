@@ -226,6 +226,30 @@ class Endpoint:
             lambda: ml_client.online_endpoints.get(name=name),
             not_found=missing,
         )
+        return cls._from_remote(
+            ml_client, name, remote, deployment_name=deployment_name, observer=observer, **options
+        )
+
+    @classmethod
+    def _from_remote(
+        cls,
+        ml_client: MLClient,
+        name: str,
+        remote: Any,
+        *,
+        deployment_name: str | None = None,
+        observer: ResourceObserver | None = None,
+        **options: Any,
+    ) -> Endpoint:
+        """:meth:`from_name` on an endpoint entity already read (e.g. an update's reply)."""
+        from phi_finetune.azure.boundary import call
+
+        def missing(message: str) -> EndpointError:
+            return EndpointError(
+                f"online endpoint {name!r} does not exist in this workspace; list the existing "
+                "ones with `phi-finetune endpoints list`"
+            )
+
         scoring_uri = remote.scoring_uri
         if not scoring_uri:
             raise EndpointError(

@@ -409,7 +409,9 @@ class EndpointDeployer:
         timeout: float,
         reuse: bool,
         observer: ResourceObserver,
-    ) -> None:
+    ) -> Any:
+        """Create (or reuse) the deployment and send it all traffic; the traffic update's reply
+        (the endpoint as it is now; ``None`` when the service sent none)."""
         from azure.ai.ml.entities import (
             ManagedOnlineDeployment,
             OnlineRequestSettings,
@@ -447,7 +449,7 @@ class EndpointDeployer:
         try:
             current = self._ml_client.online_endpoints.get(name=endpoint_name)
             current.traffic = {deployment_name: 100}
-            self._wait(
+            return self._wait(
                 self._ml_client.online_endpoints.begin_create_or_update(current),
                 what=f"traffic update of {endpoint_name}",
                 timeout=timeout,
@@ -462,6 +464,7 @@ class EndpointDeployer:
                 observer=observer,
                 stage="sending traffic to",
             )
+        return None
 
     def _deployment_state(self, endpoint_name: str, deployment_name: str) -> str | None:
         """The deployment's provisioning state in lower case; ``None`` when it does not exist

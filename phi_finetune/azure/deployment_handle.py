@@ -126,7 +126,7 @@ class DeploymentHandle:
                 raise translate(f"create endpoint {name!r}", exc) from exc
             self._endpoint_poller = None
         try:
-            deployer._deploy_on(
+            updated = deployer._deploy_on(
                 name,
                 self._model_ref,
                 spec,
@@ -137,6 +137,20 @@ class DeploymentHandle:
         except WaitTimeoutError:
             deployer._cleanup(name, spec.keep_on_failure, observer, spec.deployment_name)
             raise
+        traffic = getattr(updated, "traffic", None)
+        if (
+            getattr(updated, "scoring_uri", None)
+            and isinstance(traffic, dict)
+            and traffic.get(spec.deployment_name) == 100
+        ):
+            # The traffic update's reply is the endpoint as it is now: no need to read it again.
+            return Endpoint._from_remote(
+                deployer._ml_client,
+                name,
+                updated,
+                deployment_name=spec.deployment_name,
+                observer=observer,
+            )
         return Endpoint.from_name(
             deployer._ml_client,
             name,
