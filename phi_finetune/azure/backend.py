@@ -100,19 +100,37 @@ class AzureBackend:
     # -- steps ----------------------------------------------------------------------------
 
     def prepare_data(self, ctx: StepContext) -> PreparedDataRecord:
-        from phi_finetune.azure.data_assets import asset_version
+        from phi_finetune.azure.data_assets import (
+            PIPELINE_INPUTS,
+            RegisteredData,
+            asset_version,
+            register_file,
+        )
 
         prepared, record = prepare_data_files(ctx)
         ml_client = self.workspace(ctx).ml_client
+        # Only the job's inputs become data assets: the test_gen file is read locally, for
+        # scoring samples, and uploading it would cost seven requests for nothing.
+        files = {r: p for r, p in prepared.files().items() if r in PIPELINE_INPUTS}
+        names = {role: f"{_DATA_PREFIX}-{role.replace('_', '-')}" for role in files}
         # Intent before action: names and versions are deterministic (prefix-role, content hash).
-        for role in prepared.files():
+        for role in files:
             ctx.observer.creating(
-                "data_asset",
-                f"{_DATA_PREFIX}-{role.replace('_', '-')}",
-                asset_version(prepared.sha256[role]),
-                billable=False,
+                "data_asset", names[role], asset_version(prepared.sha256[role]), billable=False
             )
-        registered = prepared.register(ml_client, name_prefix=_DATA_PREFIX)
+        registered = RegisteredData(
+            assets={
+                role: register_file(
+                    ml_client,
+                    path,
+                    role=role,
+                    name=names[role],
+                    sha256=prepared.sha256[role],
+                    tags={"rows": str(prepared.counts[role]), "role": role},
+                )
+                for role, path in files.items()
+            }
+        )
         for asset in registered.assets.values():
             ctx.observer.created("data_asset", asset.name, str(asset.version), billable=False)
         return attrs.evolve(record, assets=registered.input_paths())

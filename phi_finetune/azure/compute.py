@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -288,9 +289,10 @@ class ComputeSelector:
 
     def _read_sizes(self) -> list[VmSizeInfo]:
         client = self._client()
+        location = self._location()
         raw = call(
             "list the VM sizes of the workspace region",
-            lambda: list(client.compute.list_sizes(location=self.location)),
+            lambda: list(client.compute.list_sizes(location=location)),
         )
         sizes = []
         for item in raw:
@@ -306,6 +308,7 @@ class ComputeSelector:
                     memory_gb=float(_read(item, "memoryGB", "memory_gb") or 0.0),
                 )
             )
+        _remember_sizes(client, location, sizes)
         return sizes
 
     def available_vcpus(self, family: str) -> tuple[int, int, int] | None:
@@ -322,8 +325,13 @@ class ComputeSelector:
     def quota_table(self) -> QuotaTable:
         """The region's usages (``compute.list_usage``, every page), read once per plan."""
         if self._quota is None:
-            self._quota = QuotaTable.read(self._client(), location=self.location)
+            self._quota = QuotaTable.read(self._client(), location=self._location())
         return self._quota
+
+    def _location(self) -> str | None:
+        if self.location is None:
+            self.location = workspace_location(self._client())
+        return self.location
 
     # ------------------------------------------------------------------ internals
     def _client(self) -> MLClient:
@@ -499,6 +507,55 @@ class ComputeSelector:
             )
 
 
+# Per workspace client: its region, and the region's VM sizes (a static catalogue) once read.
+_REGIONS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_SIZES: weakref.WeakKeyDictionary[Any, tuple[str | None, tuple[VmSizeInfo, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def workspace_location(ml_client: Any) -> str | None:
+    """The workspace's region, read once per client; ``None`` when it cannot be read (the SDK
+    then reads it itself). Without it azure-ai-ml reads the workspace before every size or
+    usage list."""
+    try:
+        cached = _REGIONS.get(ml_client)
+    except TypeError:  # a client that cannot be weakly referenced: no cache
+        return None
+    if cached:
+        return cached
+    name = getattr(ml_client, "workspace_name", None)
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        workspace = ml_client.workspaces.get(name)
+    except Exception as exc:  # best effort: the SDK's own lookup reports the failure
+        logger.debug("could not read the region of workspace %s: %s", name, exc)
+        return None
+    location = getattr(workspace, "location", None)
+    if not isinstance(location, str) or not location:
+        return None
+    _REGIONS[ml_client] = location
+    return location
+
+
+def _cached_sizes(ml_client: Any, location: str | None) -> list[VmSizeInfo] | None:
+    try:
+        cached = _SIZES.get(ml_client)
+    except TypeError:
+        return None
+    if cached is None or cached[0] != location:
+        return None
+    return list(cached[1])
+
+
+def _remember_sizes(ml_client: Any, location: str | None, sizes: Sequence[VmSizeInfo]) -> None:
+    try:
+        _SIZES[ml_client] = (location, tuple(sizes))
+    except TypeError:
+        pass
+
+
 def _allow_key(allow_list: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if allow_list is None else tuple(a.lower() for a in allow_list)
 
@@ -519,6 +576,9 @@ def check_deployment_quota(
     """
     if selector is None or selector.ml_client is not ml_client:
         selector = ComputeSelector(ml_client, serverless=True, location=location)
+        # The size catalogue of the region does not change: reuse the plan's (usages are
+        # read again, the job's cluster may have taken quota since).
+        selector._sizes = _cached_sizes(ml_client, selector._location())
     sizes = selector.list_sizes()
     info = next((s for s in sizes if s.name.lower() == instance_type.lower()), None)
     if info is None or not info.family or info.vcpus < 1:
