@@ -86,6 +86,8 @@ class AzureBackend:
     ) -> None:
         self._workspace = workspace
         self.poll_interval_s = poll_interval_s
+        # Job name -> the entity fine_tune last read in this process (the registrar's check).
+        self._finished_jobs: dict[str, Any] = {}
         # (config, run id, data inputs, plan record, job) of the last plan() in this process.
         self._planned_job: tuple[Any, str, dict[str, Any], PlanRecord, FineTuneJob] | None = None
         self.job_timeout_s = job_timeout_s
@@ -222,6 +224,8 @@ class AzureBackend:
             if planned.compute is not None and planned.compute.will_create:
                 ctx.observer.created("compute", planned.compute.name, billable=False)
         status = handle.wait(timeout=self.job_timeout_s)
+        if handle._job is not None:
+            self._finished_jobs[handle.name] = handle._job
         # A finished job bills nothing more: keep it in the journal, no longer billable.
         ctx.observer.created("job", handle.name, billable=False, details={"status": status})
         return JobRecord(
@@ -323,7 +327,12 @@ class AzureBackend:
 
         config = ctx.config
         plan = ctx.plan
-        registrar = ModelRegistrar(self.workspace(ctx).ml_client, observer=ctx.observer)
+        # A job that ended during this process's fine_tune is not read again.
+        registrar = ModelRegistrar(
+            self.workspace(ctx).ml_client,
+            observer=ctx.observer,
+            known_jobs={n: j for n, j in self._finished_jobs.items() if n == ctx.job.name},
+        )
         model = registrar.register(
             ctx.job.name,
             base_model=plan.model.name or config.model.name,

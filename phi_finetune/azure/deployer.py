@@ -409,9 +409,11 @@ class EndpointDeployer:
         timeout: float,
         reuse: bool,
         observer: ResourceObserver,
+        endpoint: Any = None,
     ) -> Any:
         """Create (or reuse) the deployment and send it all traffic; the traffic update's reply
-        (the endpoint as it is now; ``None`` when the service sent none)."""
+        (the endpoint as it is now; ``None`` when the service sent none). ``endpoint``: the
+        endpoint this process just created (its create reply), not read again."""
         from azure.ai.ml.entities import (
             ManagedOnlineDeployment,
             OnlineRequestSettings,
@@ -437,8 +439,12 @@ class EndpointDeployer:
             try:
                 poller = self._ml_client.online_deployments.begin_create_or_update(deployment)
                 observer.created("deployment", deployment_name, billable=True)
-                self._wait(poller, what=f"deployment {deployment_name}", timeout=timeout)
-                state = self._deployment_state(endpoint_name, deployment_name)
+                done = self._wait(poller, what=f"deployment {deployment_name}", timeout=timeout)
+                # The poller's last read is the deployment as it is now; read it only if the
+                # reply carried no state.
+                state = state_text(getattr(done, "provisioning_state", None)) or None
+                if state is None:
+                    state = self._deployment_state(endpoint_name, deployment_name)
                 if state not in (None, "succeeded"):
                     raise _StateError(state)
             except (WaitTimeoutError, KeyboardInterrupt):
@@ -447,7 +453,9 @@ class EndpointDeployer:
                 self._fail(endpoint_name, spec, exc, observer=observer)
         # --- all traffic to the deployment
         try:
-            current = self._ml_client.online_endpoints.get(name=endpoint_name)
+            current = endpoint
+            if current is None or not hasattr(current, "traffic"):
+                current = self._ml_client.online_endpoints.get(name=endpoint_name)
             current.traffic = {deployment_name: 100}
             return self._wait(
                 self._ml_client.online_endpoints.begin_create_or_update(current),

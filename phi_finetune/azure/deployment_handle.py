@@ -116,9 +116,12 @@ class DeploymentHandle:
     def _finish(self, timeout: float) -> Endpoint:
         deployer, spec, name = self._deployer, self._spec, self._endpoint_name
         observer = self._observer
+        created: Any = None
         if self._endpoint_poller is not None:
             try:
-                deployer._wait(self._endpoint_poller, what=f"endpoint {name}", timeout=timeout)
+                created = deployer._wait(
+                    self._endpoint_poller, what=f"endpoint {name}", timeout=timeout
+                )
             except Exception as exc:
                 deployer._cleanup(name, spec.keep_on_failure, observer)
                 if isinstance(exc, PhiFinetuneError):
@@ -133,13 +136,14 @@ class DeploymentHandle:
                 timeout=timeout,
                 reuse=self._existing is not None,
                 observer=observer,
+                endpoint=created,
             )
         except WaitTimeoutError:
             deployer._cleanup(name, spec.keep_on_failure, observer, spec.deployment_name)
             raise
         traffic = getattr(updated, "traffic", None)
         if (
-            getattr(updated, "scoring_uri", None)
+            isinstance(getattr(updated, "scoring_uri", None), str)
             and isinstance(traffic, dict)
             and traffic.get(spec.deployment_name) == 100
         ):

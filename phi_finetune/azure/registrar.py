@@ -147,9 +147,13 @@ class ModelRegistrar:
         on_creating: Callable[[str, str, str], object] | None = None,
         on_created: Callable[[str, str, str], object] | None = None,
         check_job_output: bool = True,
+        known_jobs: Mapping[str, Any] | None = None,
     ) -> None:
+        """``known_jobs``: job name -> the job entity the caller just read (its output check
+        uses it instead of reading the job again)."""
         self._ml_client = ml_client
         self._check_job_output = check_job_output
+        self._known_jobs = dict(known_jobs or {})
         chosen = observer_from_callbacks(
             "ModelRegistrar()",
             observer,
@@ -293,10 +297,12 @@ class ModelRegistrar:
     # ------------------------------------------------------------------ internals
     def _check_job(self, job_name: str, output_name: str, path: str) -> None:
         """Refuse, before any PUT, an output of a job that is missing or not completed."""
-        job = get_or_none(
-            f"get job {job_name!r} (to register its output)",
-            lambda: self._ml_client.jobs.get(job_name),
-        )
+        job = self._known_jobs.get(job_name)
+        if job is None:
+            job = get_or_none(
+                f"get job {job_name!r} (to register its output)",
+                lambda: self._ml_client.jobs.get(job_name),
+            )
         asked = f"cannot register {path}"
         if job is None:
             raise ModelError(
