@@ -11,6 +11,7 @@ around the SDK's camelCase quirk) and the vCPU quota of the size's family and th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -550,10 +551,8 @@ def _cached_sizes(ml_client: Any, location: str | None) -> list[VmSizeInfo] | No
 
 
 def _remember_sizes(ml_client: Any, location: str | None, sizes: Sequence[VmSizeInfo]) -> None:
-    try:
+    with contextlib.suppress(TypeError):
         _SIZES[ml_client] = (location, tuple(sizes))
-    except TypeError:
-        pass
 
 
 def _allow_key(allow_list: Sequence[str] | None) -> tuple[str, ...] | None:
