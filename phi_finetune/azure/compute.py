@@ -11,11 +11,9 @@ around the SDK's camelCase quirk) and the vCPU quota of the size's family and th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +21,7 @@ import attrs
 
 from phi_finetune.azure.boundary import call, get_or_none
 from phi_finetune.azure.quota import DEDICATED, LOW_PRIORITY, QuotaTable, deployment_vcpus
+from phi_finetune.azure.region import cached_sizes, remember_sizes, workspace_location
 from phi_finetune.errors import (
     ComputeError,
     ComputeFailedStateError,
@@ -309,7 +308,7 @@ class ComputeSelector:
                     memory_gb=float(_read(item, "memoryGB", "memory_gb") or 0.0),
                 )
             )
-        _remember_sizes(client, location, sizes)
+        remember_sizes(client, location, sizes)
         return sizes
 
     def available_vcpus(self, family: str) -> tuple[int, int, int] | None:
@@ -508,53 +507,6 @@ class ComputeSelector:
             )
 
 
-# Per workspace client: its region, and the region's VM sizes (a static catalogue) once read.
-_REGIONS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-_SIZES: weakref.WeakKeyDictionary[Any, tuple[str | None, tuple[VmSizeInfo, ...]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def workspace_location(ml_client: Any) -> str | None:
-    """The workspace's region, read once per client; ``None`` when it cannot be read (the SDK
-    then reads it itself). Without it azure-ai-ml reads the workspace before every size or
-    usage list."""
-    try:
-        cached = _REGIONS.get(ml_client)
-    except TypeError:  # a client that cannot be weakly referenced: no cache
-        return None
-    if cached:
-        return cached
-    name = getattr(ml_client, "workspace_name", None)
-    if not isinstance(name, str) or not name:
-        return None
-    try:
-        workspace = ml_client.workspaces.get(name)
-    except Exception as exc:  # best effort: the SDK's own lookup reports the failure
-        logger.debug("could not read the region of workspace %s: %s", name, exc)
-        return None
-    location = getattr(workspace, "location", None)
-    if not isinstance(location, str) or not location:
-        return None
-    _REGIONS[ml_client] = location
-    return location
-
-
-def _cached_sizes(ml_client: Any, location: str | None) -> list[VmSizeInfo] | None:
-    try:
-        cached = _SIZES.get(ml_client)
-    except TypeError:
-        return None
-    if cached is None or cached[0] != location:
-        return None
-    return list(cached[1])
-
-
-def _remember_sizes(ml_client: Any, location: str | None, sizes: Sequence[VmSizeInfo]) -> None:
-    with contextlib.suppress(TypeError):
-        _SIZES[ml_client] = (location, tuple(sizes))
-
-
 def _allow_key(allow_list: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if allow_list is None else tuple(a.lower() for a in allow_list)
 
@@ -577,7 +529,8 @@ def check_deployment_quota(
         selector = ComputeSelector(ml_client, serverless=True, location=location)
         # The size catalogue of the region does not change: reuse the plan's (usages are
         # read again, the job's cluster may have taken quota since).
-        selector._sizes = _cached_sizes(ml_client, selector._location())
+        cached = cached_sizes(ml_client, selector._location())
+        selector._sizes = None if cached is None else list(cached)
     sizes = selector.list_sizes()
     info = next((s for s in sizes if s.name.lower() == instance_type.lower()), None)
     if info is None or not info.family or info.vcpus < 1:
