@@ -83,3 +83,19 @@ def test_select_after_a_stale_plan_checks_again() -> None:
         selector.select()
         routes = [r.route for r in fake.requests]
         assert "compute.list_usage" in routes  # the quota is checked again
+
+
+def test_deleting_a_missing_endpoint_is_one_request_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from phi_finetune.endpoint import delete_online_endpoint
+
+    with FakeAzureML() as fake:
+        client = fake.workspace_client()
+        fake.clear_requests()
+        with caplog.at_level(logging.INFO, logger="phi_finetune.endpoint"):
+            delete_online_endpoint(client, "never-made")
+        assert [r.method for r in fake.requests if r.route != "workspace.get"] == ["DELETE"]
+        assert "never-made was already deleted" in caplog.text
