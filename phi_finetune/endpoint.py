@@ -107,22 +107,24 @@ def sdk_output_to_stderr() -> Iterator[None]:
 
 def delete_online_endpoint(ml_client: MLClient, name: str) -> None:
     """Delete Azure ML online endpoint ``name`` and wait; succeeds when it is already gone."""
-    from phi_finetune.azure.boundary import call, get_or_none
+    from phi_finetune.azure.boundary import call
 
-    # Azure answers a delete of nothing with 204: look first, so "already gone" is logged.
-    if (
-        get_or_none(f"get endpoint {name!r}", lambda: ml_client.online_endpoints.get(name=name))
-        is None
-    ):
-        logger.info("endpoint %s was already deleted", name)
-        return
     what = (
         f"delete endpoint {name!r} (retry with `phi-finetune teardown` or delete it in the Azure "
         "ML studio: it bills while it exists)"
     )
+    # No GET first (the SDK's get also lists the deployments: two requests): Azure answers a
+    # delete of nothing with 204 (or 404), which is how "already gone" is told apart.
+    status: list[int | None] = []
+
+    def delete() -> None:
+        poller = ml_client.online_endpoints.begin_delete(name=name)
+        status.append(_initial_status(poller))
+        poller.result()
+
     try:
         with sdk_output_to_stderr():
-            call(what, lambda: ml_client.online_endpoints.begin_delete(name=name).result())
+            call(what, delete)
     except Exception as exc:
         from phi_finetune.azure.boundary import is_not_found
 
@@ -130,7 +132,21 @@ def delete_online_endpoint(ml_client: MLClient, name: str) -> None:
             logger.info("endpoint %s was already deleted", name)
             return
         raise
+    if status and status[-1] == 204:
+        logger.info("endpoint %s was already deleted", name)
+        return
     logger.info("endpoint %s deleted", name)
+
+
+def _initial_status(poller: Any) -> int | None:
+    """HTTP status of a long-running operation's first reply (best effort: azure-core keeps it
+    on the polling method)."""
+    try:
+        initial = poller.polling_method()._initial_response
+        code = initial.http_response.status_code
+    except Exception:  # not an azure-core poller, or its layout changed: unknown
+        return None
+    return code if isinstance(code, int) else None
 
 
 class Endpoint:
@@ -226,6 +242,30 @@ class Endpoint:
             lambda: ml_client.online_endpoints.get(name=name),
             not_found=missing,
         )
+        return cls._from_remote(
+            ml_client, name, remote, deployment_name=deployment_name, observer=observer, **options
+        )
+
+    @classmethod
+    def _from_remote(
+        cls,
+        ml_client: MLClient,
+        name: str,
+        remote: Any,
+        *,
+        deployment_name: str | None = None,
+        observer: ResourceObserver | None = None,
+        **options: Any,
+    ) -> Endpoint:
+        """:meth:`from_name` on an endpoint entity already read (e.g. an update's reply)."""
+        from phi_finetune.azure.boundary import call
+
+        def missing(message: str) -> EndpointError:
+            return EndpointError(
+                f"online endpoint {name!r} does not exist in this workspace; list the existing "
+                "ones with `phi-finetune endpoints list`"
+            )
+
         scoring_uri = remote.scoring_uri
         if not scoring_uri:
             raise EndpointError(

@@ -80,7 +80,7 @@ def test_entities_built_like_the_reference_with_autospec() -> None:
     ml = autospec_ml_client()
     ml.online_endpoints.get.side_effect = [
         ResourceNotFoundError("no"),  # free-name check
-        type("E", (), {"traffic": {}})(),  # before the traffic update
+        # (no read before the traffic update: the endpoint's create reply is used)
         type(
             "E",
             (),

@@ -111,14 +111,10 @@ def test_whole_run_against_the_fake(
     session = _session(tmp_path, workspace)
     result = session.run()
 
-    # data assets registered and journaled
-    assert {name for name, _ in fake.data_assets} == {
-        "ultrachat-train",
-        "ultrachat-test",
-        "ultrachat-test-gen",
-    }
+    # the job's inputs registered and journaled; test_gen (scoring samples) stays local
+    assert {name for name, _ in fake.data_assets} == {"ultrachat-train", "ultrachat-test"}
     journal = Journal.load(tmp_path / "state", result.run_id)
-    assert len(journal.resources(kind="data_asset")) == 3
+    assert len(journal.resources(kind="data_asset")) == 2
     # one pipeline job, built as the reference does
     assert list(fake.jobs) == [result.job_name]
     (create,) = fake.find_requests("PUT", route="jobs.create")

@@ -86,6 +86,10 @@ class AzureBackend:
     ) -> None:
         self._workspace = workspace
         self.poll_interval_s = poll_interval_s
+        # Job name -> the entity fine_tune last read in this process (the registrar's check).
+        self._finished_jobs: dict[str, Any] = {}
+        # (config, run id, data inputs, plan record, job) of the last plan() in this process.
+        self._planned_job: tuple[Any, str, dict[str, Any], PlanRecord, FineTuneJob] | None = None
         self.job_timeout_s = job_timeout_s
 
     def workspace(self, ctx: StepContext) -> Workspace:
@@ -98,19 +102,37 @@ class AzureBackend:
     # -- steps ----------------------------------------------------------------------------
 
     def prepare_data(self, ctx: StepContext) -> PreparedDataRecord:
-        from phi_finetune.azure.data_assets import asset_version
+        from phi_finetune.azure.data_assets import (
+            PIPELINE_INPUTS,
+            RegisteredData,
+            asset_version,
+            register_file,
+        )
 
         prepared, record = prepare_data_files(ctx)
         ml_client = self.workspace(ctx).ml_client
+        # Only the job's inputs become data assets: the test_gen file is read locally, for
+        # scoring samples, and uploading it would cost seven requests for nothing.
+        files = {r: p for r, p in prepared.files().items() if r in PIPELINE_INPUTS}
+        names = {role: f"{_DATA_PREFIX}-{role.replace('_', '-')}" for role in files}
         # Intent before action: names and versions are deterministic (prefix-role, content hash).
-        for role in prepared.files():
+        for role in files:
             ctx.observer.creating(
-                "data_asset",
-                f"{_DATA_PREFIX}-{role.replace('_', '-')}",
-                asset_version(prepared.sha256[role]),
-                billable=False,
+                "data_asset", names[role], asset_version(prepared.sha256[role]), billable=False
             )
-        registered = prepared.register(ml_client, name_prefix=_DATA_PREFIX)
+        registered = RegisteredData(
+            assets={
+                role: register_file(
+                    ml_client,
+                    path,
+                    role=role,
+                    name=names[role],
+                    sha256=prepared.sha256[role],
+                    tags={"rows": str(prepared.counts[role]), "role": role},
+                )
+                for role, path in files.items()
+            }
+        )
         for asset in registered.assets.values():
             ctx.observer.created("data_asset", asset.name, str(asset.version), billable=False)
         return attrs.evolve(record, assets=registered.input_paths())
@@ -154,7 +176,28 @@ class AzureBackend:
         )
 
     def plan(self, ctx: StepContext) -> PlanRecord:
-        return plan_record(self._job(ctx).plan())
+        job = self._job(ctx)
+        record = plan_record(job.plan())
+        # The job keeps what plan() resolved (model, component, compute facts), so fine_tune in
+        # this process submits it instead of reading them all again.
+        self._planned_job = (ctx.config, ctx.journal.run_id, dict(ctx.prepared.assets), record, job)
+        return record
+
+    def _job_to_submit(self, ctx: StepContext, planned: PlanRecord) -> FineTuneJob:
+        """The job plan() built in this process when it planned exactly ``planned`` for the
+        same config, run and data; else a new job pinned to ``planned``'s versions."""
+        cached, self._planned_job = self._planned_job, None
+        if cached is not None:
+            config, run_id, assets, record, job = cached
+            if (
+                config is ctx.config
+                and run_id == ctx.journal.run_id
+                and assets == dict(ctx.prepared.assets)
+                and record.model.version == planned.model.version
+                and record.component_version == planned.component_version
+            ):
+                return job
+        return self._job(ctx, pinned=planned)
 
     def fine_tune(self, ctx: StepContext) -> JobRecord:
         handle = self._reattach(ctx)
@@ -172,7 +215,7 @@ class AzureBackend:
             )
             if planned.compute is not None and planned.compute.will_create:
                 ctx.observer.creating("compute", planned.compute.name, billable=False)
-            handle = self._job(ctx, pinned=planned).submit()
+            handle = self._job_to_submit(ctx, planned).submit()
             handle.poll_interval_s = self.poll_interval_s
             ctx.observer.created(
                 "job", handle.name, billable=True, details={"studio_url": handle.studio_url}
@@ -181,6 +224,8 @@ class AzureBackend:
             if planned.compute is not None and planned.compute.will_create:
                 ctx.observer.created("compute", planned.compute.name, billable=False)
         status = handle.wait(timeout=self.job_timeout_s)
+        if handle._job is not None:
+            self._finished_jobs[handle.name] = handle._job
         # A finished job bills nothing more: keep it in the journal, no longer billable.
         ctx.observer.created("job", handle.name, billable=False, details={"status": status})
         return JobRecord(
@@ -282,7 +327,12 @@ class AzureBackend:
 
         config = ctx.config
         plan = ctx.plan
-        registrar = ModelRegistrar(self.workspace(ctx).ml_client, observer=ctx.observer)
+        # A job that ended during this process's fine_tune is not read again.
+        registrar = ModelRegistrar(
+            self.workspace(ctx).ml_client,
+            observer=ctx.observer,
+            known_jobs={n: j for n, j in self._finished_jobs.items() if n == ctx.job.name},
+        )
         model = registrar.register(
             ctx.job.name,
             base_model=plan.model.name or config.model.name,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import attrs
 
 from phi_finetune.azure.boundary import call, get_or_none
 from phi_finetune.azure.quota import DEDICATED, LOW_PRIORITY, QuotaTable, deployment_vcpus
+from phi_finetune.azure.region import cached_sizes, remember_sizes, workspace_location
 from phi_finetune.errors import (
     ComputeError,
     ComputeFailedStateError,
@@ -53,6 +55,8 @@ UNSUPPORTED_WITHOUT_ALLOW_LIST = (
 )
 #: The component's default fine-tune instance type (used for serverless without a size).
 DEFAULT_SERVERLESS_SIZE = "Standard_NC24ads_A100_v4"
+#: Seconds during which :meth:`ComputeSelector.select` acts on the facts of the plan() before it.
+PLAN_REUSE_S = 60.0
 
 
 @attrs.frozen
@@ -193,6 +197,10 @@ class ComputeSelector:
         self.instance_type_preprocess = instance_type_preprocess
         self._quota: QuotaTable | None = None
         self._sizes: list[VmSizeInfo] | None = None
+        # The last plan() result, its allow list and when it was made: select() right after
+        # plan() acts on the facts plan() just read instead of reading them again.
+        self._planned: tuple[tuple[str, ...] | None, ComputeSelection, float] | None = None
+        self.plan_reuse_s = PLAN_REUSE_S
 
     @classmethod
     def from_config(cls, ml_client: MLClient | None, section: Any) -> ComputeSelector:
@@ -220,10 +228,24 @@ class ComputeSelector:
     # ------------------------------------------------------------------ public
     def plan(self, *, allow_list: Sequence[str] | None = None) -> ComputeSelection:
         """Every check, nothing created (``will_create`` tells whether submit would create)."""
-        return self._select(allow_list, create=False)
+        selection = self._select(allow_list, create=False)
+        self._planned = (_allow_key(allow_list), selection, time.monotonic())
+        return selection
 
     def select(self, *, allow_list: Sequence[str] | None = None) -> ComputeSelection:
-        """Every check, then create the cluster if it is missing (idempotent)."""
+        """Every check, then create the cluster if it is missing (idempotent).
+
+        Right after :meth:`plan` (same allow list, within ``plan_reuse_s`` seconds) the checks
+        plan() made stand: the cluster, size list and quota are not read again.
+        """
+        planned, self._planned = self._planned, None
+        if planned is not None:
+            key, selection, made = planned
+            if key == _allow_key(allow_list) and time.monotonic() - made <= self.plan_reuse_s:
+                if not selection.will_create:
+                    return selection
+                self._create(selection.name, selection.vm_size)
+                return attrs.evolve(selection, created=True, will_create=False)
         return self._select(allow_list, create=True)
 
     def plan_offline(self, *, allow_list: Sequence[str] | None = None) -> ComputeSelection:
@@ -267,9 +289,10 @@ class ComputeSelector:
 
     def _read_sizes(self) -> list[VmSizeInfo]:
         client = self._client()
+        location = self._location()
         raw = call(
             "list the VM sizes of the workspace region",
-            lambda: list(client.compute.list_sizes(location=self.location)),
+            lambda: list(client.compute.list_sizes(location=location)),
         )
         sizes = []
         for item in raw:
@@ -285,6 +308,7 @@ class ComputeSelector:
                     memory_gb=float(_read(item, "memoryGB", "memory_gb") or 0.0),
                 )
             )
+        remember_sizes(client, location, sizes)
         return sizes
 
     def available_vcpus(self, family: str) -> tuple[int, int, int] | None:
@@ -301,8 +325,13 @@ class ComputeSelector:
     def quota_table(self) -> QuotaTable:
         """The region's usages (``compute.list_usage``, every page), read once per plan."""
         if self._quota is None:
-            self._quota = QuotaTable.read(self._client(), location=self.location)
+            self._quota = QuotaTable.read(self._client(), location=self._location())
         return self._quota
+
+    def _location(self) -> str | None:
+        if self.location is None:
+            self.location = workspace_location(self._client())
+        return self.location
 
     # ------------------------------------------------------------------ internals
     def _client(self) -> MLClient:
@@ -478,6 +507,10 @@ class ComputeSelector:
             )
 
 
+def _allow_key(allow_list: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if allow_list is None else tuple(a.lower() for a in allow_list)
+
+
 def check_deployment_quota(
     ml_client: MLClient,
     instance_type: str,
@@ -494,6 +527,10 @@ def check_deployment_quota(
     """
     if selector is None or selector.ml_client is not ml_client:
         selector = ComputeSelector(ml_client, serverless=True, location=location)
+        # The size catalogue of the region does not change: reuse the plan's (usages are
+        # read again, the job's cluster may have taken quota since).
+        cached = cached_sizes(ml_client, selector._location())
+        selector._sizes = None if cached is None else list(cached)
     sizes = selector.list_sizes()
     info = next((s for s in sizes if s.name.lower() == instance_type.lower()), None)
     if info is None or not info.family or info.vcpus < 1:

@@ -409,7 +409,11 @@ class EndpointDeployer:
         timeout: float,
         reuse: bool,
         observer: ResourceObserver,
-    ) -> None:
+        endpoint: Any = None,
+    ) -> Any:
+        """Create (or reuse) the deployment and send it all traffic; the traffic update's reply
+        (the endpoint as it is now; ``None`` when the service sent none). ``endpoint``: the
+        endpoint this process just created (its create reply), not read again."""
         from azure.ai.ml.entities import (
             ManagedOnlineDeployment,
             OnlineRequestSettings,
@@ -435,8 +439,12 @@ class EndpointDeployer:
             try:
                 poller = self._ml_client.online_deployments.begin_create_or_update(deployment)
                 observer.created("deployment", deployment_name, billable=True)
-                self._wait(poller, what=f"deployment {deployment_name}", timeout=timeout)
-                state = self._deployment_state(endpoint_name, deployment_name)
+                done = self._wait(poller, what=f"deployment {deployment_name}", timeout=timeout)
+                # The poller's last read is the deployment as it is now; read it only if the
+                # reply carried no state.
+                state = state_text(getattr(done, "provisioning_state", None)) or None
+                if state is None:
+                    state = self._deployment_state(endpoint_name, deployment_name)
                 if state not in (None, "succeeded"):
                     raise _StateError(state)
             except (WaitTimeoutError, KeyboardInterrupt):
@@ -445,9 +453,11 @@ class EndpointDeployer:
                 self._fail(endpoint_name, spec, exc, observer=observer)
         # --- all traffic to the deployment
         try:
-            current = self._ml_client.online_endpoints.get(name=endpoint_name)
+            current = endpoint
+            if current is None or not hasattr(current, "traffic"):
+                current = self._ml_client.online_endpoints.get(name=endpoint_name)
             current.traffic = {deployment_name: 100}
-            self._wait(
+            return self._wait(
                 self._ml_client.online_endpoints.begin_create_or_update(current),
                 what=f"traffic update of {endpoint_name}",
                 timeout=timeout,
@@ -462,6 +472,7 @@ class EndpointDeployer:
                 observer=observer,
                 stage="sending traffic to",
             )
+        return None
 
     def _deployment_state(self, endpoint_name: str, deployment_name: str) -> str | None:
         """The deployment's provisioning state in lower case; ``None`` when it does not exist

@@ -116,9 +116,12 @@ class DeploymentHandle:
     def _finish(self, timeout: float) -> Endpoint:
         deployer, spec, name = self._deployer, self._spec, self._endpoint_name
         observer = self._observer
+        created: Any = None
         if self._endpoint_poller is not None:
             try:
-                deployer._wait(self._endpoint_poller, what=f"endpoint {name}", timeout=timeout)
+                created = deployer._wait(
+                    self._endpoint_poller, what=f"endpoint {name}", timeout=timeout
+                )
             except Exception as exc:
                 deployer._cleanup(name, spec.keep_on_failure, observer)
                 if isinstance(exc, PhiFinetuneError):
@@ -126,17 +129,32 @@ class DeploymentHandle:
                 raise translate(f"create endpoint {name!r}", exc) from exc
             self._endpoint_poller = None
         try:
-            deployer._deploy_on(
+            updated = deployer._deploy_on(
                 name,
                 self._model_ref,
                 spec,
                 timeout=timeout,
                 reuse=self._existing is not None,
                 observer=observer,
+                endpoint=created,
             )
         except WaitTimeoutError:
             deployer._cleanup(name, spec.keep_on_failure, observer, spec.deployment_name)
             raise
+        traffic = getattr(updated, "traffic", None)
+        if (
+            isinstance(getattr(updated, "scoring_uri", None), str)
+            and isinstance(traffic, dict)
+            and traffic.get(spec.deployment_name) == 100
+        ):
+            # The traffic update's reply is the endpoint as it is now: no need to read it again.
+            return Endpoint._from_remote(
+                deployer._ml_client,
+                name,
+                updated,
+                deployment_name=spec.deployment_name,
+                observer=observer,
+            )
         return Endpoint.from_name(
             deployer._ml_client,
             name,

@@ -147,9 +147,13 @@ class ModelRegistrar:
         on_creating: Callable[[str, str, str], object] | None = None,
         on_created: Callable[[str, str, str], object] | None = None,
         check_job_output: bool = True,
+        known_jobs: Mapping[str, Any] | None = None,
     ) -> None:
+        """``known_jobs``: job name -> the job entity the caller just read (its output check
+        uses it instead of reading the job again)."""
         self._ml_client = ml_client
         self._check_job_output = check_job_output
+        self._known_jobs = dict(known_jobs or {})
         chosen = observer_from_callbacks(
             "ModelRegistrar()",
             observer,
@@ -217,14 +221,20 @@ class ModelRegistrar:
                     "version, or omit version to get a new one"
                 )
         else:
-            found = self.find(model_name, source_path=path)
+            found, taken = self._find(model_name, source_path=path)
             if found is not None:
                 logger.info(
                     "model %s:%s already holds %s; reusing it", found.name, found.version, path
                 )
                 return found
             wanted_version = generate_model_version()
-            while self._get(model_name, wanted_version) is not None:
+            # The list find() read names every version: a taken one is bumped without a GET.
+            # When the list could not be read, each candidate is read instead.
+            while (
+                wanted_version in taken
+                if taken is not None
+                else self._get(model_name, wanted_version) is not None
+            ):
                 wanted_version = str(int(wanted_version) + 1)
 
         if job_match and self._check_job_output:
@@ -266,22 +276,33 @@ class ModelRegistrar:
 
     def find(self, name: str, *, source_path: str) -> RegisteredModel | None:
         """The version of ``name`` registered from ``source_path`` (``None`` if there is none)."""
+        return self._find(name, source_path=source_path)[0]
+
+    def _find(
+        self, name: str, *, source_path: str
+    ) -> tuple[RegisteredModel | None, set[str] | None]:
+        """:meth:`find` and every version of ``name`` that list read (``None``: not read)."""
         versions = get_or_none(
             f"list versions of model {name}", lambda: list(self._ml_client.models.list(name=name))
         )
+        found: RegisteredModel | None = None
+        taken: set[str] = set()
         for model in versions or ():
             candidate = RegisteredModel.from_entity(model)
-            if self._same_source(candidate, source_path):
-                return candidate
-        return None
+            taken.add(str(candidate.version))
+            if found is None and self._same_source(candidate, source_path):
+                found = candidate
+        return found, (taken if versions is not None else None)
 
     # ------------------------------------------------------------------ internals
     def _check_job(self, job_name: str, output_name: str, path: str) -> None:
         """Refuse, before any PUT, an output of a job that is missing or not completed."""
-        job = get_or_none(
-            f"get job {job_name!r} (to register its output)",
-            lambda: self._ml_client.jobs.get(job_name),
-        )
+        job = self._known_jobs.get(job_name)
+        if job is None:
+            job = get_or_none(
+                f"get job {job_name!r} (to register its output)",
+                lambda: self._ml_client.jobs.get(job_name),
+            )
         asked = f"cannot register {path}"
         if job is None:
             raise ModelError(
