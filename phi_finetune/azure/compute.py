@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from phi_finetune.azure.boundary import call, get_or_none
-from phi_finetune.azure.quota import DEDICATED, LOW_PRIORITY, QuotaTable, deployment_vcpus
+from phi_finetune.azure.quota import (
+    DEDICATED,
+    LOW_PRIORITY,
+    QuotaTable,
+    as_int,
+    deployment_vcpus,
+    entity_field,
+)
 from phi_finetune.azure.region import cached_sizes, remember_sizes, workspace_location
 from phi_finetune.errors import (
     ComputeError,
@@ -132,25 +139,6 @@ class ComputeSelection:
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
-
-
-def _read(obj: Any, *names: str) -> Any:
-    """An attribute of an SDK entity, looking past its camelCase ``__dict__`` keys."""
-    raw = obj if isinstance(obj, Mapping) else getattr(obj, "__dict__", {})
-    for name in names:
-        value = raw.get(name) if isinstance(raw, Mapping) else None
-        if value is None and not isinstance(obj, Mapping):
-            value = getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return None if value is None else int(float(value))
-    except (TypeError, ValueError):
-        return None
 
 
 class ComputeSelector:
@@ -296,16 +284,16 @@ class ComputeSelector:
         )
         sizes = []
         for item in raw:
-            name = _read(item, "name")
+            name = entity_field(item, "name")
             if not name:
                 continue
             sizes.append(
                 VmSizeInfo(
                     name=str(name),
-                    vcpus=_int(_read(item, "vCPUs", "v_cp_us", "vcpus")) or 0,
-                    gpus=_int(_read(item, "gpus", "GPUs")) or 0,
-                    family=str(_read(item, "family") or ""),
-                    memory_gb=float(_read(item, "memoryGB", "memory_gb") or 0.0),
+                    vcpus=as_int(entity_field(item, "vCPUs", "v_cp_us", "vcpus")) or 0,
+                    gpus=as_int(entity_field(item, "gpus", "GPUs")) or 0,
+                    family=str(entity_field(item, "family") or ""),
+                    memory_gb=float(entity_field(item, "memoryGB", "memory_gb") or 0.0),
                 )
             )
         remember_sizes(client, location, sizes)
@@ -364,7 +352,7 @@ class ComputeSelector:
                         f"cluster {name!r} exists with size {size}; compute.vm_size "
                         f"{self.vm_size} is ignored"
                     )
-                max_nodes = _int(getattr(existing, "max_instances", None))
+                max_nodes = as_int(getattr(existing, "max_instances", None))
                 if max_nodes is not None and max_nodes < self.nodes:
                     raise ComputeError(
                         f"cluster {name!r} scales to {max_nodes} node(s) but the job needs "
@@ -423,7 +411,7 @@ class ComputeSelector:
 
     def _nodes_running(self, existing: Compute) -> bool:
         # A cluster that already runs enough nodes for the job needs no further quota.
-        current = _int(_read(existing, "current_node_count", "currentNodeCount"))
+        current = as_int(entity_field(existing, "current_node_count", "currentNodeCount"))
         return current is not None and current >= self.nodes
 
     @staticmethod

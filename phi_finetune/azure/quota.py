@@ -29,7 +29,9 @@ __all__ = [
     "DEPLOYMENT_RESERVE_EXEMPT",
     "QuotaEntry",
     "QuotaTable",
+    "as_int",
     "deployment_vcpus",
+    "entity_field",
     "family_key",
 ]
 
@@ -84,7 +86,7 @@ def _tier(text: str) -> str:
     return LOW_PRIORITY if "lowpriority" in _alnum(text) else DEDICATED
 
 
-def _read(obj: Any, *names: str) -> Any:
+def entity_field(obj: Any, *names: str) -> Any:
     """A field of a usage (SDK entity with camelCase ``__dict__`` keys, or a dict)."""
     raw = obj if isinstance(obj, Mapping) else getattr(obj, "__dict__", {})
     for name in names:
@@ -96,7 +98,7 @@ def _read(obj: Any, *names: str) -> Any:
     return None
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
     try:
         return None if value is None else int(float(value))
     except (TypeError, ValueError, OverflowError):
@@ -126,7 +128,7 @@ class QuotaEntry:
 
     @classmethod
     def from_usage(cls, usage: Any) -> QuotaEntry:
-        name = _read(usage, "name")
+        name = entity_field(usage, "name")
         names: list[str] = []
         if isinstance(name, Mapping):
             names = [str(name.get(k)) for k in ("value", "localizedValue") if name.get(k)]
@@ -136,8 +138,8 @@ class QuotaEntry:
                     names.append(str(getattr(name, attr)))
             if not names and isinstance(name, str):
                 names = [name]
-        kind = str(_read(usage, "type") or "").lower()
-        ident = str(_read(usage, "id") or "")
+        kind = str(entity_field(usage, "type") or "").lower()
+        ident = str(entity_field(usage, "id") or "")
         if "/computes/" in kind or "/computes/" in ident.lower():
             scope = "compute"
         elif "workspace" in kind or "/workspaces/" in ident.lower():
@@ -145,13 +147,13 @@ class QuotaEntry:
         else:
             scope = "region"
         match = re.search(r"/workspaces/([^/]+)", ident, flags=re.IGNORECASE)
-        limit = _int(_read(usage, "limit"))
+        limit = as_int(entity_field(usage, "limit"))
         return cls(
             names=tuple(dict.fromkeys(names)),
             tier=_tier(" ".join(names)),
             scope=scope,
             limit=None if limit is None or limit < 0 else limit,
-            current=max(_int(_read(usage, "currentValue", "current_value")) or 0, 0),
+            current=max(as_int(entity_field(usage, "currentValue", "current_value")) or 0, 0),
             workspace=match.group(1) if match else None,
         )
 
