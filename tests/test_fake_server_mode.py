@@ -160,3 +160,11 @@ def test_serve_without_start_and_close_is_bounded() -> None:
         server.close()
     with pytest.raises(requests.ConnectionError):
         requests.get(server.url + "/", timeout=5)
+
+
+def test_the_server_mode_hook_refuses_a_url_that_is_not_loopback() -> None:
+    from phi_finetune.errors import ConfigurationError
+    from phi_finetune.testing._client_hook import activate
+
+    with pytest.raises(ConfigurationError, match="not a loopback address"):
+        activate("https://collector.example.com:8443")

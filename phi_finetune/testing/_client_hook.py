@@ -6,18 +6,22 @@ checks the variable before resolving a credential), so production imports are un
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
+from phi_finetune.errors import ConfigurationError
 from phi_finetune.testing._http import Reply, read_body, to_transport_response
 from phi_finetune.testing._server import TARGET_HEADER, TOKEN_PATH
 from phi_finetune.testing._transport import TransportPatch
 
 __all__ = ["RemoteCredential", "activate"]
 
+logger = logging.getLogger(__name__)
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _lock = threading.Lock()
 _active: dict[str, TransportPatch] = {}
 _TIMEOUT_S = 60.0
@@ -79,9 +83,21 @@ def _forwarder(url: str) -> Any:
 
 
 def activate(url: str) -> RemoteCredential:
-    """Forward this process's azure-core (and ``requests``) traffic to ``url``; idempotent."""
+    """Forward this process's azure-core (and ``requests``) traffic to ``url``; idempotent.
+
+    Only a loopback URL is accepted: the served fake listens on 127.0.0.1, and nothing else may
+    receive this process's Azure traffic through a variable in its environment.
+    """
+    host = urlsplit(url).hostname
+    if host not in _LOOPBACK:
+        raise ConfigurationError(
+            f"PHI_FINETUNE_FAKE_AZUREML_URL={url!r} is not a loopback address; it must be the "
+            "URL a served FakeAzureML gave (http://127.0.0.1:PORT). Unset the variable to use "
+            "Azure."
+        )
     with _lock:
         if url not in _active:
+            logger.warning("Azure requests go to the test fake at %s, not to Azure", url)
             patch = TransportPatch()
             patch.apply(_forwarder(url), lambda duration: None)
             _active[url] = patch
