@@ -178,16 +178,20 @@ def is_not_found(exc: BaseException) -> bool:
     return _status(exc) == 404
 
 
-def retry_after_s(exc: BaseException) -> float | None:
-    """The ``Retry-After`` (seconds) of the reply behind ``exc``, if it carried one."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
+def _response_header(exc: BaseException, name: str) -> Any:
+    """Header ``name`` of the reply behind ``exc`` (either spelling), or ``None``."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
     if headers is None:
         return None
     try:
-        value = headers.get("Retry-After") or headers.get("retry-after")
+        return headers.get(name) or headers.get(name.lower())
     except Exception:  # an odd header container: no hint
         return None
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The ``Retry-After`` (seconds) of the reply behind ``exc``, if it carried one."""
+    value = _response_header(exc, "Retry-After")
     if value is None:
         return None
     try:
@@ -261,14 +265,7 @@ _TENANT = re.compile(
 
 def _challenge_tenant(exc: BaseException) -> str | None:
     """The tenant named by a 401's ``WWW-Authenticate`` challenge (Bearer authorization_uri)."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    try:
-        challenge = headers.get("WWW-Authenticate") or headers.get("www-authenticate")
-    except Exception:  # an odd header container: no hint
-        return None
+    challenge = _response_header(exc, "WWW-Authenticate")
     found = _TENANT.search(str(challenge or ""))
     tenant = found.group("tenant") if found else None
     return tenant if tenant and tenant not in ("common", "organizations") else None
