@@ -27,8 +27,22 @@ import jsonschema
 
 CONTRACT_DIR = Path(__file__).parent / "data" / "contract"
 SPEC_FILE = CONTRACT_DIR / "machineLearningServices.2023-08-01-preview.json"
-# workspace, datastores, jobs, models, online endpoints and deployments (see the README)
+# derived from azure-ai-ml 1.35.2 (api 2025-12-01): still the contract for the workspace and
+# datastore routes, whose swagger (workspaceRP.json, mfe.json 2024-10-01-preview) is not vendored
 ASSETS_SPEC_FILE = CONTRACT_DIR / "armMlService.azure-ai-ml-1.35.2.json"
+# api-version -> the vendored swagger of that version (mfe.json definitions, see the README)
+BY_API_VERSION: dict[str, Path] = {
+    version: CONTRACT_DIR / f"mfe.{version}.json"
+    for version in (
+        "2022-02-01-preview",
+        "2023-04-01-preview",
+        "2023-08-01-preview",
+        "2024-01-01-preview",
+    )
+}
+# registry data plane (derived, no swagger published) and registry discovery (swagger v1.0)
+REGISTRY_FILE = CONTRACT_DIR / "registryDataplane.2021-10-01-dataplanepreview.json"
+DISCOVERY_FILE = CONTRACT_DIR / "registryDiscovery.v1.0.json"
 
 _DROP = {"readOnly", "title", "description", "default", "format", "discriminator"}
 _BASE_SUFFIX = "__base"
@@ -143,6 +157,11 @@ def errors(definition: str, body: Any, source: Path = SPEC_FILE) -> list[str]:
     """Every way ``body`` breaks ``definition``: ``"<json path>: <message>"``, empty if none."""
     found = validator(definition, source).iter_errors(body)
     return sorted(f"{e.json_path}: {e.message}" for e in found)
+
+
+def has_definition(definition: str, source: Path) -> bool:
+    """Whether ``source`` vendors ``definition`` (a stub counts: it rejects every value)."""
+    return definition in spec(source)["definitions"]
 
 
 def operation(operation_id: str) -> dict[str, Any]:

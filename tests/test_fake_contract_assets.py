@@ -1,21 +1,23 @@
-"""The fake's workspace, datastore, job, model, endpoint and deployment replies follow the contract.
+"""The fake's workspace, job, model, data, endpoint and deployment replies follow the contract.
 
 Each flow is driven through the real SDK calls the library makes; every reply body the fake gives
-on those routes is captured at azure-core's transport and validated against the vendored
-definitions (``tests/data/contract/armMlService.azure-ai-ml-1.35.2.json``, see the README).
+on those routes is captured at azure-core's transport and validated against the vendored swagger
+of the api-version the request carried (``tests/data/contract/mfe.<api-version>.json``); the
+workspace and datastore routes, whose swagger is not vendored, against the definitions derived
+from azure-ai-ml 1.35.2 (``armMlService.azure-ai-ml-1.35.2.json``). See the README there.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import _contract as contract
 import pytest
+from _contract_capture import ROUTES, Captured, capture, contract_for
 
 from phi_finetune.testing import FakeAzureML
 
@@ -24,69 +26,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 ASSETS = contract.ASSETS_SPEC_FILE
 MODEL_ID = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
-WS = r"/workspaces/[^/]+"
-
-# (method, path pattern after the workspace, status) -> definition of the reply body
-ROUTES: list[tuple[str, str, str]] = [
-    ("GET", rf"{WS}$", "Workspace"),
-    ("GET", rf"{WS}/datastores$", "DatastoreResourceArmPaginatedResult"),
-    ("GET", rf"{WS}/datastores/[^/]+$", "Datastore"),
-    ("POST", rf"{WS}/datastores/[^/]+/listSecrets$", "DatastoreSecrets"),
-    ("PUT", rf"{WS}/jobs/[^/]+$", "JobBase"),
-    ("GET", rf"{WS}/jobs/[^/]+$", "JobBase"),
-    ("GET", rf"{WS}/jobs$", "JobBaseResourceArmPaginatedResult"),
-    ("PUT", rf"{WS}/models/[^/]+$", "ModelContainer"),
-    ("GET", rf"{WS}/models/[^/]+$", "ModelContainer"),
-    ("PUT", rf"{WS}/models/[^/]+/versions/[^/]+$", "ModelVersion"),
-    ("GET", rf"{WS}/models/[^/]+/versions/[^/]+$", "ModelVersion"),
-    ("GET", rf"{WS}/models/[^/]+/versions$", "ModelVersionResourceArmPaginatedResult"),
-    ("PUT", rf"{WS}/onlineEndpoints/[^/]+$", "OnlineEndpoint"),
-    ("GET", rf"{WS}/onlineEndpoints/[^/]+$", "OnlineEndpoint"),
-    ("GET", rf"{WS}/onlineEndpoints$", "OnlineEndpointTrackedResourceArmPaginatedResult"),
-    ("POST", rf"{WS}/onlineEndpoints/[^/]+/listKeys$", "EndpointAuthKeys"),
-    ("PUT", rf"{WS}/onlineEndpoints/[^/]+/deployments/[^/]+$", "OnlineDeployment"),
-    ("GET", rf"{WS}/onlineEndpoints/[^/]+/deployments/[^/]+$", "OnlineDeployment"),
-    (
-        "GET",
-        rf"{WS}/onlineEndpoints/[^/]+/deployments$",
-        "OnlineDeploymentTrackedResourceArmPaginatedResult",
-    ),
-]
-
-
-class Captured:
-    """Replies seen at the transport: ``(method, path, status, JSON body or None)``."""
-
-    def __init__(self) -> None:
-        self.replies: list[tuple[str, str, int, Any]] = []
-
-    def on(self, definition: str) -> list[tuple[str, str, Any]]:
-        """The 2xx replies with a body whose route the contract gives ``definition``."""
-        found = []
-        for method, path, status, body in self.replies:
-            if status >= 300 or body is None:
-                continue
-            if _definition(method, path) == definition:
-                found.append((method, path, body))
-        return found
-
-    def checked(self) -> list[tuple[str, str, str]]:
-        """``(method, path, definition)`` of every reply this module validates."""
-        out = []
-        for method, path, status, body in self.replies:
-            name = _definition(method, path)
-            if name and status < 300 and body is not None:
-                out.append((method, path, name))
-        return out
-
-
-def _definition(method: str, path: str) -> str | None:
-    if "/providers/Microsoft.MachineLearningServices/" not in path:
-        return None
-    for verb, pattern, name in ROUTES:
-        if verb == method and re.search(pattern, path):
-            return name
-    return None
 
 
 @pytest.fixture
@@ -97,48 +36,23 @@ def fake() -> Iterator[FakeAzureML]:
 
 @pytest.fixture
 def captured(fake: FakeAzureML) -> Iterator[Captured]:
-    """Wrap the fake's patched ``RequestsTransport.send`` to keep each reply body."""
-    from urllib.parse import urlsplit
-
-    from azure.core.pipeline.transport import RequestsTransport
-
-    seen = Captured()
-    patched = RequestsTransport.send
-
-    def send(self: Any, request: Any, **kwargs: Any) -> Any:
-        response = patched(self, request, **kwargs)
-        path = urlsplit(request.url).path
-        if _definition(request.method, path) is None:
-            return response  # leave blob downloads and other streams alone
-        if hasattr(response, "read"):  # a streamed reply keeps its bytes for the SDK after this
-            response.read()
-        text = response.text()
-        try:
-            body = json.loads(text) if text else None
-        except ValueError:
-            body = None
-        seen.replies.append((request.method, path, response.status_code, body))
-        return response
-
-    RequestsTransport.send = send  # type: ignore[method-assign]
-    try:
+    with capture() as seen:
         yield seen
-    finally:
-        RequestsTransport.send = patched  # type: ignore[method-assign]
 
 
-def _problems(definition: str, body: Any) -> list[str]:
-    return contract.errors(definition, body, ASSETS)
+def _problems(definition: str, body: Any, source: Path = ASSETS) -> list[str]:
+    return contract.errors(definition, body, source)
 
 
 def _all_valid(captured: Captured, *definitions: str) -> None:
-    problems = []
     for definition in definitions:
-        replies = captured.on(definition)
-        assert replies, f"no reply was validated against {definition}"
-        for method, path, body in replies:
-            problems += [f"{method} {path} ({definition}) {p}" for p in _problems(definition, body)]
+        assert captured.on(definition), f"no reply was validated against {definition}"
+    problems = captured.problems()
     assert problems == [], "\n".join(problems)
+
+
+def _versions(captured: Captured, definition: str) -> set[str | None]:
+    return {api for _, _, api, _ in captured.on(definition)}
 
 
 def _raw(fake: FakeAzureML, method: str, url: str, body: Any = None) -> tuple[int, Any]:
@@ -185,41 +99,93 @@ def _model() -> Any:
 
 # ---------------------------------------------------------------------------- the vendored data
 
+SWAGGER_VERSIONS = sorted(contract.BY_API_VERSION)
 
-def test_vendored_asset_definitions_name_their_source() -> None:
-    document = contract.spec(ASSETS)
+
+@pytest.mark.parametrize("version", SWAGGER_VERSIONS)
+def test_vendored_swagger_names_its_source_per_definition(version: str) -> None:
+    document = contract.spec(contract.BY_API_VERSION[version])
     source = document["_vendored"]
-    assert source["repository"] == "Azure/azure-sdk-for-python"
+    assert source["repository"] == "Azure/azure-rest-api-specs"
+    assert source["apiVersion"] == version
     assert source["license"].startswith("MIT")
-    assert source["apiVersion"]
-    names = set(document["definitions"])
-    assert {name for _, _, name in ROUTES} <= names
-    for name in {name for _, _, name in ROUTES}:  # each resolves under the strict converter
-        assert _problems(name, {"id": 1}) != []
+    mfe = next(path for path in source["sources"] if path.endswith(f"/{version}/mfe.json"))
+    assert len(source["sources"][mfe]["commit"]) == 40
+    assert set(source["definitionSource"]) == set(document["definitions"])
+    assert set(source["definitionSource"].values()) <= set(source["sources"])
+    for stub in source["stubs"]:  # a stub rejects every value: nothing is let through unread
+        assert _problems(stub, {}, contract.BY_API_VERSION[version]) != []
 
 
+def test_every_swagger_route_has_its_definition_in_each_version_the_sdk_sends() -> None:
+    # api-versions azure-ai-ml 1.35.2 sends per route (the fake's request log, README)
+    sent = {
+        "JobBaseResource": ["2024-01-01-preview"],
+        "ModelVersionResource": ["2023-08-01-preview"],
+        "ModelContainerResource": ["2023-08-01-preview"],
+        "DataVersionBaseResource": ["2023-04-01-preview"],
+        "OnlineEndpointTrackedResource": ["2022-02-01-preview", "2023-04-01-preview"],
+        "EndpointAuthKeys": ["2022-02-01-preview"],
+        "OnlineDeploymentTrackedResource": ["2023-04-01-preview"],
+        "OnlineDeploymentTrackedResourceArmPaginatedResult": [
+            "2022-02-01-preview",
+            "2023-04-01-preview",
+        ],
+    }
+    swagger_routes = {name for _, _, where, name in ROUTES if where == "swagger"}
+    assert set(sent) <= swagger_routes
+    for name, versions in sent.items():
+        for version in versions:
+            source = contract.BY_API_VERSION[version]
+            assert contract.has_definition(name, source), (name, version)
+            assert _problems(name, {"id": 1}, source) != []  # resolves under the strict converter
+
+
+def test_derived_definitions_cover_only_what_has_no_vendored_swagger() -> None:
+    document = contract.spec(ASSETS)
+    assert document["_vendored"]["repository"] == "Azure/azure-sdk-for-python"
+    derived = {name for _, _, where, name in ROUTES if where == "derived"}
+    assert derived == {
+        "Workspace",
+        "Datastore",
+        "DatastoreSecrets",
+        "DatastoreResourceArmPaginatedResult",
+    }
+    assert derived <= set(document["definitions"])
+
+
+def test_a_route_at_an_api_version_without_vendored_swagger_is_a_problem() -> None:
+    path = "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices"
+    path += "/workspaces/w/onlineEndpoints/ep"
+    assert not isinstance(contract_for("GET", path, "2022-02-01-preview"), str)
+    why = contract_for("GET", path, "2099-01-01-preview")
+    assert isinstance(why, str) and "no swagger vendored" in why
+
+
+# (example, definition, vendored file the example's api-version selects)
 EXAMPLES = [
-    ("Datastore_get", "Datastore"),
-    ("Datastore_listSecrets", "DatastoreSecrets"),
-    ("PipelineJob_get", "JobBase"),
-    ("ModelVersion_get", "ModelVersion"),
-    ("OnlineEndpoint_get", "OnlineEndpoint"),
-    ("OnlineDeployment_get_Managed", "OnlineDeployment"),
+    ("Datastore_get", "Datastore", ASSETS),
+    ("Datastore_listSecrets", "DatastoreSecrets", ASSETS),
+    ("PipelineJob_get", "JobBaseResource", None),
+    ("ModelVersion_get", "ModelVersionResource", None),
+    ("OnlineEndpoint_get", "OnlineEndpointTrackedResource", None),
+    ("OnlineDeployment_get_Managed", "OnlineDeploymentTrackedResource", None),
 ]
 
 
-@pytest.mark.parametrize(("name", "definition"), EXAMPLES)
-def test_published_examples_validate_against_the_derived_definitions(
-    name: str, definition: str
+@pytest.mark.parametrize(("name", "definition", "source"), EXAMPLES)
+def test_published_examples_validate_against_the_vendored_definitions(
+    name: str, definition: str, source: Path | None
 ) -> None:
-    """The specification's own examples (on the api-versions the SDK sends) pass the schema."""
+    """The specification's own examples validate against the swagger of their api-version."""
     data = contract.example(name)
-    source = data["_vendored"]
-    assert source["repository"] == "Azure/azure-rest-api-specs"
-    assert f"/{source['apiVersion']}/examples/" in source["path"]
-    assert data["parameters"]["api-version"] == source["apiVersion"]
-    assert source["license"].startswith("MIT")
-    assert _problems(definition, data["responses"]["200"]["body"]) == []
+    vendored = data["_vendored"]
+    assert vendored["repository"] == "Azure/azure-rest-api-specs"
+    assert f"/{vendored['apiVersion']}/examples/" in vendored["path"]
+    assert data["parameters"]["api-version"] == vendored["apiVersion"]
+    assert vendored["license"].startswith("MIT")
+    target = source or contract.BY_API_VERSION[vendored["apiVersion"]]
+    assert _problems(definition, data["responses"]["200"]["body"], target) == []
 
 
 def test_sdk_reads_the_published_endpoint_and_deployment_examples(fake: FakeAzureML) -> None:
@@ -245,7 +211,9 @@ def test_sdk_reads_the_published_endpoint_and_deployment_examples(fake: FakeAzur
     assert dep.provisioning_state == "Creating"
 
 
-def test_the_asset_validator_rejects_unknown_keys_wrong_enums_and_missing_required() -> None:
+def test_the_swagger_validator_rejects_unknown_keys_wrong_enums_and_missing_required() -> None:
+    v2022 = contract.BY_API_VERSION["2022-02-01-preview"]
+    v2023 = contract.BY_API_VERSION["2023-04-01-preview"]
     body: dict[str, Any] = {
         "id": "/x",
         "name": "ep",
@@ -253,18 +221,30 @@ def test_the_asset_validator_rejects_unknown_keys_wrong_enums_and_missing_requir
         "location": "eastus",
         "properties": {"authMode": "Key", "provisioningState": "Done", "scoringUrl": "x"},
     }
-    text = "\n".join(_problems("OnlineEndpoint", body))
+    text = "\n".join(_problems("OnlineEndpointTrackedResource", body, v2023))
     assert "'scoringUrl' was unexpected" in text
-    assert "$.properties.provisioningState: 'Done' is not valid" in text
-    assert _problems("OnlineEndpoint", {**body, "properties": {"authMode": "Key"}}) == []
+    assert "$.properties.provisioningState: 'Done' is not one of" in text
+    minimal = {**body, "properties": {"authMode": "Key"}}
+    assert _problems("OnlineEndpointTrackedResource", minimal, v2023) == []
+    # publicNetworkAccess came with a later api-version than 2022-02-01-preview
+    newer = {**body, "properties": {"authMode": "Key", "publicNetworkAccess": "Enabled"}}
+    assert _problems("OnlineEndpointTrackedResource", newer, v2023) == []
+    assert "'publicNetworkAccess' was unexpected" in "\n".join(
+        _problems("OnlineEndpointTrackedResource", newer, v2022)
+    )
     deployment = {"location": "eastus", "properties": {"endpointComputeType": "Managed"}}
-    assert _problems("OnlineDeployment", deployment) == []
+    assert _problems("OnlineDeploymentTrackedResource", deployment, v2023) == []
     del deployment["properties"]
     assert "'properties' is a required property" in "\n".join(
-        _problems("OnlineDeployment", deployment)
+        _problems("OnlineDeploymentTrackedResource", deployment, v2023)
     )
     job = {"properties": {"jobType": "Pipeline", "status": "Done"}}
-    assert "$.properties.status: 'Done' is not valid" in "\n".join(_problems("JobBase", job))
+    v2024 = contract.BY_API_VERSION["2024-01-01-preview"]
+    assert "$.properties.status: 'Done' is not one of" in "\n".join(
+        _problems("JobBaseResource", job, v2024)
+    )
+    stubbed = {"properties": {"jobType": "Pipeline", "identity": {"identityType": "AMLToken"}}}
+    assert _problems("JobBaseResource", stubbed, v2024) != []  # not transcribed: refused
 
 
 def test_derived_definitions_are_up_to_date(
@@ -297,10 +277,13 @@ def test_workspace_and_default_datastore_replies_validate(
     assert store.name == "workspaceblobstore"
     assert ml.datastores.get("workspaceblobstore", include_secrets=True).name == store.name
     list(ml.datastores.list())
-    _all_valid(captured, "Workspace", "Datastore", "DatastoreResourceArmPaginatedResult")
-    secrets = captured.on("DatastoreSecrets")
-    assert secrets, "get_default(include_secrets=True) asked for no secrets"
-    _all_valid(captured, "DatastoreSecrets")
+    _all_valid(
+        captured,
+        "Workspace",
+        "Datastore",
+        "DatastoreResourceArmPaginatedResult",
+        "DatastoreSecrets",
+    )
 
 
 def test_pipeline_job_create_get_and_list_replies_validate(
@@ -310,10 +293,11 @@ def test_pipeline_job_create_get_and_list_replies_validate(
     job = ml.jobs.create_or_update(_pipeline_job(fake), experiment_name="contract")
     assert ml.jobs.get(job.name).name == job.name
     assert job.name in [j.name for j in ml.jobs.list()]
-    _all_valid(captured, "JobBase", "JobBaseResourceArmPaginatedResult")
-    methods = {method for method, _, _ in captured.on("JobBase")}
+    _all_valid(captured, "JobBaseResource", "JobBaseResourceArmPaginatedResult")
+    assert _versions(captured, "JobBaseResource") == {"2024-01-01-preview"}
+    methods = {method for method, _, _, _ in captured.on("JobBaseResource")}
     assert methods == {"PUT", "GET"}
-    for _, _, body in captured.on("JobBase"):
+    for _, _, _, body in captured.on("JobBaseResource"):
         assert body["properties"]["jobType"] == "Pipeline"  # checked against PipelineJob
 
 
@@ -323,19 +307,35 @@ def test_model_create_get_and_list_replies_validate(fake: FakeAzureML, captured:
     assert created.version == "1"
     assert ml.models.get("phi-ft", version="1").version == "1"
     assert [m.version for m in ml.models.list("phi-ft")] == ["1"]
-    _all_valid(captured, "ModelVersion", "ModelVersionResourceArmPaginatedResult")
+    _all_valid(captured, "ModelVersionResource", "ModelVersionResourceArmPaginatedResult")
+    assert _versions(captured, "ModelVersionResource") == {"2023-08-01-preview"}
     # azure-ai-ml never reads the container routes: ask them directly
+    v2023 = contract.BY_API_VERSION["2023-08-01-preview"]
     base = f"https://management.azure.com{fake.workspace_id}/models"
     query = "?api-version=2023-08-01-preview"
     status, container = _raw(fake, "GET", f"{base}/phi-ft{query}")
     assert status == 200
-    assert _problems("ModelContainer", container) == []
+    assert _problems("ModelContainerResource", container, v2023) == []
     status, listing = _raw(fake, "GET", base + query)
     assert status == 200 and listing["value"]
-    assert _problems("ModelContainerResourceArmPaginatedResult", listing) == []
+    assert _problems("ModelContainerResourceArmPaginatedResult", listing, v2023) == []
     status, put = _raw(fake, "PUT", f"{base}/other{query}", {"properties": {"description": "x"}})
     assert status in (200, 201)
-    assert _problems("ModelContainer", put) == []
+    assert _problems("ModelContainerResource", put, v2023) == []
+
+
+def test_data_version_create_and_get_replies_validate(
+    fake: FakeAzureML, captured: Captured, tmp_path: Path
+) -> None:
+    from azure.ai.ml.entities import Data
+
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"messages": []}\n', encoding="utf-8")
+    ml = fake.workspace_client()
+    ml.data.create_or_update(Data(name="train", version="1", path=str(train), type="uri_file"))
+    assert ml.data.get("train", version="1").version == "1"
+    _all_valid(captured, "DataVersionBaseResource")
+    assert _versions(captured, "DataVersionBaseResource") == {"2023-04-01-preview"}
 
 
 def test_endpoint_create_get_keys_and_list_replies_validate(
@@ -353,11 +353,33 @@ def test_endpoint_create_get_keys_and_list_replies_validate(
     assert "ep-contract" in [e.name for e in ml.online_endpoints.list()]
     _all_valid(
         captured,
-        "OnlineEndpoint",
+        "OnlineEndpointTrackedResource",
         "EndpointAuthKeys",
         "OnlineEndpointTrackedResourceArmPaginatedResult",
     )
-    assert {m for m, _, _ in captured.on("OnlineEndpoint")} == {"PUT", "GET"}
+    assert {m for m, _, _, _ in captured.on("OnlineEndpointTrackedResource")} == {"PUT", "GET"}
+    assert "2022-02-01-preview" in _versions(captured, "OnlineEndpointTrackedResource")
+
+
+def test_endpoint_reply_carries_only_the_fields_of_the_api_version_asked(
+    fake: FakeAzureML,
+) -> None:
+    """publicNetworkAccess is in the 2023-04-01-preview contract, not in 2022-02-01-preview."""
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+    fake.workspace_client().online_endpoints.begin_create_or_update(
+        ManagedOnlineEndpoint(name="ep-versions", auth_mode="key")
+    ).result()
+    url = f"https://management.azure.com{fake.workspace_id}/onlineEndpoints/ep-versions"
+    for version in ("2022-02-01-preview", "2023-04-01-preview"):
+        status, body = _raw(fake, "GET", f"{url}?api-version={version}")
+        assert status == 200
+        source = contract.BY_API_VERSION[version]
+        assert _problems("OnlineEndpointTrackedResource", body, source) == [], version
+    _, old = _raw(fake, "GET", f"{url}?api-version=2022-02-01-preview")
+    _, new = _raw(fake, "GET", f"{url}?api-version=2023-04-01-preview")
+    assert "publicNetworkAccess" not in old["properties"]
+    assert new["properties"]["publicNetworkAccess"] == "Enabled"
 
 
 def test_deployment_create_get_and_list_replies_validate(
@@ -388,8 +410,17 @@ def test_deployment_create_get_and_list_replies_validate(
     assert result.provisioning_state == "Succeeded"
     assert ml.online_deployments.get("demo", endpoint_name="ep-contract").name == "demo"
     assert [d.name for d in ml.online_deployments.list("ep-contract")] == ["demo"]
-    _all_valid(captured, "OnlineDeployment", "OnlineDeploymentTrackedResourceArmPaginatedResult")
-    for _, _, body in captured.on("OnlineDeployment"):
+    ml.online_endpoints.get("ep-contract")  # lists the deployments at 2022-02-01-preview
+    _all_valid(
+        captured,
+        "OnlineDeploymentTrackedResource",
+        "OnlineDeploymentTrackedResourceArmPaginatedResult",
+    )
+    assert _versions(captured, "OnlineDeploymentTrackedResourceArmPaginatedResult") == {
+        "2022-02-01-preview",
+        "2023-04-01-preview",
+    }
+    for _, _, _, body in captured.on("OnlineDeploymentTrackedResource"):
         assert body["properties"]["endpointComputeType"] == "Managed"
 
 
@@ -399,9 +430,56 @@ def test_list_bodies_validate_with_a_next_link(fake: FakeAzureML, captured: Capt
     list(ml.models.list("phi-ft"))
     replies = captured.on("ModelVersionResourceArmPaginatedResult")
     assert replies
-    body = replies[0][2]
+    body = replies[0][3]
+    v2023 = contract.BY_API_VERSION["2023-08-01-preview"]
     paged = copy.deepcopy(body)
     paged["nextLink"] = "https://management.azure.com/next?api-version=2023-08-01-preview"
-    assert _problems("ModelVersionResourceArmPaginatedResult", paged) == []
+    assert _problems("ModelVersionResourceArmPaginatedResult", paged, v2023) == []
     paged["next_link"] = paged.pop("nextLink")
-    assert _problems("ModelVersionResourceArmPaginatedResult", paged) != []
+    assert _problems("ModelVersionResourceArmPaginatedResult", paged, v2023) != []
+
+
+def test_the_library_flow_replies_all_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reply of the library's whole flow (plan to delete) on a contract route validates."""
+    import contextlib
+    import importlib.util
+    import sys
+
+    bench_path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_request_count.py"
+    spec = importlib.util.spec_from_file_location("bench_request_count_contract", bench_path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    # the flow starts its own fake: hook in after it patches the transport, leave before it stops
+    stack = contextlib.ExitStack()
+    seen: list[Captured] = []
+    enter, leave = FakeAzureML.__enter__, FakeAzureML.__exit__
+
+    def entered(self: FakeAzureML) -> FakeAzureML:
+        result = enter(self)
+        seen.append(stack.enter_context(capture()))
+        return result
+
+    def left(self: FakeAzureML, *args: Any) -> None:
+        stack.close()
+        leave(self, *args)
+
+    monkeypatch.setattr(FakeAzureML, "__enter__", entered)
+    monkeypatch.setattr(FakeAzureML, "__exit__", left)
+    bench.library_flow()
+    (captured,) = seen
+    checked = captured.checked()
+    routes = {definition for _, _, _, definition, _ in checked}
+    assert {
+        "Workspace",
+        "JobBaseResource",
+        "DataVersionBaseResource",
+        "ModelVersionResource",
+        "OnlineEndpointTrackedResource",
+        "OnlineDeploymentTrackedResource",
+        "ModelVersionData",
+        "RegistryDiscoveryDto",
+    } <= routes, routes
+    problems = captured.problems()
+    assert problems == [], "\n".join(problems)

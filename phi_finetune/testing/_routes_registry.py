@@ -66,12 +66,13 @@ def registry_model_body(
         "modelType": model_type,
         "modelUri": asset_id,
         "jobName": None,
-        "stage": "Production",
     }
+    # The registry data plane (2021-10-01-dataplanepreview) defines neither ``stage`` nor
+    # ``labels`` on a model version (tests/data/contract/registryDataplane.*.json): ``labels``
+    # only steer the fake's label lookup. System metadata is the one key beyond that contract.
+    del labels
     if system_metadata:
         props["system_metadata"] = system_metadata
-    if labels:
-        props["labels"] = labels
     return {
         "id": asset_id,
         "name": version,
@@ -155,7 +156,7 @@ def _discovery(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
             "regions": [scope.location],
             "subscriptionId": scope.registry_subscription_id,
             "resourceGroup": scope.registry_resource_group,
-            "workspaceName": None,
+            # no workspaceName: a registry has none, and the v1.0 swagger types it a string
             "primaryRegionResourceProviderUri": scope.api_url,
         }
     )
