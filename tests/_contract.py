@@ -27,8 +27,8 @@ import jsonschema
 
 CONTRACT_DIR = Path(__file__).parent / "data" / "contract"
 SPEC_FILE = CONTRACT_DIR / "machineLearningServices.2023-08-01-preview.json"
-# derived from azure-ai-ml 1.35.2 (api 2025-12-01): still the contract for the workspace and
-# datastore routes, whose swagger (workspaceRP.json, mfe.json 2024-10-01-preview) is not vendored
+# derived from azure-ai-ml 1.35.2 (api 2025-12-01): still the contract for the workspace route,
+# whose swagger (machineLearningServices.json / workspaceRP.json Workspace) is not vendored
 ASSETS_SPEC_FILE = CONTRACT_DIR / "armMlService.azure-ai-ml-1.35.2.json"
 # api-version -> the vendored swagger of that version (mfe.json definitions, see the README)
 BY_API_VERSION: dict[str, Path] = {
@@ -38,6 +38,7 @@ BY_API_VERSION: dict[str, Path] = {
         "2023-04-01-preview",
         "2023-08-01-preview",
         "2024-01-01-preview",
+        "2024-10-01-preview",
     )
 }
 # registry data plane (derived, no swagger published) and registry discovery (swagger v1.0)

@@ -1,9 +1,9 @@
 """Which vendored definition a reply of the fake must follow, and a transport hook that keeps them.
 
 Each route is matched by method and path; the definition is looked up in the vendored swagger of
-the api-version the request carried (``tests/_contract.py`` ``BY_API_VERSION``). Routes whose
-swagger is not vendored (workspace, datastores) fall back to the definitions derived from
-azure-ai-ml 1.35.2; the registry data plane and registry discovery have files of their own. A
+the api-version the request carried (``tests/_contract.py`` ``BY_API_VERSION``). The workspace
+route, whose swagger is not vendored, falls back to the definitions derived from azure-ai-ml
+1.35.2; the registry data plane and registry discovery have files of their own. A
 reply on a known route with no contract for its api-version is a problem, not a pass.
 """
 
@@ -34,9 +34,9 @@ REGISTRY_MODEL_EXTENSIONS = ("system_metadata", "systemMetadata")
 # where: an api-version file (swagger), DERIVED, REGISTRY or DISCOVERY
 ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", rf"{WS}$", DERIVED, "Workspace"),
-    ("GET", rf"{WS}/datastores$", DERIVED, "DatastoreResourceArmPaginatedResult"),
-    ("GET", rf"{WS}/datastores/[^/]+$", DERIVED, "Datastore"),
-    ("POST", rf"{WS}/datastores/[^/]+/listSecrets$", DERIVED, "DatastoreSecrets"),
+    ("GET", rf"{WS}/datastores$", "swagger", "DatastoreResourceArmPaginatedResult"),
+    ("GET", rf"{WS}/datastores/[^/]+$", "swagger", "DatastoreResource"),
+    ("POST", rf"{WS}/datastores/[^/]+/listSecrets$", "swagger", "DatastoreSecrets"),
     ("PUT", rf"{WS}/jobs/[^/]+$", "swagger", "JobBaseResource"),
     ("GET", rf"{WS}/jobs/[^/]+$", "swagger", "JobBaseResource"),
     ("GET", rf"{WS}/jobs$", "swagger", "JobBaseResourceArmPaginatedResult"),
