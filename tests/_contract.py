@@ -13,7 +13,9 @@ Conversion rules, so a reply the fake gives is checked as the specification mean
   ``allOf`` reference the plain base;
 - strict mode: every definition that is not an ``allOf`` member gets
   ``unevaluatedProperties: false``, so a key the specification does not name fails
-  (``allOf`` members stay open, or they would reject their siblings' keys).
+  (``allOf`` members stay open, or they would reject their siblings' keys);
+- a definition referenced but not transcribed is vendored as a stub, ``{"not": {}}``: it
+  rejects every value, so a key the fake sends is never let through unread.
 """
 
 from __future__ import annotations
