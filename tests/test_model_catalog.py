@@ -194,3 +194,22 @@ def test_models_command_offline(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--offline", "--all"]) == 0
     text = capsys.readouterr().out
     assert "Phi-3-mini-4k-instruct 15  [retired 2025-08-30]" in text
+
+
+def test_models_command_reads_the_live_registry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phi_finetune.azure.workspace import Workspace
+    from phi_finetune.testing import FakeAzureML
+
+    with FakeAzureML() as fake:
+        workspace = Workspace.from_clients(fake.workspace_client(), fake.registry_client())
+        monkeypatch.setattr("phi_finetune.cli._common.workspace_for", lambda *_a, **_k: workspace)
+        assert main(["models", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {m["name"]: m for m in data["models"]}
+    assert rows["Phi-4"]["source"] == "live registry azureml"
+    assert rows["Phi-4"]["version"] == "8"
+    # the fake's registry has no Phi-4-mini-instruct: its pinned facts stay, and it says why
+    assert rows["Phi-4-mini-instruct"]["source"] == "pinned"
+    assert "no version with label 'latest'" in rows["Phi-4-mini-instruct"]["live_error"]
