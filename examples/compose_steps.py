@@ -72,8 +72,7 @@ def main(
     job = FineTuneJob(
         ml_client=ml_client,
         registry_client=registry_client,
-        model="Phi-3-mini-4k-instruct",
-        allow_retired=True,  # Phi-3-mini-4k-instruct is retired in the azureml registry
+        model="Phi-4",  # live; the notebook's Phi-3-mini-4k-instruct retired on 2025-08-30
         compute=compute,
         parameters={"num_train_epochs": 1, "learning_rate": 5e-6, "apply_lora": "true"},
         train_data=assets["train_file_path"],
@@ -92,7 +91,7 @@ def main(
 
     # Steps 13-14: a new key-auth endpoint with the deployment taking all the traffic.
     deployer = EndpointDeployer(ml_client, poll_interval_s=poll_interval_s)
-    endpoint = deployer.deploy(model, instance_type="Standard_NC6s_v3")
+    endpoint = deployer.deploy(model, instance_type="Standard_NC24ads_A100_v4")
     try:
         # Step 15, on an endpoint that already exists (here the one just made): attach by name.
         existing = Endpoint.from_name(

@@ -63,9 +63,9 @@ REFERENCE_DEFAULTS: Mapping[str, Any] = {
 
 #: Inputs the job sets itself (model, data, compute); not accepted as parameters.
 JOB_MANAGED_INPUTS: Mapping[str, str] = {
-    "mlflow_model_path": "set from the foundation model (model.name / model.version)",
-    "pytorch_model_path": "the job fine-tunes the registry model given as model.name",
-    "huggingface_id": "the job fine-tunes the registry model given as model.name",
+    "mlflow_model_path": "set [model] name (a registry model) or [model] mlflow_model_path",
+    "pytorch_model_path": "set [model] pytorch_model_path instead",
+    "huggingface_id": "set [model] huggingface_id instead",
     "train_file_path": "pass the training data to FineTuneJob(train_data=...)",
     "validation_file_path": "pass the validation data to FineTuneJob(validation_data=...)",
     "test_file_path": "pass the test data to FineTuneJob(test_data=...)",

@@ -270,6 +270,7 @@ def test_job_polling_retries_then_succeeds() -> None:
 
 def test_job_create_through_the_fake(monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeAzureML() as fake:
+        fake.add_completed_job("job_1")  # the models below come from its output
         fake.add_compute("gpu", "Standard_NC24ads_A100_v4")
         ml = fake.workspace_client()
         job = FineTuneJob(
@@ -333,6 +334,7 @@ def test_deployment_create_failure_is_a_deployment_error() -> None:
     from phi_finetune.errors import DeploymentError
 
     with FakeAzureML() as fake:
+        fake.add_completed_job("job_1")  # the models below come from its output
         ml = fake.workspace_client()
         fake.inject_fault("PUT", r"/deployments/", connection_reset=True, times=None)
         with pytest.raises(DeploymentError) as info:

@@ -166,6 +166,7 @@ def test_target_and_input_are_required() -> None:
 @pytest.fixture
 def azure(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
     with FakeAzureML() as fake:
+        fake.add_completed_job("job_1")  # the models below come from its output
         ml = fake.workspace_client()
         monkeypatch.setattr(invoke_cli, "_ml_client", lambda args: ml)
         monkeypatch.setattr(endpoints_cli, "_ml_client", lambda args: ml)

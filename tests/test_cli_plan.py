@@ -34,7 +34,9 @@ def _config(tmp_path: Path, extra: str = "", base: str = CONFIG) -> str:
 def test_plan_offline_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--config", _config(tmp_path), "--offline"]) == 0
     out = capsys.readouterr().out
-    assert "Phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora-save_limit1-seqlen-1" in out
+    # The default model is Phi-4: DeepSpeed stage 3 comes from its own defaults.
+    assert "Phi-4-ultrachat-bs1-cosine-ds3-lora-save_limit1-seqlen-1" in out
+    assert "model default" in out
     assert "num_train_epochs" in out and "user" in out
     assert "offline plan" in out
 
@@ -48,7 +50,9 @@ def test_plan_offline_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         "source": "user",
         "type": "integer",
     }
-    assert data["dropped_model_defaults"] == ["learning_rate_min", "learning_rate_max"]
+    assert data["dropped_model_defaults"] == []
+    assert data["parameters"]["deepspeed_stage"]["source"] == "model default"
+    assert data["model"]["context_length"] == 16384
     assert data["experiment_name"] == "exp-cli"
     assert "force_rerun: true" in data["pipeline_yaml"]
 
@@ -96,7 +100,7 @@ def test_plan_live_through_the_fake(
 ) -> None:
     assert main(["plan", "--config", _config(tmp_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["model"]["version"] == "15" and data["offline"] is False
+    assert data["model"]["version"] == "8" and data["offline"] is False
     assert data["compute"]["name"] == "gpu" and data["compute"]["gpus_per_node"] == 1
     assert not [r for r in fake.requests if r.method in ("PUT", "POST")]
 

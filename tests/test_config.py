@@ -45,14 +45,16 @@ def load_error(tmp_path: Path, text: str) -> ConfigurationError:
 # -- good files --------------------------------------------------------------------------------
 
 
-def test_defaults_match_the_reference_workflow() -> None:
+def test_defaults_are_the_reference_workflow_on_a_live_model() -> None:
     config = RunConfig()
     assert config.backend == "local"
     assert config.state_dir == Path(".phi_finetune")
     assert config.workspace is None
-    assert config.model == ModelConfig(name="Phi-3-mini-4k-instruct", label="latest")
+    # Phi-3-mini-4k-instruct retired on 2025-08-30: the default is the live Phi-4.
+    assert config.model == ModelConfig(name="Phi-4", label="latest")
     assert config.model.selector == {"label": "latest"}
-    assert config.effective_experiment_name == "chat_completion_Phi-3-mini-4k-instruct"
+    assert config.model.source == ("registry", "Phi-4")
+    assert config.effective_experiment_name == "chat_completion_Phi-4"
     assert config.compute.cluster == "gpu-cluster"
     assert config.compute.vm_size == "Standard_NC24ads_A100_v4"
     assert config.data.source == "HuggingFaceH4/ultrachat_200k"

@@ -112,6 +112,7 @@ def test_entities_built_like_the_reference_with_autospec() -> None:
 @pytest.fixture
 def fake() -> Any:
     with FakeAzureML() as service:
+        service.add_completed_job("job_1")  # the models below come from its output
         yield service
 
 

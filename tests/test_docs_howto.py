@@ -88,7 +88,7 @@ def setup_parameters(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> di
 
     workspace = _workspace(fake, mp)
     model = resolve_foundation_model(
-        workspace.registry_client, "Phi-3-mini-4k-instruct", allow_retired=True
+        workspace.registry_client, "Phi-3-mini-4k-instruct", version=15, allow_retired=True
     )
     return {"model": model}
 
@@ -146,6 +146,7 @@ def setup_teardown(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict
 SETUPS: dict[str, Callable[[FakeAzureML, pytest.MonkeyPatch, Path], dict[str, Any]]] = {
     "compute": setup_compute,
     "data": setup_data,
+    "models": setup_resolve_only,
     "parameters": setup_parameters,
     "job": setup_job,
     "register": setup_completed_job,

@@ -90,7 +90,7 @@ def test_compose_steps_against_the_fake(fake: FakeAzureML, tmp_path: Path) -> No
     )
     assert reply == "echo: What is 2 plus 2?"
     assert fake.endpoints == {}
-    assert [name for name, _ in fake.models] == ["Phi-3-mini-4k-instruct-ultrachat-200k"]
+    assert [name for name, _ in fake.models] == ["Phi-4-ultrachat-200k"]
     # the existing cluster was used, never created or updated
     assert not [r for r in fake.find_requests("PUT") if "/computes/" in r.path]
     assert (tmp_path / "work" / "data" / "train.jsonl").exists()

@@ -37,6 +37,16 @@ REQUEST = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _completed_jobs(request: pytest.FixtureRequest) -> None:
+    """The fake refuses models registered from a job it does not know: the tests' models come
+    from these jobs' outputs."""
+    if "fake_azureml" in request.fixturenames:
+        fake: FakeAzureML = request.getfixturevalue("fake_azureml")
+        for job in ("job1", "job2", "other-job"):
+            fake.add_completed_job(job)
+
+
 def _model(version: str | None = "1", job: str = "job1") -> Model:
     return Model(
         name="phi-ft",
@@ -272,7 +282,7 @@ def test_whole_flow_compute_to_delete_is_fast(fake_azureml: FakeAzureML, tmp_pat
     gpus = {s.name: s.gpus for s in ml.compute.list_sizes()}["Standard_NC24ads_A100_v4"]
     assert gpus == 1
     assert list(ml.compute.list_usage())
-    base = reg.models.get("Phi-3-mini-4k-instruct", label="latest")
+    base = reg.models.get("Phi-4", label="latest")
     component = reg.components.get("chat_completion_pipeline", label="latest")
 
     from azure.ai.ml import Input
@@ -321,6 +331,7 @@ def test_abandoned_poller_stops_before_the_fake_does() -> None:
     # a caller that gives up waiting leaves azure-core's polling thread behind; it must not
     # outlive the fake and poll the real management.azure.com
     with FakeAzureML() as fake:
+        fake.add_completed_job("job1")  # the models below come from its output
         fake.lro_polls = 10**9
         poller = fake.workspace_client().online_endpoints.begin_create_or_update(
             ManagedOnlineEndpoint(name="never-done", auth_mode="key")

@@ -129,7 +129,12 @@ def test_job_cancel(fake_azureml: FakeAzureML) -> None:
     ml = fake_azureml.workspace_client()
     job = ml.jobs.create_or_update(_pipeline_job(fake_azureml, "azureml:train:1", "serverless"))
     ml.jobs.begin_cancel(job.name).result()
-    assert ml.jobs.get(job.name).status == "Canceled"
+    # as on the service, a cancelled job reads CancelRequested for a while (cancel_polls)
+    assert [ml.jobs.get(job.name).status for _ in range(3)] == [
+        "CancelRequested",
+        "CancelRequested",
+        "Canceled",
+    ]
     (post,) = fake_azureml.find_requests("POST", f"/jobs/{job.name}/cancel")
     assert post.method == "POST"
 

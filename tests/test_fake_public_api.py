@@ -89,6 +89,9 @@ METHODS = {
         "(self, *, published_lifecycle: 'bool' = True, registry: 'str' = 'azureml') "
         "-> 'dict[str, Any]'"
     ),
+    "add_completed_job": (
+        "(self, name: 'str', *, outputs: 'tuple[str, ...]' = ('trained_model',)) -> 'None'"
+    ),
     "add_registry": "(self, name: 'str') -> 'None'",
     "add_vm_size": (
         "(self, name: 'str', vcpus: 'int', gpus: 'int', family: 'str', "

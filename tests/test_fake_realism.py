@@ -403,6 +403,8 @@ def test_library_follows_next_link(fake_azureml: FakeAzureML) -> None:
     fake_azureml.page_size = 1
     ml = fake_azureml.workspace_client()
     registrar = ModelRegistrar(ml, check_job_output=False)  # paging, not job outputs
+    for job in ("job_a", "job_b", "job_c"):
+        fake_azureml.add_completed_job(job)
     first = registrar.register("job_a", base_model="Phi-3-mini-4k-instruct")
     for job in ("job_b", "job_c"):
         registrar.register(job, base_model="Phi-3-mini-4k-instruct")

@@ -394,7 +394,7 @@ def test_no_network_is_used(fake_azureml: FakeAzureML, block_network: list[str])
     ml = fake_azureml.workspace_client()
     ml.compute.get("gpu")
     list(ml.compute.list_sizes())
-    fake_azureml.registry_client().models.get("Phi-3-mini-4k-instruct", label="latest")
+    fake_azureml.registry_client().models.get("Phi-4", label="latest")
     assert block_network == []
 
 
@@ -443,7 +443,7 @@ def test_job_submission_token_is_redacted_in_the_log(fake_azureml: FakeAzureML) 
     fake.add_compute("gpu", "Standard_NC24ads_A100_v4")
     ml = fake.workspace_client()
     component = fake.registry_client().components.get("chat_completion_pipeline", label="latest")
-    model = fake.registry_client().models.get("Phi-3-mini-4k-instruct", label="latest")
+    model = fake.registry_client().models.get("Phi-4", label="latest")
 
     @pipeline(name="redaction")  # type: ignore[misc]
     def build() -> Any:

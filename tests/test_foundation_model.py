@@ -29,10 +29,21 @@ def fake() -> Iterator[FakeAzureML]:
 
 
 def test_resolves_latest_by_default(fake: FakeAzureML) -> None:
+    # The default is Phi-4 (live); the fake seeds it from its published spec.
     model = resolve_foundation_model(fake.registry_client(), now=NOW)
-    assert (model.name, model.version) == ("Phi-3-mini-4k-instruct", "15")
-    assert model.id == "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
+    assert (model.name, model.version) == ("Phi-4", "8")
+    assert model.id == "azureml://registries/azureml/models/Phi-4/versions/8"
     assert model.finetune_allow_list is not None and A100 in model.finetune_allow_list
+    assert model.model_specific_defaults["deepspeed_stage"] == 3
+    assert model.context_length == 16384
+
+
+def test_seeded_reference_model_is_refused_as_retired_naming_replacements(
+    fake: FakeAzureML,
+) -> None:
+    with pytest.raises(ModelRetiredError, match="2025-08-30") as info:
+        resolve_foundation_model(fake.registry_client(), "Phi-3-mini-4k-instruct", version=15)
+    assert "Phi-4" in str(info.value) and "Phi-4-mini-instruct" in str(info.value)
 
 
 def test_not_found_by_label_is_model_not_found(fake: FakeAzureML) -> None:

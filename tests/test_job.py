@@ -25,6 +25,7 @@ from phi_finetune.testing import FakeAzureML
 FIXTURE = Path(__file__).parent / "data" / "chat_completion_pipeline_0.0.82.yaml"
 A100 = "Standard_NC24ads_A100_v4"
 MODEL_ID = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
+PHI4_ID = "azureml://registries/azureml/models/Phi-4/versions/8"  # the default model
 COMPONENT_ID = "azureml://registries/azureml/components/chat_completion_pipeline/versions/0.0.82"
 
 
@@ -119,11 +120,11 @@ def test_live_plan_and_submit_records_the_job_body(fake: FakeAzureML) -> None:
     assert props["settings"]["force_rerun"] is True
     assert props["settings"]["continue_on_step_failure"] is False
     assert props["displayName"] == plan.display_name
-    assert props["tags"]["team"] == "nlp" and props["tags"]["phi_finetune.model"] == MODEL_ID
+    assert props["tags"]["team"] == "nlp" and props["tags"]["phi_finetune.model"] == PHI4_ID
     (step,) = props["jobs"].values()
     assert step["componentId"] == COMPONENT_ID
     inputs = step["inputs"]
-    assert inputs["mlflow_model_path"]["uri"] == MODEL_ID
+    assert inputs["mlflow_model_path"]["uri"] == PHI4_ID
     for name in (
         "compute_model_import",
         "compute_preprocess",
@@ -134,7 +135,7 @@ def test_live_plan_and_submit_records_the_job_body(fake: FakeAzureML) -> None:
     assert inputs["number_of_gpu_to_use_finetuning"]["value"] == "1"
     assert inputs["num_train_epochs"]["value"] == "2"
     assert inputs["apply_lora"]["value"] == "true"
-    assert inputs["deepspeed_stage"]["value"] == "2"
+    assert inputs["deepspeed_stage"]["value"] == "3"  # Phi-4's own default, not the reference
     assert "learning_rate_min" not in inputs
     for split in ("train", "validation", "test"):
         assert inputs[f"{split}_file_path"]["job_input_type"] == "uri_file"

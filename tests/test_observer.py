@@ -73,6 +73,9 @@ class RecordingObserver:
 @pytest.fixture
 def fake() -> Iterator[FakeAzureML]:
     with FakeAzureML() as service:
+        service.add_completed_job("job_1")  # the models below come from their outputs
+        for job in ("job_2", "job_3", "job_4"):
+            service.add_completed_job(job)
         yield service
 
 

@@ -53,6 +53,8 @@ def a100(current: int, limit: int) -> dict[str, Any]:
 @pytest.fixture
 def fake() -> Iterator[FakeAzureML]:
     with FakeAzureML() as service:
+        service.add_completed_job("job_1")  # the models below come from their outputs
+        service.add_completed_job("job_2")
         yield service
 
 

@@ -90,6 +90,9 @@ def test_service_errors_are_wrapped() -> None:
 @pytest.fixture
 def fake() -> Any:
     with FakeAzureML() as service:
+        service.add_completed_job("job_1")  # the models below come from their outputs
+        for job in ("job_2", "job", "calm_kiwi"):
+            service.add_completed_job(job)
         yield service
 
 

@@ -126,20 +126,18 @@ def test_whole_run_against_the_fake(
         "azureml://registries/azureml/components/chat_completion_pipeline/versions/0.0.82"
     )
     assert body["settings"]["force_rerun"] is True
-    assert body["experimentName"] == "chat_completion_Phi-3-mini-4k-instruct"
+    assert body["experimentName"] == "chat_completion_Phi-4"
     assert body["tags"]["phi_finetune.run_id"] == result.run_id
     for stage in ("model_import", "preprocess", "finetune", "model_evaluation"):
         assert node["inputs"][f"compute_{stage}"]["value"] == "gpu-cluster"
-    assert node["inputs"]["mlflow_model_path"]["uri"].endswith(
-        "/models/Phi-3-mini-4k-instruct/versions/15"
-    )
+    assert node["inputs"]["mlflow_model_path"]["uri"].endswith("/models/Phi-4/versions/8")
     assert "/data/ultrachat-train/versions/" in node["inputs"]["train_file_path"]["uri"]
     # one model version
     assert len(fake.models) == 1
     (name, version), _model = next(iter(fake.models.items()))
     assert str(result.model) == f"{name}:{version}"
     assert result.model is not None and result.model.uri == f"azureml:{name}:{version}"
-    assert name == "Phi-3-mini-4k-instruct-ultrachat-200k"
+    assert name == "Phi-4-ultrachat-200k"
     # endpoint created, scored, then deleted (keep_endpoint=False)
     assert _creates(fake)["endpoint"] == [result.endpoint_name]
     assert dict(fake.endpoints) == {}

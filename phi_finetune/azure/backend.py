@@ -142,6 +142,7 @@ class AzureBackend:
         that plan resolved."""
         from phi_finetune.azure.compute import ComputeSelector
         from phi_finetune.azure.job import FineTuneJob
+        from phi_finetune.azure.model_source import model_from_source
 
         config = ctx.config
         workspace = self.workspace(ctx)
@@ -152,10 +153,14 @@ class AzureBackend:
             model_version = pinned.model.version or model_version
             if config.finetune.interface_file is None:
                 component_version = pinned.component_version or component_version
+        kind, value = config.model.source
         return FineTuneJob(
             ml_client=workspace.ml_client,
             registry_client=workspace.registry_client,
-            model=config.model.name,
+            model_registry_client=workspace.registry_client_for(config.model.registry)
+            if kind == "registry"
+            else None,
+            model=config.model.name if kind == "registry" else model_from_source(kind, value),
             model_version=model_version,
             model_label=config.model.label,
             allow_retired=config.model.allow_retired,

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL_NAME",
     "DEFAULT_REGISTRY",
+    "REFERENCE_MODEL_NAME",
     "FoundationModel",
+    "catalog_model",
     "check_lifecycle",
     "parse_literal_list",
     "parse_model_defaults",
@@ -39,7 +41,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "Phi-3-mini-4k-instruct"
+#: The default model: the live Phi model with managed-compute fine-tuning in the catalogue.
+DEFAULT_MODEL_NAME = "Phi-4"
 DEFAULT_REGISTRY = "azureml"
 
 _DATE_KEYS = {
@@ -177,6 +180,22 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
+#: Model source -> (pipeline input of chat_completion_pipeline, its input type).
+_SOURCE_INPUTS: Mapping[str, tuple[str, str]] = {
+    "registry": ("mlflow_model_path", "mlflow_model"),
+    "huggingface": ("huggingface_id", "string"),
+    "pytorch": ("pytorch_model_path", "custom_model"),
+    "mlflow": ("mlflow_model_path", "mlflow_model"),
+}
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _as_tuple(value: tuple[str, ...] | list[str] | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
 
@@ -203,6 +222,10 @@ class FoundationModel:
     inference_retirement_date: dt.datetime | None = None
     lifecycle_warnings: tuple[str, ...] = ()
     """Warnings found when the model was resolved (deprecated, retiring soon, ...)."""
+    context_length: int | None = None
+    """The model's context window in tokens (``textContextWindow``), when published."""
+    source: str = "registry"
+    """Where the model comes from: ``registry``, ``huggingface``, ``pytorch`` or ``mlflow``."""
 
     @property
     def asset_id(self) -> str:
@@ -245,6 +268,9 @@ class FoundationModel:
             or _truthy(_lower_get(props, "isArchived", "is_archived"))
             or _truthy(_lower_get(tags, "isArchived"))
         )
+        context = _norm_get(meta, "textContextWindow")
+        if context is None:
+            context = _lower_get(tags, "textContextWindow")
         if id is None:
             id = (
                 f"azureml://registries/{registry}/models/{name}/versions/{version}"
@@ -267,7 +293,37 @@ class FoundationModel:
             finetune_retirement_date=dates["finetune_retirement_date"],
             inference_deprecation_date=dates["inference_deprecation_date"],
             inference_retirement_date=dates["inference_retirement_date"],
+            context_length=_as_int(context),
         )
+
+    @classmethod
+    def from_source(cls, kind: str, value: str) -> FoundationModel:
+        """A model given as ``huggingface_id``, ``pytorch_model_path`` or ``mlflow_model_path``.
+
+        It has no allow lists, no ``model_specific_defaults`` and no lifecycle; the context
+        length comes from the catalogue when the name matches a catalogued model.
+        """
+        if kind not in _SOURCE_INPUTS or kind == "registry":
+            raise ValueError(f"unknown model source {kind!r}; use one of {sorted(_SOURCE_INPUTS)}")
+        from phi_finetune.azure.model_catalog import load_catalog
+
+        name = value.rstrip("/").rsplit("/", 1)[-1].split(":")[0] or value
+        entry = load_catalog().get(name)
+        return cls(
+            name=name,
+            version="",
+            id=value,
+            registry=None,
+            context_length=entry.context_length if entry else None,
+            source=kind,
+        )
+
+    def pipeline_inputs(self, input_cls: Any) -> dict[str, Any]:
+        """The component input this model is passed as (``input_cls``: ``azure.ai.ml.Input``)."""
+        name, input_type = _SOURCE_INPUTS[self.source]
+        if self.source in ("registry", "huggingface"):
+            return {name: self.id}
+        return {name: input_cls(type=input_type, path=self.id)}
 
     @classmethod
     def from_azure(cls, model: Model, *, registry: str | None = None) -> FoundationModel:
@@ -335,49 +391,21 @@ class FoundationModel:
             "model_specific_defaults": dict(self.model_specific_defaults),
             "finetune_retirement_date": date(self.finetune_retirement_date),
             "inference_retirement_date": date(self.inference_retirement_date),
+            "context_length": self.context_length,
+            "source": self.source,
         }
 
 
-_REFERENCE_FINETUNE = (
-    "Standard_NC24ads_A100_v4",
-    "Standard_NC48ads_A100_v4",
-    "Standard_NC96ads_A100_v4",
-    "Standard_ND96asr_v4",
-    "Standard_ND96amsr_A100_v4",
-)
-_REFERENCE_INFERENCE = (
-    "Standard_NC6s_v3",
-    "Standard_NC12s_v3",
-    "Standard_NC24s_v3",
-    "Standard_ND40rs_v2",
-    "Standard_NC24ads_A100_v4",
-    "Standard_NC48ads_A100_v4",
-    "Standard_ND96asr_v4",
-    "Standard_ND96amsr_A100_v4",
-    "Standard_NC96ads_A100_v4",
-)
+#: The model the reference notebook fine-tunes (archived; see :func:`reference_model`).
+REFERENCE_MODEL_NAME = "Phi-3-mini-4k-instruct"
 
 
-#: Phi-3-mini-4k-instruct's ``model_specific_defaults`` tag (registry version 15).
-PHI3_MODEL_SPECIFIC_DEFAULTS: Mapping[str, Any] = {
-    "apply_deepspeed": "true",
-    "deepspeed_stage": 2,
-    "apply_lora": "true",
-    "apply_ort": "false",
-    "precision": 16,
-    "ignore_mismatched_sizes": "false",
-    "num_train_epochs": 1,
-    "per_device_train_batch_size": 1,
-    "per_device_eval_batch_size": 1,
-    "gradient_accumulation_steps": 1,
-    "learning_rate": 5e-6,
-    "learning_rate_min": 5e-7,
-    "learning_rate_max": 5e-5,
-    "lr_scheduler_type": "cosine",
-    "logging_strategy": "steps",
-    "logging_steps": 10,
-    "save_total_limit": 1,
-}
+def catalog_model(name: str) -> FoundationModel | None:
+    """The pinned catalogue's facts for ``name`` as a :class:`FoundationModel`, or ``None``."""
+    from phi_finetune.azure.model_catalog import load_catalog
+
+    entry = load_catalog().get(name)
+    return None if entry is None else entry.to_foundation_model()
 
 
 def reference_model() -> FoundationModel:
@@ -385,25 +413,9 @@ def reference_model() -> FoundationModel:
 
     Archived, fine-tune retirement 2025-08-30: an offline plan with it needs ``allow_retired``.
     """
-    return FoundationModel.from_metadata(
-        DEFAULT_MODEL_NAME,
-        "15",
-        registry=DEFAULT_REGISTRY,
-        archived=True,
-        system_metadata={
-            "supportedComputes": {
-                "finetuneComputes": list(_REFERENCE_FINETUNE),
-                "inferenceComputes": list(_REFERENCE_INFERENCE),
-            },
-            "deprecation": {
-                "finetuneDeprecationDate": "2025-06-30T00:00:00.000000Z",
-                "finetuneRetirementDate": "2025-08-30T00:00:00.000000Z",
-                "inferenceDeprecationDate": "2025-06-30T00:00:00.000000Z",
-                "inferenceRetirementDate": "2025-08-30T00:00:00.000000Z",
-            },
-        },
-        tags={"model_specific_defaults": dict(PHI3_MODEL_SPECIFIC_DEFAULTS)},
-    )
+    model = catalog_model(REFERENCE_MODEL_NAME)
+    assert model is not None, "the packaged model catalogue lacks the reference model"
+    return model
 
 
 def _how_to_fix(name: str, registry: str) -> str:
@@ -412,6 +424,15 @@ def _how_to_fix(name: str, registry: str) -> str:
         f"{registry!r} (or browse the model catalog), then pin one with version=..., or choose "
         "another model name."
     )
+
+
+def _replacements_text(model: FoundationModel, now: dt.datetime) -> str:
+    from phi_finetune.azure.model_catalog import load_catalog
+
+    live = [n for n in load_catalog().replacements(now) if n.lower() != model.name.lower()]
+    if not live:
+        return ""
+    return f"Live fine-tunable chat models that replace it: {', '.join(live)}. "
 
 
 def check_lifecycle(
@@ -432,8 +453,9 @@ def check_lifecycle(
         text = f"model {model.name} version {model.version}: " + " and ".join(reasons)
         if not allow_retired:
             raise ModelRetiredError(
-                f"{text}; fine-tuning it may be refused by the service. Choose a newer model, or "
-                "set allow_retired=True (config: [model] allow_retired = true) to try anyway."
+                f"{text}; the service refuses to fine-tune it. {_replacements_text(model, now)}"
+                "Set [model] name to one of them, or set allow_retired=True (config: [model] "
+                "allow_retired = true) to try anyway."
             )
         warnings.append(f"{text}; continuing because allow_retired is set")
     elif model.finetune_retirement_date is not None:

@@ -26,6 +26,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
+
 from phi_finetune._redact import redact
 from phi_finetune.azure.boundary import azure_errors, is_service_exception, translate
 from phi_finetune.config import WorkspaceConfig
@@ -100,6 +102,7 @@ class Workspace:
         self._client_factory = client_factory
         self._ml_client: MLClient | None = None
         self._registry_client: MLClient | None = None
+        self._other_registries: dict[str, MLClient] = {}
         self._lock = threading.RLock()
 
     # -- construction ----------------------------------------------------------------------
@@ -207,6 +210,7 @@ class Workspace:
         self._client_factory = client_factory
         self._ml_client = ml_client
         self._registry_client = registry_client
+        self._other_registries = {}
         self._lock = threading.RLock()
         return self
 
@@ -334,8 +338,27 @@ class Workspace:
                 self._registry_client = self._make_client("registry")
             return self._registry_client
 
-    def _make_client(self, kind: ClientKind) -> MLClient:
+    def registry_client_for(self, registry: str) -> MLClient:
+        """A client for ``registry``: the registry client itself when it is that registry, else
+        a new one (cached) with the same credential, e.g. for a model in ``azureml-meta``."""
+        if registry == (self.registry_name or "azureml"):
+            return self.registry_client
+        with self._lock:
+            cached = self._other_registries.get(registry)
+        if cached is not None:
+            return cached
         config = self._config
+        if config is None:
+            raise ConfigurationError(
+                f"no client for registry {registry!r}: the workspace scope is unknown; pass "
+                "config= to Workspace.from_clients(), or model_registry_client= to FineTuneJob"
+            )
+        client = self._make_client("registry", attrs.evolve(config, registry_name=registry))
+        with self._lock:
+            return self._other_registries.setdefault(registry, client)
+
+    def _make_client(self, kind: ClientKind, config: WorkspaceConfig | None = None) -> MLClient:
+        config = config or self._config
         if config is None:
             raise ConfigurationError(
                 f"No {kind} client was injected and the workspace scope is unknown; pass "

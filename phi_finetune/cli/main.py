@@ -29,6 +29,7 @@ from phi_finetune._version import __version__
 #: Command-group modules, in the order their commands appear in ``--help``.
 COMMAND_MODULES = (
     "data",
+    "models",
     "plan",
     "run",
     "job",

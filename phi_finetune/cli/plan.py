@@ -4,9 +4,9 @@
 compute (cluster state, allow list, GPUs per node, quota; nothing is created) and every
 parameter, and prints the plan (model, compute, parameters with their source, display name,
 warnings). ``--offline`` needs no Azure at all: it uses the pinned component interface (or
-``finetune.interface_file``), the pinned facts of the reference model when ``model.name`` is
-``Phi-3-mini-4k-instruct`` (else a model with no allow list and no defaults), and GPUs per node
-from the pinned VM size table; cluster state and quota are not checked. Exit 0 with the plan,
+``finetune.interface_file``), the pinned model catalogue (``phi-finetune models --offline``;
+a model not in it gets no allow list and no defaults), and GPUs per node from the pinned VM
+size table; cluster state and quota are not checked. Exit 0 with the plan,
 1 with every problem found.
 """
 
@@ -44,32 +44,27 @@ def _make_workspace(config: Any) -> Any:
 def build_job(config: Any, *, offline: bool) -> Any:
     """A :class:`~phi_finetune.azure.job.FineTuneJob` from a ``RunConfig``."""
     from phi_finetune.azure.compute import ComputeSelector
-    from phi_finetune.azure.foundation_model import (
-        DEFAULT_MODEL_NAME,
-        FoundationModel,
-        reference_model,
-    )
     from phi_finetune.azure.job import FineTuneJob
+    from phi_finetune.azure.model_source import model_from_source
     from phi_finetune.interface import interface_from_yaml, load_pinned_interface
 
     model_cfg, compute_cfg, ft = config.model, config.compute, config.finetune
     component: Any = ft.interface_file
-    model: Any = model_cfg.name
-    ml_client = registry_client = None
+    kind, value = model_cfg.source
+    model: Any = model_cfg.name if kind == "registry" else model_from_source(kind, value)
+    ml_client = registry_client = model_registry_client = None
     if offline:
         if component is None:
             component = load_pinned_interface()
         elif str(component).endswith(".json"):
             component = interface_from_yaml(component)
-        if model_cfg.name == DEFAULT_MODEL_NAME:
-            model = reference_model()
-        else:
-            model = FoundationModel.from_metadata(
-                model_cfg.name, model_cfg.version or "1", registry=model_cfg.registry
-            )
+        if kind == "registry":
+            model = _offline_model(model_cfg)
     else:
         workspace = _make_workspace(config)
         ml_client, registry_client = workspace.ml_client, workspace.registry_client
+        if kind == "registry":
+            model_registry_client = workspace.registry_client_for(model_cfg.registry)
     output_dir = getattr(getattr(config, "data", None), "output_dir", None)
     data: dict[str, Any] = {}
     if output_dir is not None:
@@ -80,6 +75,7 @@ def build_job(config: Any, *, offline: bool) -> Any:
     return FineTuneJob(
         ml_client=ml_client,
         registry_client=registry_client,
+        model_registry_client=model_registry_client,
         model=model,
         model_version=model_cfg.version,
         model_label=model_cfg.label,
@@ -94,6 +90,30 @@ def build_job(config: Any, *, offline: bool) -> Any:
         experiment_name=config.experiment_name,
         offline=offline,
         **data,
+    )
+
+
+def _offline_model(model_cfg: Any) -> Any:
+    """The pinned catalogue's facts for the configured model (an offline plan's model).
+
+    A model the catalogue does not know gets no allow list and no defaults, addressed by the
+    configured version or label (never an invented version); the plan says so.
+    """
+    from phi_finetune.azure.foundation_model import FoundationModel, catalog_model
+
+    model = catalog_model(model_cfg.name)
+    if model is not None:
+        return model
+    selector = (
+        f"versions/{model_cfg.version}"
+        if model_cfg.version
+        else f"labels/{model_cfg.label or 'latest'}"
+    )
+    return FoundationModel.from_metadata(
+        model_cfg.name,
+        model_cfg.version or model_cfg.label or "latest",
+        id=f"azureml://registries/{model_cfg.registry}/models/{model_cfg.name}/{selector}",
+        registry=model_cfg.registry,
     )
 
 

@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 _VM_SIZE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 #: Azure ML's limit for ``request_settings.request_timeout_ms`` on managed online endpoints.
@@ -120,9 +121,7 @@ class ModelConfig(_Section):
 
     _section: ClassVar[str] = "model"
 
-    name: str = attrs.field(
-        default="Phi-3-mini-4k-instruct", metadata=_spec(_STR, "string", check=_non_empty)
-    )
+    name: str = attrs.field(default="Phi-4", metadata=_spec(_STR, "string", check=_non_empty))
     version: str | None = attrs.field(
         default=None,
         converter=_to_str_version,
@@ -136,6 +135,22 @@ class ModelConfig(_Section):
         metadata=_spec(_STR, "string", check=_pattern(REGISTRY_NAME_PATTERN, "registry name")),
     )
     allow_retired: bool = attrs.field(default=False, metadata=_spec(_BOOL, "boolean"))
+    huggingface_id: str | None = attrs.field(
+        default=None,
+        metadata=_spec(
+            _STR,
+            "string",
+            optional=True,
+            check=_pattern(_HF_ID, "Hugging Face model id"),
+            allowed="'owner/name' as on huggingface.co",
+        ),
+    )
+    pytorch_model_path: str | None = attrs.field(
+        default=None, metadata=_spec(_STR, "string", optional=True, check=_non_empty)
+    )
+    mlflow_model_path: str | None = attrs.field(
+        default=None, metadata=_spec(_STR, "string", optional=True, check=_non_empty)
+    )
 
     @property
     def selector(self) -> dict[str, str]:
@@ -144,6 +159,19 @@ class ModelConfig(_Section):
             return {"version": self.version}
         return {"label": self.label or "latest"}
 
+    @property
+    def source(self) -> tuple[str, str]:
+        """``(kind, value)``: ``("registry", name)``, ``("huggingface", id)``,
+        ``("pytorch", path)`` or ``("mlflow", path)``."""
+        for kind, value in (
+            ("huggingface", self.huggingface_id),
+            ("pytorch", self.pytorch_model_path),
+            ("mlflow", self.mlflow_model_path),
+        ):
+            if value is not None:
+                return kind, value
+        return "registry", self.name
+
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         if self.version is not None and self.label == "latest":
@@ -151,7 +179,29 @@ class ModelConfig(_Section):
 
     @classmethod
     def _cross_check(cls, values: Mapping[str, Any]) -> list[tuple[str, str]]:
-        return _version_label_problems(values, "version", "label", "latest")
+        out = _version_label_problems(values, "version", "label", "latest")
+        given = [k for k in _MODEL_SOURCES if values.get(k) is not None]
+        if len(given) > 1:
+            out.append(
+                (
+                    given[1],
+                    f"give exactly one model source; {' and '.join(given)} are both set "
+                    "(keep one, or none to fine-tune the registry model [model] name)",
+                )
+            )
+        elif given and values.get("version") is not None:
+            out.append(
+                (
+                    "version",
+                    f"version pins a registry model; it does not apply to {given[0]} "
+                    "(remove version, or remove " + given[0] + " to use the registry model)",
+                )
+            )
+        return out
+
+
+#: The ``[model]`` keys that replace the registry model (one at most).
+_MODEL_SOURCES = ("huggingface_id", "pytorch_model_path", "mlflow_model_path")
 
 
 @attrs.frozen
@@ -347,7 +397,7 @@ class DeployConfig(_Section):
 
     enabled: bool = attrs.field(default=True, metadata=_spec(_BOOL, "boolean"))
     instance_type: str = attrs.field(
-        default="Standard_NC6s_v3",
+        default="Standard_NC24ads_A100_v4",
         metadata=_spec(_STR, "string", check=_pattern(_VM_SIZE, "VM size")),
     )
     instance_count: int = attrs.field(

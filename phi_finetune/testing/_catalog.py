@@ -1,4 +1,4 @@
-"""Default seed data: the chat-completion pipeline interface, a Phi-3 model, VM sizes, quotas.
+"""Default seed data: the chat-completion pipeline interface, Phi-4 and Phi-3, VM sizes, quotas.
 
 Every fact here comes from a published source, named beside it with the date it was read; none
 comes from the library (``tests/test_fake_contract.py`` checks that this module imports nothing
@@ -13,6 +13,8 @@ from ``phi_finetune``), so the fake cannot simply agree with the planner.
   (read 2026-12-01): version 15, ``isArchived: true``, deprecation and retirement dates in system
   metadata, allow lists only in system metadata (``supportedComputes``), ``model_specific_defaults``
   in tags.
+- The live default model: Azure/azureml-assets ``assets/models/system/Phi-4/spec.yaml`` at
+  72891e1 (2026-07-01, read 2026-12-01): version 8, A100 and H100 allow lists, DeepSpeed stage 3.
 - VM sizes and quotas: the ``VirtualMachineSize/list.json`` and ``Usage/list.json`` examples of
   Azure/azure-rest-api-specs ``specification/machinelearningservices/resource-manager/
   Microsoft.MachineLearningServices/preview/2023-08-01-preview/`` (read 2026-12-01; vendored in
@@ -34,8 +36,10 @@ __all__ = [
     "DEFAULT_VM_SIZES",
     "PHI3_DEPRECATION",
     "PHI3_MODEL",
+    "PHI4_MODEL",
     "chat_completion_inputs",
     "chat_completion_outputs",
+    "phi4_model_record",
     "reference_model_record",
 ]
 
@@ -244,6 +248,68 @@ PHI3_MODEL: dict[str, Any] = {
 }
 """Version 15 as the ``azureml`` registry publishes it (archived, retired, allow lists only in
 system metadata)."""
+
+
+PHI4_NAME = "Phi-4"
+PHI4_VERSION = "8"
+# Azure/azureml-assets assets/models/system/Phi-4/spec.yaml at 72891e1 (2026-07-01; read
+# 2026-12-01): live (no isArchived, no deprecation block), DeepSpeed stage 3 + LoRA defaults.
+_PHI4_FINETUNE_SKUS = [
+    "Standard_NC24ads_A100_v4",
+    "Standard_NC48ads_A100_v4",
+    "Standard_NC96ads_A100_v4",
+    "Standard_ND96asr_v4",
+    "Standard_ND96amsr_A100_v4",
+    "Standard_NC40ads_H100_v5",
+    "Standard_NC80adis_H100_v5",
+    "Standard_ND96isr_H100_v5",
+]
+_PHI4_INFERENCE_SKUS = [
+    *_PHI4_FINETUNE_SKUS[:5],
+    "Standard_ND96isr_H100_v5",
+    "Standard_NC40ads_H100_v5",
+    "Standard_NC80adis_H100_v5",
+]
+_PHI4_DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in _PHI3_DEFAULTS.items() if not k.startswith("learning_rate_")},
+    "deepspeed_stage": 3,
+}
+
+PHI4_MODEL: dict[str, Any] = {
+    "name": PHI4_NAME,
+    "version": PHI4_VERSION,
+    "archived": False,
+    "tags": {"model_specific_defaults": str(_PHI4_DEFAULTS)},
+    "system_metadata": {
+        "deploymentOptions": ["UnifiedEndpointMaaS", "MaaP", "ServerlessMaaS"],
+        "sharedComputeCapacityEnabled": True,
+        "tasks": {"fineTuningTasks": ["chat-completion"], "inferenceTasks": ["chat-completion"]},
+        "SKU": {
+            "inferenceRecommendedSkus": list(_PHI4_INFERENCE_SKUS),
+            "finetuneRecommendedSkus": list(_PHI4_FINETUNE_SKUS),
+            "inferenceMinSkuSpec": "24|1|220|64",
+            "finetuneMinSkuSpec": "24|1|220|64",
+        },
+        "publisher": "Microsoft",
+        "displayName": "Phi-4",
+        "license": "MIT",
+        "maxOutputTokens": 16384,
+        "textContextWindow": 16384,
+        "inputModalities": ["text"],
+        "outputModalities": ["text"],
+        "supportedComputes": {
+            "inferenceComputes": list(_PHI4_INFERENCE_SKUS),
+            "finetuneComputes": list(_PHI4_FINETUNE_SKUS),
+        },
+        "inferenceSupportedEnvs": ["vllm"],
+    },
+}
+"""Phi-4 version 8 as the ``azureml`` registry publishes it: the fake's live default model."""
+
+
+def phi4_model_record() -> dict[str, Any]:
+    """A deep copy of ``PHI4_MODEL``."""
+    return copy.deepcopy(PHI4_MODEL)
 
 
 def reference_model_record(*, published_lifecycle: bool = True) -> dict[str, Any]:

@@ -133,3 +133,36 @@ class FakeRealismKnobs:
         record = _catalog.reference_model_record(published_lifecycle=published_lifecycle)
         meta = {k: record[k] for k in ("tags", "system_metadata", "archived")}
         return self.add_model(record["name"], record["version"], registry=registry, **meta)
+
+    def add_completed_job(
+        self, name: str, *, outputs: tuple[str, ...] = ("trained_model",)
+    ) -> None:
+        """A pipeline job ``name`` that has already completed, with ``outputs``: for tests
+        that register a model from a job they did not submit (the fake, like Azure, refuses
+        models registered from outputs of a missing or unfinished job)."""
+        from phi_finetune.testing._routes_registry import created_system_data
+        from phi_finetune.testing._state import JobScript, JobState
+
+        store, scope = self._store, self._scope
+        body = {
+            "id": f"{scope.workspace_id}/jobs/{name}",
+            "name": name,
+            "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+            "systemData": created_system_data(store),
+            "properties": {
+                "jobType": "Pipeline",
+                "experimentName": "Default",
+                "status": "Completed",
+                "jobs": {},
+                "outputs": {
+                    o: {"jobOutputType": "mlflow_model", "mode": "ReadWriteMount"} for o in outputs
+                },
+            },
+        }
+        job = JobState(
+            name=name,
+            body=body,
+            script=JobScript.build(statuses=["Completed"]),
+            created=store.next_id(),
+        )
+        store.put_job(job)

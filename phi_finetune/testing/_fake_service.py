@@ -50,9 +50,9 @@ class FakeAzureML(FakeRealismKnobs):
             assert ml.compute.get("gpu-cluster").size == "Standard_NC24ads_A100_v4"
 
     ``seed=True`` (the default) adds the ``azureml`` registry's ``chat_completion_pipeline``,
-    ``Phi-3-mini-4k-instruct`` 15 as published but unarchived and without its passed retirement
-    dates (``add_reference_model()`` adds it as published), GPU VM sizes, and generous quotas
-    named as the service names them (``set_usage``, ``set_regional_quota``).
+    Phi-4 8 (live) and ``Phi-3-mini-4k-instruct`` 15, both as published (Phi-3 archived and
+    retired; ``add_reference_model(published_lifecycle=False)`` serves it live), GPU VM sizes,
+    and generous quotas named as the service names them (``set_usage``, ``set_regional_quota``).
     """
 
     subscription_id = Forward[str]("_scope")
@@ -334,7 +334,10 @@ class FakeAzureML(FakeRealismKnobs):
             outputs=_catalog.chat_completion_outputs(),
             display_name="Chat Completion Pipeline",
         )
-        self.add_reference_model(published_lifecycle=False)
+        phi4 = _catalog.phi4_model_record()
+        meta = {k: phi4[k] for k in ("tags", "system_metadata", "archived")}
+        self.add_model(phi4["name"], phi4["version"], **meta)
+        self.add_reference_model()
         for name, (vcpus, gpus, family, memory) in _catalog.DEFAULT_VM_SIZES.items():
             self.add_vm_size(name, vcpus, gpus, family, memory)
             if self._store.get_usage(family) is None:

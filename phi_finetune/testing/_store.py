@@ -48,15 +48,15 @@ class FakeStore:
         """How many in-progress answers a long-running operation gives before it finishes."""
         self.retry_after_s = 1.0
         """``Retry-After`` of long-running operations (the fake's patched sleep skips it)."""
-        self.cancel_polls = 0
+        self.cancel_polls = 2
         """How many polls a cancelled job reads ``CancelRequested`` before ``Canceled`` (the
-        service: several; 0 by default because callers that read the status once after a
-        cancel would see ``CancelRequested``)."""
+        service takes a while to stop a pipeline's steps)."""
         self.page_size = 100
         """Items per page of a list reply; more items come behind a ``nextLink``."""
-        self.name_reservation_s = 0.0
-        """How long (fake-clock seconds) a deleted endpoint's name stays reserved."""
-        self.check_job_outputs = False
+        self.name_reservation_s = 600.0
+        """How long (fake-clock seconds) a deleted endpoint's name stays reserved (the service
+        does not hand a just-deleted name out again at once)."""
+        self.check_job_outputs = True
         """Refuse models registered from outputs of a missing or unfinished job (as Azure does)."""
         self.slept_s = 0.0
         """Sum of the skipped sleeps: the fake clock runs ahead of real time by this much."""

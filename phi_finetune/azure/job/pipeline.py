@@ -1,6 +1,7 @@
 """Build the fine-tuning ``PipelineJob`` the way the reference notebook does.
 
-``@pipeline(name=display_name)`` calling ``chat_completion_pipeline`` with ``mlflow_model_path``,
+``@pipeline(name=display_name)`` calling ``chat_completion_pipeline`` with the model input
+(``mlflow_model_path`` for a registry model, else ``huggingface_id`` / ``pytorch_model_path``),
 the four ``compute_*`` inputs, the train/validation/test files, the parameters; output
 ``trained_model`` from ``mlflow_model_folder``; ``force_rerun=True``,
 ``continue_on_step_failure=False``.
@@ -58,11 +59,12 @@ def build_pipeline_job(
         if spec_type in ("uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model"):
             kwargs[name] = _as_input(value, Input, type_=spec_type)
     compute_inputs = compute.component_inputs()
+    model_inputs = model.pipeline_inputs(Input)
 
     @pipeline(name=display)  # type: ignore[call-overload, untyped-decorator]
     def create_pipeline() -> dict[str, Any]:
         finetune = component(
-            mlflow_model_path=model.id,
+            **model_inputs,
             **compute_inputs,
             **data_inputs,
             **kwargs,

@@ -30,6 +30,7 @@ from phi_finetune.azure.job.pipeline import (
     load_component_from_interface,
     pipeline_yaml,
 )
+from phi_finetune.azure.model_rules import check_model_parameters
 from phi_finetune.errors import (
     ConfigurationError,
     JobError,
@@ -108,7 +109,7 @@ class FineTunePlan:
         """A plain-text summary: model, compute, names, then every parameter with its source."""
         c = self.compute
         rows = [
-            ("model", f"{self.model.name} {self.model.version} ({self.model.id})"),
+            ("model", _model_text(self.model)),
             ("component", self.component_id),
             (
                 "compute",
@@ -146,6 +147,13 @@ class FineTunePlan:
         return self.to_table()
 
 
+def _model_text(model: FoundationModel) -> str:
+    if model.source != "registry":
+        return f"{model.name} ({model.source}: {model.id})"
+    context = f", context {model.context_length} tokens" if model.context_length else ""
+    return f"{model.name} {model.version} ({model.id}{context})"
+
+
 class FineTuneJob:
     """A fine-tuning pipeline job: plan it, submit it.
 
@@ -156,6 +164,8 @@ class FineTuneJob:
     ``compute`` may be a :class:`ComputeSelection` or a :class:`ComputeSelector`.
     ``deployment`` (a :class:`~phi_finetune.azure.deployment_spec.DeploymentSpec`): the plan
     also checks the vCPU quota the later online deployment needs.
+    ``model_registry_client``: a client for the model's registry when it is not the
+    component's (``registry_client``), e.g. ``azureml-meta``.
     """
 
     def __init__(
@@ -182,9 +192,11 @@ class FineTuneJob:
         dataset_tag: str = "ultrachat",
         offline: bool = False,
         deployment: DeploymentSpec | None = None,
+        model_registry_client: MLClient | None = None,
     ) -> None:
         self.ml_client = ml_client
         self.registry_client = registry_client
+        self.model_registry_client = model_registry_client
         self.model = model
         self.model_version = model_version
         self.model_label = model_label
@@ -239,6 +251,7 @@ class FineTuneJob:
                 passthrough=set(report.added) if report else set(),
             )
             warnings.extend(params.warnings)
+            warnings.extend(check_model_parameters(model, params))
             if report is not None:
                 self._check_report(report, params)
         except PhiFinetuneError as exc:
@@ -318,15 +331,17 @@ class FineTuneJob:
     def _resolve_model(self, warnings: list[str]) -> FoundationModel:
         if isinstance(self.model, FoundationModel):
             model = self.model
-            warnings.extend(check_lifecycle(model, allow_retired=self.allow_retired))
+            if model.source == "registry":
+                warnings.extend(check_lifecycle(model, allow_retired=self.allow_retired))
             return model
-        if self.registry_client is None:
+        registry_client = self.model_registry_client or self.registry_client
+        if registry_client is None:
             raise ConfigurationError(
                 f"model {self.model!r} cannot be resolved without a registry client; pass "
                 "registry_client=... or a FoundationModel (offline plans)"
             )
         model = resolve_foundation_model(
-            self.registry_client,
+            registry_client,
             self.model,
             version=self.model_version,
             label=self.model_label,
