@@ -144,7 +144,10 @@ def library_flow() -> tuple[list[Record], dict[str, str]]:
                     cluster="gpu-cluster-big", vm_size="Standard_NC24ads_A100_v4"
                 ),
                 data=DataConfig(source="demo", split_pc=None, output_dir=Path(workdir) / "data"),
-                deploy=DeployConfig(instance_type="Standard_NC6s_v3", deployment_name="demo"),
+                # Phi-4, the default model, deploys on A100 or H100 sizes only.
+                deploy=DeployConfig(
+                    instance_type="Standard_NC24ads_A100_v4", deployment_name="demo"
+                ),
             )
             backend = AzureBackend(workspace=workspace, poll_interval_s=0)
             FineTuneSession(config, backend=backend).run()

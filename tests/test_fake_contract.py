@@ -407,19 +407,18 @@ def test_reference_model_as_published(fake: FakeAzureML) -> None:
     assert retired < dt.datetime.now(dt.UTC)
 
 
-def test_default_seed_is_the_published_model_unarchived_without_retirement(
-    fake: FakeAzureML,
-) -> None:
+def test_default_seed_serves_the_reference_model_as_published(fake: FakeAzureML) -> None:
     fake.registry_client()
     _, _, body = _raw(fake, "GET", _registry_url(fake))
     props = body["properties"]
-    assert props["isArchived"] is False
-    assert "deprecation" not in props["system_metadata"]
     published = catalog.reference_model_record()
+    assert props["isArchived"] is True
+    assert props["system_metadata"] == published["system_metadata"]
+    assert props["tags"] == published["tags"]
+    # the lenient copy differs only in lifecycle
     active = catalog.reference_model_record(published_lifecycle=False)
     del published["system_metadata"]["deprecation"]
     assert active["system_metadata"] == published["system_metadata"]
-    assert active["tags"] == published["tags"] == props["tags"]
 
 
 # ---------------------------------------------------------------------------- seed data

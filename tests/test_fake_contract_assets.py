@@ -31,6 +31,7 @@ MODEL_ID = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/
 @pytest.fixture
 def fake() -> Iterator[FakeAzureML]:
     with FakeAzureML() as service:
+        service.add_completed_job("job1")  # the models below come from its output
         yield service
 
 

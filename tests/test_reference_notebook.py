@@ -38,9 +38,6 @@ def test_fixture_keeps_the_seed_cells_and_marks_every_change() -> None:
 
 def test_reference_notebook_runs_end_to_end_against_the_fake(tmp_path: Path) -> None:
     with FakeAzureML() as fake:
-        # The notebook's model is archived and retired in today's registry (the fake's default
-        # seed serves it so): replay the notebook against the registry of its own time.
-        fake.add_reference_model(published_lifecycle=False)
         namespace, out = run_notebook(fake, tmp_path)
 
         assert fake.unrouted == []
