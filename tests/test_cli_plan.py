@@ -135,7 +135,12 @@ def test_job_status_stream_cancel(fake: FakeAzureML, capsys: pytest.CaptureFixtu
     assert data["status"] == "Running"
     assert data["trained_model"] == f"azureml://jobs/{name}/outputs/trained_model"
     assert main(["job", "cancel", name]) == 0
-    assert "Canceled" in capsys.readouterr().out
+    out = capsys.readouterr().out  # as on the service: the cancel is first only requested
+    assert f"{name}: CancelRequested" in out and "job status" in out
+    assert main(["job", "status", name, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["job", "status", name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "Canceled"
 
 
 def test_job_unknown_name_exits_1(fake: FakeAzureML, capsys: pytest.CaptureFixture[str]) -> None:

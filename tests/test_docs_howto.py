@@ -118,6 +118,7 @@ def setup_completed_job(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) ->
         return original(self, name, *args, **kwargs)
 
     mp.setattr(JobOperations, "get", get)
+    fake.add_completed_job("calm_kiwi_x1y2")  # the fake, like Azure, checks the job's output
     return setup_resolve_only(fake, mp, tmp)
 
 
@@ -125,6 +126,7 @@ def _deployed(fake: FakeAzureML, mp: pytest.MonkeyPatch) -> dict[str, Any]:
     from phi_finetune import EndpointDeployer, ModelRegistrar
 
     ml_client = _workspace(fake, mp).ml_client
+    fake.add_completed_job("calm_kiwi_x1y2")
     model = ModelRegistrar(ml_client, check_job_output=False).register(
         "calm_kiwi_x1y2", base_model="Phi-3-mini-4k-instruct"
     )

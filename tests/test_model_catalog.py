@@ -88,8 +88,8 @@ def test_phi4_mini_is_pinned_without_invented_facts() -> None:
     assert entry is not None and entry.version is None
     assert entry.finetune_allow_list is None and entry.model_specific_defaults == {}
     assert entry.context_length == 131072
-    model = entry.to_foundation_model()
-    assert model.id.endswith("/models/Phi-4-mini-instruct/labels/latest")
+    model = catalog_model("Phi-4-mini-instruct")
+    assert model is not None and model.id.endswith("/models/Phi-4-mini-instruct/labels/latest")
 
 
 def test_retired_model_error_names_the_date_and_the_live_replacements() -> None:

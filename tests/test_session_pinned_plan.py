@@ -26,7 +26,7 @@ from phi_finetune.testing._catalog import (
     CHAT_COMPLETION_COMPONENT,
     chat_completion_inputs,
     chat_completion_outputs,
-    reference_model_record,
+    phi4_model_record,
 )
 
 
@@ -59,16 +59,16 @@ def test_resumed_fine_tune_submits_the_planned_versions_not_the_new_latest(
     session = FineTuneSession(config, backend=_backend(fake))
     planned = session.plan()
     assert isinstance(planned, PlanRecord)
-    assert (planned.model.version, planned.component_version) == ("15", "0.0.82")
-    assert str(planned) == planned.table and "Phi-3-mini-4k-instruct 15" in str(planned)
+    assert (planned.model.version, planned.component_version) == ("8", "0.0.82")
+    assert str(planned) == planned.table and "Phi-4 8" in str(planned)
 
     # The registry moves on: a newer model and a newer component become "latest".
-    phi3 = reference_model_record(published_lifecycle=False)  # as the fake seeds version 15
+    phi4 = phi4_model_record()  # as the fake seeds version 8
     fake.add_model(
-        phi3["name"],
-        16,
-        tags=dict(phi3["tags"]),
-        system_metadata=dict(phi3["system_metadata"]),
+        phi4["name"],
+        9,
+        tags=dict(phi4["tags"]),
+        system_metadata=dict(phi4["system_metadata"]),
     )
     fake.add_component(
         CHAT_COMPLETION_COMPONENT,
@@ -84,7 +84,7 @@ def test_resumed_fine_tune_submits_the_planned_versions_not_the_new_latest(
         ),
         backend=_backend(fake),
     ).plan()
-    assert (fresh.model.version, fresh.component_version) == ("16", "0.0.83")  # latest moved
+    assert (fresh.model.version, fresh.component_version) == ("9", "0.0.83")  # latest moved
 
     builds: list[str] = []
     real_build = plan_module.build_pipeline_job
@@ -103,8 +103,6 @@ def test_resumed_fine_tune_submits_the_planned_versions_not_the_new_latest(
 
     node = _submitted_node(fake)
     assert node["componentId"].endswith(f"/components/{CHAT_COMPLETION_COMPONENT}/versions/0.0.82")
-    assert node["inputs"]["mlflow_model_path"]["uri"].endswith(
-        "/models/Phi-3-mini-4k-instruct/versions/15"
-    )
+    assert node["inputs"]["mlflow_model_path"]["uri"].endswith("/models/Phi-4/versions/8")
     # The journaled plan is untouched by fine_tune.
     assert resumed.journal.record_of("plan") == planned

@@ -405,7 +405,30 @@ def catalog_model(name: str) -> FoundationModel | None:
     from phi_finetune.azure.model_catalog import load_catalog
 
     entry = load_catalog().get(name)
-    return None if entry is None else entry.to_foundation_model()
+    if entry is None:
+        return None
+    computes: dict[str, Any] = {}
+    if entry.finetune_allow_list is not None:
+        computes["finetuneComputes"] = list(entry.finetune_allow_list)
+    if entry.inference_allow_list is not None:
+        computes["inferenceComputes"] = list(entry.inference_allow_list)
+    meta: dict[str, Any] = {"deprecation": dict(entry.deprecation)}
+    if computes:
+        meta["supportedComputes"] = computes
+    if entry.context_length is not None:
+        meta["textContextWindow"] = entry.context_length
+    return FoundationModel.from_metadata(
+        entry.name,
+        entry.version or "latest",
+        # Without a published version the asset is addressed by its label.
+        id=None
+        if entry.version
+        else f"azureml://registries/{entry.registry}/models/{entry.name}/labels/latest",
+        registry=entry.registry,
+        archived=entry.archived,
+        system_metadata=meta,
+        tags={"model_specific_defaults": dict(entry.model_specific_defaults)},
+    )
 
 
 def reference_model() -> FoundationModel:

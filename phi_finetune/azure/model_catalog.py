@@ -108,33 +108,6 @@ class CatalogEntry:
         s = self.source
         return f"{s['repo']}/{s['path']} @ {s['commit'][:10]} ({s['date']})"
 
-    def to_foundation_model(self) -> Any:
-        """The entry as a :class:`~phi_finetune.azure.foundation_model.FoundationModel`."""
-        from phi_finetune.azure.foundation_model import FoundationModel
-
-        computes: dict[str, Any] = {}
-        if self.finetune_allow_list is not None:
-            computes["finetuneComputes"] = list(self.finetune_allow_list)
-        if self.inference_allow_list is not None:
-            computes["inferenceComputes"] = list(self.inference_allow_list)
-        meta: dict[str, Any] = {"deprecation": dict(self.deprecation)}
-        if computes:
-            meta["supportedComputes"] = computes
-        if self.context_length is not None:
-            meta["textContextWindow"] = self.context_length
-        return FoundationModel.from_metadata(
-            self.name,
-            self.version or "latest",
-            # Without a published version the asset is addressed by its label.
-            id=None
-            if self.version
-            else f"azureml://registries/{self.registry}/models/{self.name}/labels/latest",
-            registry=self.registry,
-            archived=self.archived,
-            system_metadata=meta,
-            tags={"model_specific_defaults": dict(self.model_specific_defaults)},
-        )
-
     def to_dict(self, now: dt.datetime | None = None) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -93,5 +93,11 @@ def _cancel(args: Any) -> int:
     handle = _handle(args)
     handle.cancel()
     status = handle.status()
-    emit(args, _describe(handle, status), f"{handle.name}: {status}")
+    text = f"{handle.name}: {status}"
+    if str(status) == "CancelRequested":
+        text += (
+            " (the service is stopping the job's steps; "
+            f"`phi-finetune job status {handle.name}` shows when it reads Canceled)"
+        )
+    emit(args, _describe(handle, status), text)
     return 0

@@ -591,7 +591,8 @@ class FakeAzureML(FakeRealismKnobs):
         return [*self.keys_issued, *self._credential.tokens_issued]
 
     def billable(self) -> list[str]:
-        """Names of things that would still cost money: endpoints and running jobs."""
+        """Names of things that would still cost money: endpoints and running jobs not asked
+        to stop."""
         return self._store.billable()
 
     def __iter__(self) -> Iterator[FakeRequest]:

@@ -351,10 +351,13 @@ class FakeStore:
                 self.delete_deployment(*key)
 
     def billable(self) -> list[str]:
-        """Names of things that would still cost money: endpoints and running jobs."""
+        """Names of things that would still cost money: endpoints and jobs that run on with
+        nobody asking them to stop (a job whose cancel was requested is on its way out)."""
         left = [f"endpoint:{name}" for name in self._endpoints]
         left += [
-            f"job:{name}" for name, job in self._jobs.items() if job.status not in _FINAL_JOB_STATES
+            f"job:{name}"
+            for name, job in self._jobs.items()
+            if job.status not in _FINAL_JOB_STATES and not job.canceled
         ]
         return left
 
