@@ -178,3 +178,28 @@ def test_fake_serves_the_new_sizes(fake: FakeAzureML) -> None:
             pinned.gpus,
             pinned.family,
         )
+
+
+def test_a_retired_deployment_size_can_be_acknowledged() -> None:
+    model = FoundationModel.from_metadata("Phi-4", "8")
+    job = FineTuneJob(
+        model=model,
+        compute=ComputeSelector(None, cluster="gpu", vm_size="Standard_NC24ads_A100_v4"),
+        component=load_pinned_interface(),
+        offline=True,
+        deployment=DeploymentSpec(instance_type="Standard_NC6s_v3", allow_retired_size=True),
+    )
+    plan = job.plan()
+    assert plan.deployment is not None and plan.deployment.instance_type == "Standard_NC6s_v3"
+    (warning,) = [w for w in plan.warnings if "deploy.allow_retired_size" in w]
+    assert "retired on 2025-09-30" in warning and "Standard_NC24ads_A100_v4" in warning
+
+
+def test_the_example_acknowledges_the_notebooks_retired_size() -> None:
+    from pathlib import Path
+
+    from phi_finetune.config import load_run_config
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "phi-finetune.toml"
+    deploy = load_run_config(example).deploy
+    assert deploy.instance_type == "Standard_NC6s_v3" and deploy.allow_retired_size

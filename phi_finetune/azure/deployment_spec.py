@@ -141,6 +141,8 @@ class DeploymentSpec:
     tags: Mapping[str, str] = attrs.field(factory=dict, converter=_tags)
     check_quota: bool = True
     """Check the instance type's vCPU quota (with the 20% upgrade reserve) before deploying."""
+    allow_retired_size: bool = attrs.field(factory=lambda: _config_default("allow_retired_size"))
+    """Plan with a retired ``instance_type`` anyway (a warning instead of an error)."""
 
     @classmethod
     def from_config(
@@ -160,6 +162,7 @@ class DeploymentSpec:
             liveness_initial_delay=config.liveness_initial_delay,
             request_timeout_ms=config.request_timeout_ms,
             wait_timeout_s=float(config.wait_timeout_s),
+            allow_retired_size=config.allow_retired_size,
             inference_allow_list=_allow_list(inference_allow_list),
             check_quota=check_quota,
         )

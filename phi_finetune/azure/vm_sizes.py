@@ -156,17 +156,28 @@ def retirement_of(size: str) -> Retirement | None:
 
 
 def check_not_retired(
-    size: str, *, key: str, what: str, today: datetime.date | None = None
+    size: str,
+    *,
+    key: str,
+    what: str,
+    today: datetime.date | None = None,
+    allow: str | None = None,
 ) -> list[str]:
     """Raise :class:`ComputeNotAllowedError` when ``size`` is retired (Azure no longer
     provisions it); a warning when its retirement is announced; ``[]`` otherwise.
 
-    ``key`` is the setting that chose the size (``compute.vm_size``), ``what`` what it is for.
+    ``key`` is the setting that chose the size (``compute.vm_size``), ``what`` what it is for;
+    ``allow`` names the setting that acknowledged a retired size (a warning instead).
     """
     retirement = retirement_of(size)
     if retirement is None:
         return []
     instead = " or ".join(retirement.replacements)
+    if retirement.retired(today) and allow:
+        return [
+            f"{what} {size!r} ({key}) was retired on {retirement.on.isoformat()}: Azure no "
+            f"longer provisions it; continuing because {allow} is set (use {instead})"
+        ]
     if retirement.retired(today):
         raise ComputeNotAllowedError(
             f"{what} {size!r} ({key}) was retired on {retirement.on.isoformat()} "

@@ -353,6 +353,8 @@ class DeployConfig(_Section):
     )
     """``None``: the first size of the model's inference allow list that is not retired and has
     quota (see :func:`phi_finetune.azure.deploy_size.choose_deployment_size`)."""
+    allow_retired_size: bool = attrs.field(default=False, metadata=_spec(_BOOL, "boolean"))
+    """Plan with a retired ``instance_type`` anyway (a warning instead of an error)."""
     instance_count: int = attrs.field(
         default=1, metadata=_spec(_INT, "integer", check=_int_range(1))
     )

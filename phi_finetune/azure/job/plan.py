@@ -464,7 +464,10 @@ class FineTuneJob:
             return choice
         warnings.extend(
             check_not_retired(
-                spec.instance_type, key="deploy.instance_type", what="deployment instance type"
+                spec.instance_type,
+                key="deploy.instance_type",
+                what="deployment instance type",
+                allow="deploy.allow_retired_size" if spec.allow_retired_size else None,
             )
         )
         checked = live and spec.check_quota
