@@ -152,6 +152,18 @@ def _first_with_quota(
     if selector is None or selector.ml_client is not ml_client:
         selector = ComputeSelector(ml_client, serverless=True)
     offered = {s.name.lower() for s in selector.list_sizes()}
+    if not offered:
+        warning = "the workspace region's size list is empty: deployment quota not checked"
+        logger.warning("%s", warning)
+        return DeploymentSizeChoice(
+            live[0],
+            instance_count,
+            source,
+            f"{_WHY[source]}; {warning}",
+            False,
+            tuple(skipped),
+            (warning,),
+        )
     for size in live:
         if size.lower() not in offered:
             skipped.append(f"{size}: not offered in the workspace region")
