@@ -144,7 +144,11 @@ def library_flow() -> tuple[list[Record], dict[str, str]]:
                     cluster="gpu-cluster-big", vm_size="Standard_NC24ads_A100_v4"
                 ),
                 data=DataConfig(source="demo", split_pc=None, output_dir=Path(workdir) / "data"),
-                deploy=DeployConfig(instance_type="Standard_NC6s_v3", deployment_name="demo"),
+                deploy=DeployConfig(
+                    instance_type="Standard_NC6s_v3",  # the reference notebook's (retired)
+                    allow_retired_size=True,
+                    deployment_name="demo",
+                ),
             )
             backend = AzureBackend(workspace=workspace, poll_interval_s=0)
             FineTuneSession(config, backend=backend).run()
