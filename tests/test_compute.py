@@ -70,9 +70,9 @@ def test_size_not_in_allow_list_case_insensitive(fake: FakeAzureML) -> None:
     fake.add_compute("lower", A100.lower())
     sel = ComputeSelector(fake.workspace_client(), cluster="lower").select(allow_list=ALLOW)
     assert sel.gpus_per_node == 1
-    fake.add_compute("v100", "Standard_NC6s_v3")
+    fake.add_compute("t4", "Standard_NC4as_T4_v3")
     with pytest.raises(ComputeNotAllowedError, match="allow list"):
-        ComputeSelector(fake.workspace_client(), cluster="v100").select(allow_list=ALLOW)
+        ComputeSelector(fake.workspace_client(), cluster="t4").select(allow_list=ALLOW)
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,8 @@ def test_size_not_in_allow_list_case_insensitive(fake: FakeAzureML) -> None:
 )
 def test_no_allow_list_refuses_old_sizes(fake: FakeAzureML, size: str) -> None:
     fake.add_compute("old", size)
-    with pytest.raises(ComputeNotAllowedError, match="not supported"):
+    # K80 sizes: retired on 2023-09-06, refused before the allow-list rule is reached.
+    with pytest.raises(ComputeNotAllowedError, match="retired on 2023-09-06"):
         ComputeSelector(fake.workspace_client(), cluster="old").select(allow_list=None)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from phi_finetune.config import (
     ComputeConfig,
+    CostConfig,
     DataConfig,
     DeployConfig,
     FinetuneConfig,
@@ -62,7 +63,7 @@ def test_defaults_are_the_reference_workflow_on_a_live_model() -> None:
     assert config.data.output_dir == Path("ultrachat_200k_dataset")
     assert config.finetune.component == "chat_completion_pipeline"
     assert config.finetune.parameters == {}
-    assert config.deploy.instance_type == "Standard_NC6s_v3"
+    assert config.deploy.instance_type is None  # chosen from the model's inference allow list
     assert config.deploy.deployment_name == "demo"
     assert config.deploy.liveness_initial_delay == 600
     assert config.deploy.request_timeout_ms == 90000
@@ -276,11 +277,12 @@ def test_docs_example_loads_and_documents_every_key(tmp_path: Path) -> None:
         ("deploy", DeployConfig),
         ("score", ScoreConfig),
         ("local", LocalConfig),
+        ("cost", CostConfig),
     ]:
         for field in attrs.fields(cls):
             if section == "" and field.name in {"workspace", "model", "compute", "data"}:
                 continue
-            if section == "" and field.name in {"finetune", "deploy", "score", "local"}:
+            if section == "" and field.name in {"finetune", "deploy", "score", "local", "cost"}:
                 continue
             key = f"{section}.{field.name}" if section else field.name
             assert f"`{key}`" in text, f"docs/configuration.md does not document {key}"

@@ -93,6 +93,7 @@ def test_entities_built_like_the_reference_with_autospec() -> None:
         "name:3",
         endpoint_name="my-endpoint",
         deployment_name="blue",
+        instance_type="Standard_NC6s_v3",  # the reference notebook's (now retired) size
         instance_count=2,
         liveness_initial_delay=900,
         request_timeout_ms=60000,
@@ -138,6 +139,7 @@ def test_deploy_success_records_before_waiting_and_scores(fake: Any, tmp_path: A
         model,
         observer=Seen(),
         run_id=journal.run_id,
+        instance_type="Standard_NC6s_v3",
         inference_allow_list=["STANDARD_NC6S_V3"],
     )
     assert endpoint.name.startswith("ultrachat-completion-")
@@ -268,7 +270,9 @@ def test_spec_defaults_come_from_the_deploy_config() -> None:
     assert built.wait_timeout_s == custom.wait_timeout_s
     built.check()
     with pytest.raises(ComputeNotAllowedError):
-        DeploymentSpec(inference_allow_list=["Standard_NC24s_v3"]).check()
+        DeploymentSpec(
+            instance_type="Standard_NC6s_v3", inference_allow_list=["Standard_NC24s_v3"]
+        ).check()
 
 
 def test_unknown_deploy_setting_is_named() -> None:

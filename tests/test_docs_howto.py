@@ -155,6 +155,7 @@ SETUPS: dict[str, Callable[[FakeAzureML, pytest.MonkeyPatch, Path], dict[str, An
     "deploy": setup_completed_job,
     "score": setup_score,
     "teardown": setup_teardown,
+    "cost": setup_resolve_only,
 }
 
 

@@ -80,7 +80,7 @@ def test_offline_plan_from_pinned_interface() -> None:
 
 def test_plan_reports_parameter_and_compute_problems_together() -> None:
     job = _offline_job(
-        compute=ComputeSelector(None, cluster="gpu", vm_size="Standard_NC6s_v3"),
+        compute=ComputeSelector(None, cluster="gpu", vm_size="Standard_NC4as_T4_v3"),
         parameters={"learning_rate": 0.0, "optim": "sgd"},
         offline=True,
     )

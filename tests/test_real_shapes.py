@@ -239,7 +239,7 @@ def test_plan_checks_the_deployment_quota(fake: FakeAzureML) -> None:
     from phi_finetune.azure.job import FineTuneJob
 
     fake.add_compute("gpu", A100)
-    fake.set_usage("standardNCSv3Family", 200, 200)
+    fake.set_usage("standardNCASv3_T4Family", 200, 200)
     ml = fake.workspace_client()
     job = FineTuneJob(
         ml_client=ml,
@@ -248,11 +248,11 @@ def test_plan_checks_the_deployment_quota(fake: FakeAzureML) -> None:
         allow_retired=True,
         compute=ComputeSelector(ml, cluster="gpu"),
         train_data="azureml:train:1",
-        deployment=DeploymentSpec(instance_type="Standard_NC6s_v3", instance_count=1),
+        deployment=DeploymentSpec(instance_type="Standard_NC4as_T4_v3", instance_count=1),
     )
     with pytest.raises(QuotaExceededError, match="online deployment"):
         job.plan()
-    fake.set_usage("standardNCSv3Family", 0, 200)
+    fake.set_usage("standardNCASv3_T4Family", 0, 200)
     assert job.plan().compute.name == "gpu"
 
 

@@ -176,8 +176,10 @@ class AzureBackend:
             test_data=assets.get("test_file_path"),
             experiment_name=config.effective_experiment_name,
             tags={RUN_ID_TAG: ctx.journal.run_id},
-            # The plan also checks the later online deployment's quota.
+            # The plan also chooses and checks the later online deployment's size and quota.
             deployment=_deployment_for_plan(config),
+            cost=config.cost,
+            local_train_file=ctx.prepared.files.get("train"),
         )
 
     def plan(self, ctx: StepContext) -> PlanRecord:
@@ -369,6 +371,11 @@ class AzureBackend:
             endpoint_name=earlier[-1].name if earlier else None,
             check_quota=ctx.config.compute.check_quota,
         )
+        if spec.instance_type is None:
+            # The size the plan chose (and journaled) from the allow list and the quota.
+            planned = ctx.plan.details.get("deployment") or {}
+            if planned.get("instance_type"):
+                spec = attrs.evolve(spec, instance_type=str(planned["instance_type"]))
         deployer = EndpointDeployer(
             self.workspace(ctx).ml_client,
             wait_timeout_s=deploy.wait_timeout_s,
@@ -427,12 +434,12 @@ class AzureBackend:
 
 
 def _deployment_for_plan(config: Any) -> Any:
-    """The ``[deploy]`` spec whose quota a plan checks (``None``: deploying or quota is off)."""
-    if not config.deploy.enabled or not config.compute.check_quota:
+    """The ``[deploy]`` spec whose size and quota a plan checks (``None``: no deploying)."""
+    if not config.deploy.enabled:
         return None
     from phi_finetune.azure.deployment_spec import DeploymentSpec
 
-    return DeploymentSpec.from_config(config.deploy)
+    return DeploymentSpec.from_config(config.deploy, check_quota=config.compute.check_quota)
 
 
 def plan_record(plan: FineTunePlan) -> PlanRecord:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -29,6 +29,7 @@ from phi_finetune.azure.quota import (
     entity_field,
 )
 from phi_finetune.azure.region import cached_sizes, remember_sizes, workspace_location
+from phi_finetune.azure.vm_sizes import KNOWN_VM_SIZES, VmSizeInfo, check_not_retired
 from phi_finetune.errors import (
     ComputeError,
     ComputeFailedStateError,
@@ -64,35 +65,6 @@ UNSUPPORTED_WITHOUT_ALLOW_LIST = (
 DEFAULT_SERVERLESS_SIZE = "Standard_NC24ads_A100_v4"
 #: Seconds during which :meth:`ComputeSelector.select` acts on the facts of the plan() before it.
 PLAN_REUSE_S = 60.0
-
-
-@attrs.frozen
-class VmSizeInfo:
-    """A VM size: vCPUs, GPUs, family and memory per node."""
-
-    name: str
-    vcpus: int
-    gpus: int
-    family: str
-    memory_gb: float = 0.0
-
-
-#: Pinned facts of common GPU sizes, used only by offline plans (live plans use list_sizes).
-KNOWN_VM_SIZES: Mapping[str, VmSizeInfo] = {
-    s.name.lower(): s
-    for s in (
-        VmSizeInfo("Standard_NC6s_v3", 6, 1, "standardNCSv3Family", 112),
-        VmSizeInfo("Standard_NC12s_v3", 12, 2, "standardNCSv3Family", 224),
-        VmSizeInfo("Standard_NC24s_v3", 24, 4, "standardNCSv3Family", 448),
-        VmSizeInfo("Standard_NC24rs_v3", 24, 4, "standardNCSv3Family", 448),
-        VmSizeInfo("Standard_ND40rs_v2", 40, 8, "standardNDSv2Family", 672),
-        VmSizeInfo("Standard_NC24ads_A100_v4", 24, 1, "standardNCADSA100v4Family", 220),
-        VmSizeInfo("Standard_NC48ads_A100_v4", 48, 2, "standardNCADSA100v4Family", 440),
-        VmSizeInfo("Standard_NC96ads_A100_v4", 96, 4, "standardNCADSA100v4Family", 880),
-        VmSizeInfo("Standard_ND96asr_v4", 96, 8, "standardNDASv4_A100Family", 900),
-        VmSizeInfo("Standard_ND96amsr_A100_v4", 96, 8, "standardNDAMSv4_A100Family", 1924),
-    )
-}
 
 
 @attrs.frozen
@@ -245,10 +217,11 @@ class ComputeSelector:
                 f"offline plan for cluster {name!r} needs compute.vm_size (the cluster's size "
                 "cannot be read without Azure)"
             )
+        retired = check_not_retired(size, key="compute.vm_size", what="fine-tune VM size")
         self._check_allowed(size, allow_list)
         info = KNOWN_VM_SIZES.get(size.lower())
         if info is None:
-            known = ", ".join(s.name for s in KNOWN_VM_SIZES.values())
+            known = ", ".join(s.name for s in KNOWN_VM_SIZES.values() if s.retirement is None)
             raise ComputeNotAllowedError(
                 f"GPUs per node of {size!r} are unknown offline; known sizes: {known}. "
                 "Run the plan without --offline to read them from the workspace."
@@ -265,7 +238,7 @@ class ComputeSelector:
             vcpus_per_node=info.vcpus,
             family=info.family,
             cpu_vm_size=self.instance_type_preprocess if self.serverless else None,
-            warnings=(warning,),
+            warnings=(*retired, warning),
         )
 
     def list_sizes(self) -> list[VmSizeInfo]:
@@ -371,6 +344,8 @@ class ComputeSelector:
             else:
                 size = self.vm_size
 
+        key = "compute.vm_size" if existing is None else f"the size of cluster {name!r}"
+        warnings.extend(check_not_retired(size, key=key, what="fine-tune VM size"))
         self._check_allowed(size, allow_list)
         sizes = self.list_sizes()
         info = next((s for s in sizes if s.name.lower() == size.lower()), None)

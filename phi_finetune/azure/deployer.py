@@ -26,6 +26,7 @@ import attrs
 from phi_finetune._redact import redact
 from phi_finetune.azure.boundary import call, get_or_none, retrying
 from phi_finetune.azure.compute import check_deployment_quota
+from phi_finetune.azure.deploy_size import with_instance_type
 from phi_finetune.azure.deployment_handle import DeploymentHandle, state_text
 from phi_finetune.azure.deployment_spec import (
     DEFAULT_INSTANCE_TYPE,
@@ -211,6 +212,7 @@ class EndpointDeployer:
         model_ref = _model_reference(model)
         spec = _merge_spec(spec, settings)
         spec.check()
+        spec, quota_checked = with_instance_type(spec, self._ml_client)
         timeout = self._wait_timeout_s if spec.wait_timeout_s is None else spec.wait_timeout_s
         if timeout <= 0:
             raise ConfigurationError("wait_timeout_s must be > 0", key="wait_timeout_s")
@@ -218,12 +220,16 @@ class EndpointDeployer:
             name, existing = self._choose_endpoint(
                 spec.endpoint_name, reuse=reuse_endpoint, run_id=run_id
             )
-            if spec.check_quota and (
-                existing is None or self._deployment_state(name, spec.deployment_name) is None
+            if (
+                spec.check_quota
+                and not quota_checked
+                and (existing is None or self._deployment_state(name, spec.deployment_name) is None)
             ):
                 # Before any create: the deployment PUT would fail on quota only after the
                 # endpoint exists (and bills nothing but still has to be cleaned up).
-                check_deployment_quota(self._ml_client, spec.instance_type, spec.instance_count)
+                check_deployment_quota(
+                    self._ml_client, str(spec.instance_type), spec.instance_count
+                )
             poller = None
             if existing is None:
                 name, poller = self._create_unique_endpoint(name, spec, run_id, chosen)
@@ -435,7 +441,8 @@ class EndpointDeployer:
                 liveness_probe=ProbeSettings(initial_delay=spec.liveness_initial_delay),
                 request_settings=OnlineRequestSettings(request_timeout_ms=spec.request_timeout_ms),
             )
-            observer.creating("deployment", deployment_name, billable=True)
+            size = {"instance_type": spec.instance_type, "instance_count": spec.instance_count}
+            observer.creating("deployment", deployment_name, billable=True, details=size)
             try:
                 poller = self._ml_client.online_deployments.begin_create_or_update(deployment)
                 observer.created("deployment", deployment_name, billable=True)

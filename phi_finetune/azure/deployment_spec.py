@@ -44,7 +44,8 @@ def _config_default(name: str) -> Any:
     return default
 
 
-DEFAULT_INSTANCE_TYPE: str = _config_default("instance_type")
+#: ``None``: the deployment size follows the model's inference allow list and the quota.
+DEFAULT_INSTANCE_TYPE: str | None = _config_default("instance_type")
 
 
 def parse_allow_list(value: Sequence[str] | str | None) -> list[str] | None:
@@ -62,7 +63,7 @@ def parse_allow_list(value: Sequence[str] | str | None) -> list[str] | None:
             except (ValueError, SyntaxError) as exc:
                 raise ConfigurationError(
                     f"inference allow list {text[:80]!r} is not a list literal; pass a list of "
-                    "VM sizes such as ['Standard_NC6s_v3']",
+                    "VM sizes such as ['Standard_NC24ads_A100_v4']",
                     key="inference_allow_list",
                 ) from exc
             return [str(item).strip() for item in parsed if str(item).strip()]
@@ -76,7 +77,8 @@ def check_instance_type(instance_type: str, allow_list: Sequence[str] | str | No
     allowed = parse_allow_list(allow_list)
     if not isinstance(instance_type, str) or not instance_type.strip():
         raise ConfigurationError(
-            "instance_type must be a VM size such as 'Standard_NC6s_v3'", key="instance_type"
+            "instance_type must be a VM size such as 'Standard_NC24ads_A100_v4'",
+            key="instance_type",
         )
     if allowed is None:
         logger.info("no inference allow list known; not checking instance type %s", instance_type)
@@ -119,7 +121,8 @@ class DeploymentSpec:
     endpoint_name: str | None = attrs.field(factory=lambda: _config_default("endpoint_name"))
     """``None``: a fresh ``ultrachat-completion-<suffix>``."""
     deployment_name: str = attrs.field(factory=lambda: _config_default("deployment_name"))
-    instance_type: str = attrs.field(factory=lambda: _config_default("instance_type"))
+    instance_type: str | None = attrs.field(factory=lambda: _config_default("instance_type"))
+    """``None``: chosen when deploying, from the inference allow list and the quota."""
     instance_count: int = attrs.field(factory=lambda: _config_default("instance_count"))
     liveness_initial_delay: int = attrs.field(
         factory=lambda: _config_default("liveness_initial_delay")
@@ -138,6 +141,8 @@ class DeploymentSpec:
     tags: Mapping[str, str] = attrs.field(factory=dict, converter=_tags)
     check_quota: bool = True
     """Check the instance type's vCPU quota (with the 20% upgrade reserve) before deploying."""
+    allow_retired_size: bool = attrs.field(factory=lambda: _config_default("allow_retired_size"))
+    """Plan with a retired ``instance_type`` anyway (a warning instead of an error)."""
 
     @classmethod
     def from_config(
@@ -157,16 +162,19 @@ class DeploymentSpec:
             liveness_initial_delay=config.liveness_initial_delay,
             request_timeout_ms=config.request_timeout_ms,
             wait_timeout_s=float(config.wait_timeout_s),
+            allow_retired_size=config.allow_retired_size,
             inference_allow_list=_allow_list(inference_allow_list),
             check_quota=check_quota,
         )
 
     def check(self) -> None:
-        """Every offline check: names, instance type against the allow list, integer bounds."""
+        """Every offline check: names, instance type against the allow list, integer bounds
+        (an instance type of ``None`` is chosen later, from the allow list)."""
         if self.endpoint_name is not None:
             validate_endpoint_name(self.endpoint_name)
         validate_deployment_name(self.deployment_name)
-        check_instance_type(self.instance_type, self.inference_allow_list)
+        if self.instance_type is not None:
+            check_instance_type(self.instance_type, self.inference_allow_list)
         _check_int("instance_count", self.instance_count, low=1)
         _check_int("liveness_initial_delay", self.liveness_initial_delay, low=0)
         _check_int(

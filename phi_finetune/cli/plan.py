@@ -6,8 +6,10 @@ parameter, and prints the plan (model, compute, parameters with their source, di
 warnings). ``--offline`` needs no Azure at all: it uses the pinned component interface (or
 ``finetune.interface_file``), the pinned model catalogue (``phi-finetune models --offline``;
 a model not in it gets no allow list and no defaults), and GPUs per node from the pinned VM
-size table; cluster state and quota are not checked. Exit 0 with the plan,
-1 with every problem found.
+size table; cluster state and quota are not checked. The plan also shows the deployment size
+(``deploy.instance_type``, or the first size of the model's inference allow list that is not
+retired and has quota) and a cost estimate (``[cost]``; ``--price-file``,
+``--tokens-per-gpu-second``). Exit 0 with the plan, 1 with every problem found.
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ def register(subparsers: Any) -> None:
         "--offline",
         action="store_true",
         help="no Azure: pinned interface, pinned model facts, pinned VM sizes",
+    )
+    parser.add_argument(
+        "--price-file",
+        metavar="FILE",
+        help="your VM price table (TOML/JSON) for the cost estimate (overrides cost.price_file)",
+    )
+    parser.add_argument(
+        "--tokens-per-gpu-second",
+        type=float,
+        metavar="N",
+        help="training tokens per GPU per second for the cost estimate "
+        "(overrides cost.tokens_per_gpu_second)",
     )
     parser.set_defaults(handler=run_plan)
 
@@ -73,6 +87,7 @@ def build_job(config: Any, *, offline: bool) -> Any:
             "test_data": str(output_dir / "test.jsonl"),
         }
     return FineTuneJob(
+        **_deploy_and_cost(config),
         ml_client=ml_client,
         registry_client=registry_client,
         model_registry_client=model_registry_client,
@@ -117,6 +132,36 @@ def _offline_model(model_cfg: Any) -> Any:
     )
 
 
+def _deploy_and_cost(config: Any) -> dict[str, Any]:
+    """The deployment spec the plan sizes (when deploying) and the ``[cost]`` settings."""
+    from phi_finetune.azure.deployment_spec import DeploymentSpec
+
+    out: dict[str, Any] = {"cost": getattr(config, "cost", None)}
+    deploy = getattr(config, "deploy", None)
+    if deploy is not None and deploy.enabled:
+        check = bool(getattr(config.compute, "check_quota", True))
+        out["deployment"] = DeploymentSpec.from_config(deploy, check_quota=check)
+    return out
+
+
+def _with_cost_flags(config: Any, args: Any) -> Any:
+    import attrs
+
+    from phi_finetune.config import CostConfig
+
+    changes: dict[str, Any] = {}
+    if getattr(args, "price_file", None):
+        changes["price_file"] = args.price_file
+    rate = getattr(args, "tokens_per_gpu_second", None)
+    if rate is not None:
+        changes["tokens_per_gpu_second"] = rate
+    if not changes:
+        return config
+    # Built again (not evolved) so the section's checks run on the flag values too.
+    fields = {f.name: getattr(config.cost, f.name) for f in attrs.fields(CostConfig)}
+    return attrs.evolve(config, cost=CostConfig(**{**fields, **changes}))
+
+
 def run_plan(args: Any) -> int:
     from phi_finetune.cli._common import emit
     from phi_finetune.config import load_run_config
@@ -124,7 +169,7 @@ def run_plan(args: Any) -> int:
 
     if not getattr(args, "config", None):
         raise ConfigurationError("plan needs --config FILE (a phi-finetune.toml)")
-    config = load_run_config(args.config)
+    config = _with_cost_flags(load_run_config(args.config), args)
     try:
         plan = build_job(config, offline=bool(args.offline)).plan()
     except PhiFinetuneError as exc:

@@ -8,8 +8,9 @@ Two kinds of configuration live here:
   tries them in that order).
 * :class:`RunConfig`: everything a run needs, one frozen attrs object per file section
   (:class:`ModelConfig`, :class:`ComputeConfig`, :class:`DataConfig`, :class:`FinetuneConfig`,
-  :class:`DeployConfig`, :class:`ScoreConfig`, :class:`LocalConfig`). Load it from a file with
-  :func:`load_run_config`, or build the same objects in Python: every field has a default.
+  :class:`DeployConfig`, :class:`ScoreConfig`, :class:`LocalConfig`, :class:`CostConfig`).
+  Load it from a file with :func:`load_run_config`, or build the same objects in Python: every
+  field has a default.
 
 Every value is checked, whichever way it arrives. A file with problems raises one
 :class:`~phi_finetune.errors.ConfigurationError` that lists all of them, each naming the file,
@@ -28,6 +29,7 @@ from __future__ import annotations
 from phi_finetune.config.run import RunConfig
 from phi_finetune.config.sections import (
     ComputeConfig,
+    CostConfig,
     DataConfig,
     DeployConfig,
     FinetuneConfig,
@@ -57,6 +59,7 @@ __all__ = [
     "ENV_SUBSCRIPTION_ID",
     "ENV_WORKSPACE_NAME",
     "ComputeConfig",
+    "CostConfig",
     "DataConfig",
     "DeployConfig",
     "FinetuneConfig",

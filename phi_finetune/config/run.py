@@ -29,6 +29,7 @@ from phi_finetune.config.checks import (
 from phi_finetune.config.sections import (
     SECTIONS,
     ComputeConfig,
+    CostConfig,
     DataConfig,
     DeployConfig,
     FinetuneConfig,
@@ -96,6 +97,9 @@ class RunConfig(_Section):
     )
     local: LocalConfig = attrs.field(
         factory=LocalConfig, metadata=_spec((LocalConfig,), "LocalConfig", section=LocalConfig)
+    )
+    cost: CostConfig = attrs.field(
+        factory=CostConfig, metadata=_spec((CostConfig,), "CostConfig", section=CostConfig)
     )
 
     @property

@@ -43,6 +43,7 @@ from phi_finetune.names import COMPUTE_NAME_PATTERN, REGISTRY_NAME_PATTERN, endp
 __all__ = [
     "SECTIONS",
     "ComputeConfig",
+    "CostConfig",
     "DataConfig",
     "DeployConfig",
     "FinetuneConfig",
@@ -396,10 +397,14 @@ class DeployConfig(_Section):
     _section: ClassVar[str] = "deploy"
 
     enabled: bool = attrs.field(default=True, metadata=_spec(_BOOL, "boolean"))
-    instance_type: str = attrs.field(
-        default="Standard_NC24ads_A100_v4",
-        metadata=_spec(_STR, "string", check=_pattern(_VM_SIZE, "VM size")),
+    instance_type: str | None = attrs.field(
+        default=None,
+        metadata=_spec(_STR, "string", optional=True, check=_pattern(_VM_SIZE, "VM size")),
     )
+    """``None``: the first size of the model's inference allow list that is not retired and has
+    quota (see :func:`phi_finetune.azure.deploy_size.choose_deployment_size`)."""
+    allow_retired_size: bool = attrs.field(default=False, metadata=_spec(_BOOL, "boolean"))
+    """Plan with a retired ``instance_type`` anyway (a warning instead of an error)."""
     instance_count: int = attrs.field(
         default=1, metadata=_spec(_INT, "integer", check=_int_range(1))
     )
@@ -532,6 +537,41 @@ class LocalConfig(_Section):
     )
 
 
+@attrs.frozen
+class CostConfig(_Section):
+    """``[cost]``: the plan's cost estimate (prices, region, throughput figure)."""
+
+    _section: ClassVar[str] = "cost"
+
+    enabled: bool = attrs.field(default=True, metadata=_spec(_BOOL, "boolean"))
+    region: str | None = attrs.field(
+        default=None,
+        metadata=_spec(
+            _STR,
+            "string",
+            optional=True,
+            check=_pattern(_IDENTIFIER, "Azure region name"),
+            allowed="an Azure region name such as 'eastus' (default: the workspace's region)",
+        ),
+    )
+    price_file: Path | None = attrs.field(
+        default=None,
+        converter=_to_optional_path,
+        metadata=_spec(_PATHLIKE, "path string", optional=True, path="path"),
+    )
+    tokens_per_gpu_second: float | None = attrs.field(
+        default=None,
+        metadata=_spec(_NUM, "number", optional=True, check=_int_range(0, low_open=True)),
+    )
+    train_tokens: int | None = attrs.field(
+        default=None,
+        metadata=_spec(_INT, "integer", optional=True, check=_int_range(0, low_open=True)),
+    )
+    overhead_hours: float = attrs.field(
+        default=0.5, metadata=_spec(_NUM, "number (hours)", check=_int_range(0))
+    )
+
+
 #: Section name -> its class, in file order.
 SECTIONS: dict[str, type] = {
     "workspace": WorkspaceConfig,
@@ -542,4 +582,5 @@ SECTIONS: dict[str, type] = {
     "deploy": DeployConfig,
     "score": ScoreConfig,
     "local": LocalConfig,
+    "cost": CostConfig,
 }

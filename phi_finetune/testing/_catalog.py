@@ -326,7 +326,9 @@ def reference_model_record(*, published_lifecycle: bool = True) -> dict[str, Any
 # name -> (vCPUs, GPUs, family key, memory GB). Family keys use the vmSizes list's spelling
 # (``standardDSv2Family`` in VirtualMachineSize/list.json). Standard_DS3_v2: that example.
 # GPU sizes: learn.microsoft.com/azure/virtual-machines/sizes/gpu-accelerated/ncv3-series,
-# nca100v4-series and ndasra100v4-series (read 2026-12-01).
+# nca100v4-series, ndasra100v4-series, ndma100v4-series, ncadsh100v5-series, ndh100v5-series
+# and ncast4v3-series (read 2026-12-01; the same facts as phi_finetune.azure.vm_sizes). The
+# retired NCv3 sizes stay: a region's size list can still name them.
 DEFAULT_VM_SIZES: dict[str, tuple[int, int, str, float]] = {
     "Standard_DS3_v2": (4, 0, "standardDSv2Family", 14.0),
     "Standard_NC6s_v3": (6, 1, "standardNCSv3Family", 112.0),
@@ -336,6 +338,14 @@ DEFAULT_VM_SIZES: dict[str, tuple[int, int, str, float]] = {
     "Standard_NC48ads_A100_v4": (48, 2, "standardNCADSA100v4Family", 440.0),
     "Standard_NC96ads_A100_v4": (96, 4, "standardNCADSA100v4Family", 880.0),
     "Standard_ND96asr_v4": (96, 8, "standardNDASv4_A100Family", 900.0),
+    "Standard_ND96amsr_A100_v4": (96, 8, "standardNDAMSv4_A100Family", 1900.0),
+    "Standard_NC40ads_H100_v5": (40, 1, "standardNCadsH100v5Family", 320.0),
+    "Standard_NC80adis_H100_v5": (80, 2, "standardNCadsH100v5Family", 640.0),
+    "Standard_ND96isr_H100_v5": (96, 8, "standardNDSH100v5Family", 1900.0),
+    "Standard_NC4as_T4_v3": (4, 1, "standardNCASv3_T4Family", 28.0),
+    "Standard_NC8as_T4_v3": (8, 1, "standardNCASv3_T4Family", 56.0),
+    "Standard_NC16as_T4_v3": (16, 1, "standardNCASv3_T4Family", 110.0),
+    "Standard_NC64as_T4_v3": (64, 4, "standardNCASv3_T4Family", 440.0),
 }
 
 # -------------------------------------------------------------------- quotas

@@ -50,6 +50,8 @@ from phi_finetune.parameters import FineTuneParameters
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
+    from phi_finetune.azure.cost import CostEstimate
+    from phi_finetune.azure.deploy_size import DeploymentSizeChoice
     from phi_finetune.azure.deployment_spec import DeploymentSpec
 
 __all__ = ["COMPONENT_NAME", "FineTuneJob", "FineTunePlan"]
@@ -79,6 +81,10 @@ class FineTunePlan:
     """The component version resolved (a ``label`` is resolved once, here)."""
     pipeline: Any = attrs.field(default=None, repr=False, eq=False)
     """The azure-ai-ml ``PipelineJob`` this plan built (what :meth:`FineTuneJob.submit` sends)."""
+    deployment: DeploymentSizeChoice | None = None
+    """The online deployment's size and why (``None``: no deployment planned)."""
+    cost: CostEstimate | None = None
+    """The cost estimate (``None``: ``[cost] enabled = false``)."""
 
     @property
     def effective_batch_size(self) -> int:
@@ -103,6 +109,8 @@ class FineTunePlan:
             ),
             "pipeline_yaml": self.pipeline_yaml,
             "offline": self.offline,
+            "deployment": None if self.deployment is None else self.deployment.to_dict(),
+            "cost": None if self.cost is None else self.cost.to_dict(),
         }
 
     def to_table(self) -> str:
@@ -120,7 +128,11 @@ class FineTunePlan:
             ("experiment", self.experiment_name),
             ("effective batch", str(self.effective_batch_size)),
         ]
+        if self.deployment is not None:
+            rows.append(("deployment", str(self.deployment)))
         rows += [(f"data.{k}", v) for k, v in self.data.items()]
+        if self.cost is not None:
+            rows += self.cost.table_rows()
         width = max(len(k) for k, _ in rows)
         lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
         lines.append("")
@@ -166,6 +178,10 @@ class FineTuneJob:
     also checks the vCPU quota the later online deployment needs.
     ``model_registry_client``: a client for the model's registry when it is not the
     component's (``registry_client``), e.g. ``azureml-meta``.
+    also chooses (when its ``instance_type`` is ``None``) and checks the size and vCPU quota of
+    the later online deployment. ``cost`` (a ``[cost]`` section,
+    :class:`~phi_finetune.config.CostConfig`; ``None``: its defaults) sets the cost estimate;
+    ``local_train_file`` is a local copy of the training data whose tokens it counts.
     """
 
     def __init__(
@@ -193,6 +209,8 @@ class FineTuneJob:
         offline: bool = False,
         deployment: DeploymentSpec | None = None,
         model_registry_client: MLClient | None = None,
+        cost: Any = None,
+        local_train_file: str | Path | None = None,
     ) -> None:
         self.ml_client = ml_client
         self.registry_client = registry_client
@@ -214,6 +232,8 @@ class FineTuneJob:
         self.dataset_tag = dataset_tag
         self.offline = offline
         self.deployment = deployment
+        self.cost = cost
+        self.local_train_file = local_train_file
         self._live_component: Any = None
 
     # ------------------------------------------------------------------ plan
@@ -234,11 +254,12 @@ class FineTuneJob:
         component, interface, report, component_id = self._resolve_component(warnings)
 
         compute: ComputeSelection | None = None
+        deployment: DeploymentSizeChoice | None = None
         try:
             compute = self._resolve_compute(model, create=create_compute)
             warnings.extend(compute.warnings)
             if not create_compute:
-                warnings.extend(self._check_deployment_quota())
+                deployment = self._plan_deployment(model, warnings)
         except PhiFinetuneError as exc:
             errors.append(exc)
 
@@ -263,6 +284,7 @@ class FineTuneJob:
                 first.add_note(f"also: {other}")
             raise first
         assert compute is not None and params is not None
+        cost = self._estimate_cost(compute, params, deployment)
 
         display = params.display_name(
             model.name, compute.gpus_per_node, compute.nodes, dataset=self.dataset_tag
@@ -291,6 +313,8 @@ class FineTuneJob:
             offline=self.offline,
             component_version=interface.version,
             pipeline=pipeline,
+            deployment=deployment,
+            cost=cost,
         )
 
     def build_pipeline(self) -> Any:
@@ -428,17 +452,90 @@ class FineTuneJob:
             f"{interface.version}"
         )
 
-    def _check_deployment_quota(self) -> list[str]:
-        """The later online deployment's quota (instance type x count plus the upgrade
-        reserve), checked in the plan so a run does not fail only after training."""
+    def _plan_deployment(
+        self, model: FoundationModel, warnings: list[str]
+    ) -> DeploymentSizeChoice | None:
+        """The later online deployment's size (chosen from the model's inference allow list
+        when ``deploy.instance_type`` is not set) and quota (instance type x count plus the
+        upgrade reserve), checked in the plan so a run does not fail only after training."""
         spec = self.deployment
-        if spec is None or not spec.check_quota or self.offline or self.ml_client is None:
-            return []
-        from phi_finetune.azure.compute import check_deployment_quota
+        if spec is None:
+            return None
+        from phi_finetune.azure.deploy_size import choose_deployment_size, user_deployment_size
+        from phi_finetune.azure.vm_sizes import check_not_retired
 
+        live = not self.offline and self.ml_client is not None
         selector = self.compute if isinstance(self.compute, ComputeSelector) else None
-        return check_deployment_quota(
-            self.ml_client, spec.instance_type, spec.instance_count, selector=selector
+        if spec.instance_type is None:
+            choice = choose_deployment_size(
+                model.inference_allow_list,
+                instance_count=spec.instance_count,
+                ml_client=self.ml_client if live else None,
+                selector=selector,
+                check_quota=spec.check_quota,
+            )
+            warnings.extend(choice.warnings)
+            if choice.source == "fallback":
+                warnings.append(f"the model has no inference allow list: deploying on {choice}")
+            return choice
+        warnings.extend(
+            check_not_retired(
+                spec.instance_type,
+                key="deploy.instance_type",
+                what="deployment instance type",
+                allow="deploy.allow_retired_size" if spec.allow_retired_size else None,
+            )
+        )
+        checked = live and spec.check_quota
+        if checked:
+            from phi_finetune.azure.compute import check_deployment_quota
+
+            assert self.ml_client is not None
+            warnings.extend(
+                check_deployment_quota(
+                    self.ml_client, spec.instance_type, spec.instance_count, selector=selector
+                )
+            )
+        return user_deployment_size(spec.instance_type, spec.instance_count, quota_checked=checked)
+
+    def _estimate_cost(
+        self,
+        compute: ComputeSelection,
+        params: FineTuneParameters,
+        deployment: DeploymentSizeChoice | None,
+    ) -> CostEstimate | None:
+        """The cost estimate of this plan (see :mod:`phi_finetune.azure.cost`)."""
+        from phi_finetune.azure.cost import PriceTable, estimate_cost, tokens_from
+        from phi_finetune.config import CostConfig
+
+        settings = self.cost if self.cost is not None else CostConfig()
+        if not settings.enabled:
+            return None
+        prices = PriceTable.load(settings.price_file) if settings.price_file else None
+        epochs_value = params.values.get("num_train_epochs")
+        epochs = float(epochs_value.value) if epochs_value is not None else 1.0
+        train = self.data["train"]
+        tokens, token_source = tokens_from(
+            settings.train_tokens,
+            [self.local_train_file, None if train is None else data_text(train)],
+        )
+        region, region_source = settings.region, "cost.region"
+        if region is None and isinstance(self.compute, ComputeSelector) and not self.offline:
+            region, region_source = self.compute.location, "the workspace's region"
+        return estimate_cost(
+            vm_size=compute.vm_size,
+            nodes=compute.nodes,
+            gpus_per_node=compute.gpus_per_node,
+            epochs=epochs,
+            train_tokens=tokens,
+            token_source=token_source,
+            instance_type=None if deployment is None else deployment.instance_type,
+            instance_count=1 if deployment is None else deployment.instance_count,
+            region=region,
+            region_source=region_source if region else "",
+            prices=prices,
+            tokens_per_gpu_second=settings.tokens_per_gpu_second,
+            overhead_hours=settings.overhead_hours,
         )
 
     def _resolve_compute(self, model: FoundationModel, *, create: bool) -> ComputeSelection:
