@@ -119,6 +119,7 @@ def build_tiny_model(
     num_heads: int = 4,
     vocab_size: int = 512,
     max_position_embeddings: int = 1024,
+    initializer_range: float = 0.02,
 ) -> Path:
     """Build the tiny Phi-3-architecture TEST model and its tokenizer into ``out_dir``.
 
@@ -153,6 +154,7 @@ def build_tiny_model(
         bos_token_id=eos_id,
         eos_token_id=eos_id,
         tie_word_embeddings=False,
+        initializer_range=initializer_range,
     )
     setattr(config, TEST_MODEL_MARKER, True)
     torch.manual_seed(seed)
