@@ -201,3 +201,76 @@ def test_prune_keeps_the_newest_step_checkpoints(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1", "step-12", "step-9"]
     ckpt.prune_step_checkpoints(tmp_path, -1)
     assert len(list(tmp_path.iterdir())) == 3
+
+
+SESSION_KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from phi_finetune.local import training
+    from phi_finetune.session import FineTuneSession
+    sys.path.insert(0, sys.argv[3])
+    from test_local_resume import session_config
+    real_init = training.LocalTrainer.__init__
+    def init(self, *args, **kwargs):
+        def on_step(metrics):
+            if metrics.step == int(sys.argv[2]):
+                os.kill(os.getpid(), signal.SIGKILL)
+        real_init(self, *args, **{**kwargs, "on_step": on_step})
+    training.LocalTrainer.__init__ = init
+    session = FineTuneSession.from_config(session_config(sys.argv[1]))
+    print(session.run_id, flush=True)
+    session.fine_tune()
+    """
+)
+
+
+def session_config(root: str | Path) -> Any:
+    """The demo's configuration with 8 steps and a checkpoint every 3."""
+    import attrs
+
+    from phi_finetune.cli.demo import demo_config
+
+    config = demo_config(root, max_steps=8)
+    return attrs.evolve(config, local=attrs.evolve(config.local, save_steps=3))
+
+
+@pytest.mark.slow
+def test_session_resume_continues_a_killed_fine_tune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phi_finetune.local import training
+    from phi_finetune.session import FineTuneSession
+
+    whole = FineTuneSession.from_config(session_config(tmp_path / "whole")).fine_tune()
+    assert whole.training is not None and whole.training.steps == 8
+
+    root = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", SESSION_KILLER, str(root), "5", str(ROOT / "tests")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    run_id = done.stdout.split()[0]
+    steps_run: list[int] = []
+    real_init = training.LocalTrainer.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **{**kwargs, "on_step": lambda m: steps_run.append(m.step)})
+
+    monkeypatch.setattr(training.LocalTrainer, "__init__", init)
+    resumed = FineTuneSession.resume(run_id, state_dir=root / "state")
+    record = resumed.fine_tune()
+    assert record.training is not None
+    checkpoints = Path(record.training.adapter_dir).parent / "checkpoints"
+    assert (checkpoints / "step-3").is_dir()
+    assert steps_run == [4, 5, 6, 7, 8]  # continued after the step-3 checkpoint
+    assert [h["loss"] for h in record.training.history] == [
+        h["loss"] for h in whole.training.history
+    ]
+    assert record.training.final_loss == whole.training.final_loss
+    assert record.training.eval_loss == whole.training.eval_loss
