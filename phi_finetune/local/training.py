@@ -487,7 +487,10 @@ class LocalTrainer:
             return run.last_eval[1]
         if not run.eval_examples:
             return None
-        return self._evaluate_run(run)
+        loss = self._evaluate_run(run)
+        if run.history:
+            run.history[-1] = attrs.evolve(run.history[-1], eval_loss=loss)
+        return loss
 
     def _optimizer_step(
         self, run: _Run, group: Sequence[Sequence[int]], epoch: float
