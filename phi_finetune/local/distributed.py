@@ -326,7 +326,6 @@ def _exit_with_parent(parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Worker entry point: join the rendezvous, train, worker 0 writes the result."""
-    global _active
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     rank = int(os.environ["PHI_FINETUNE_DP_RANK"])
@@ -346,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         world_size=size,
         timeout=timedelta(seconds=_RENDEZVOUS_TIMEOUT_S),
     )
-    _active = World(rank=rank, size=size, local_rank=rank)
+    # Run as ``python -m``, this file is ``__main__``: the trainer reads the imported module.
+    from phi_finetune.local import distributed as module
+
+    module._active = module.World(rank=rank, size=size, local_rank=rank)
     try:
         trainer = LocalTrainer(
             spec["model"],
