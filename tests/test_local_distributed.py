@@ -41,7 +41,7 @@ PARAMS = {
 
 
 def records(n: int) -> list[dict[str, Any]]:
-    words = "red green blue cyan magenta yellow black white grey pink".split()
+    words = ["red", "green", "blue", "cyan", "magenta", "yellow", "black", "white", "grey", "pink"]
     return [
         {
             "messages": [

@@ -71,7 +71,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str,
     pytest.importorskip("torch")
     from phi_finetune.local.tiny_model import build_tiny_model
 
-    words = "one two three four five six seven eight nine ten".split()
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
     data = [
         {
             "messages": [

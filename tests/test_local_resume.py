@@ -50,7 +50,24 @@ PARAMS = {
 
 
 def conversations(n: int) -> list[dict[str, Any]]:
-    words = "the cat sat on a mat while the sun rose over blue hills and red roofs".split()
+    words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "a",
+        "mat",
+        "while",
+        "the",
+        "sun",
+        "rose",
+        "over",
+        "blue",
+        "hills",
+        "and",
+        "red",
+        "roofs",
+    ]
     return [
         {
             "messages": [
@@ -100,8 +117,17 @@ KILLER = textwrap.dedent(
 def _train_and_kill(model: Path, train: Path, evaluation: Path, out: Path, kill_after: int) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-c", KILLER, str(model), str(train), str(evaluation), str(out),
-         json.dumps(PARAMS), str(kill_after)],
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(model),
+            str(train),
+            str(evaluation),
+            str(out),
+            json.dumps(PARAMS),
+            str(kill_after),
+        ],
         env=env,
         capture_output=True,
         timeout=300,
@@ -157,7 +183,12 @@ def test_checkpoints_of_other_settings_are_not_resumed(
     out = tmp_path / "out"
     _train(model, train, evaluation, out, max_steps="4")
     trainer, result = _train(
-        model, train, evaluation, out, max_steps="4", learning_rate="0.02",
+        model,
+        train,
+        evaluation,
+        out,
+        max_steps="4",
+        learning_rate="0.02",
         resume_from_checkpoint="true",
     )
     assert result.resumed_from is None and trainer.resumed_from is None

@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
 
 def demo_config(workdir: str | Path, *, max_steps: int | None = None) -> Any:
     """The demo's run configuration (local backend, shipped demo data, tiny test model)."""
-    from phi_finetune.config import DataConfig, FinetuneConfig, LocalConfig, RunConfig, ScoreConfig
+    from phi_finetune.config import DataConfig, FinetuneConfig, LocalConfig, RunConfig
 
     root = Path(workdir)
     return RunConfig(
@@ -39,8 +39,6 @@ def demo_config(workdir: str | Path, *, max_steps: int | None = None) -> Any:
         # model needs a larger one, and ~200 steps (a few seconds), to visibly learn.
         finetune=FinetuneConfig(parameters=DEMO_PARAMETERS),
         local=LocalConfig(max_steps=max_steps),
-        # Greedy: the tiny model's sampled replies mix in rare byte tokens.
-        score=ScoreConfig(do_sample=False, max_new_tokens=40),
     )
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,8 @@ __all__ = [
     "load_tensors",
     "prune_step_checkpoints",
     "read_state",
+    "restore_run",
+    "save_run",
     "write_checkpoint",
 ]
 
@@ -151,3 +154,78 @@ def prune_step_checkpoints(checkpoints: Path, limit: int) -> None:
     )
     for _, folder in steps[:-limit]:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_run(target: Path, run: Any) -> Path:
+    """Write a resumable checkpoint of the trainer's run state ``run`` to ``target``."""
+    import torch
+
+    cuda = run.hardware.device.startswith("cuda")
+    state = {
+        "step": run.step,
+        "epoch": run.epoch,
+        "loss": run.history[-1].loss if run.history else None,
+        "position": {"epoch": run.epoch, "next_group": run.next_group},
+        "data_rng_state": _jsonable_rng(run.epoch_rng_state),
+        "python_rng_state": _jsonable_rng(random.getstate()),
+        "tokens_trained": run.tokens_trained,
+        "history": [m.to_dict() for m in run.history],
+        "last_eval": list(run.last_eval) if run.last_eval else None,
+        "early_stopping": run.early.state(),
+        "stopped_early": run.stopped_early,
+        "fingerprint": run.fingerprint,
+        "mlflow_run_id": run.mlflow_run_id,
+    }
+    tensors = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
+    }
+    return write_checkpoint(
+        target, model=run.model, tokenizer=run.tokenizer, state=state, tensors=tensors
+    )
+
+
+def restore_run(checkpoint: Path, run: Any, data_rng: random.Random) -> None:
+    """Load ``checkpoint`` into the run state: weights, optimizer, scheduler, generators,
+    data position, history and early-stopping state."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from phi_finetune.local.results import StepMetrics
+
+    state = read_state(checkpoint)
+    tensors = load_tensors(checkpoint)
+    set_peft_model_state_dict(run.model, load_file(checkpoint / "adapter_model.safetensors"))
+    run.optimizer.load_state_dict(tensors["optimizer"])
+    run.scheduler.load_state_dict(tensors["scheduler"])
+    torch.set_rng_state(tensors["torch_rng"])
+    if tensors.get("cuda_rng") and run.hardware.device.startswith("cuda"):
+        torch.cuda.set_rng_state_all(tensors["cuda_rng"])
+    random.setstate(_rng_state(state["python_rng_state"]))
+    data_rng.setstate(_rng_state(state["data_rng_state"]))
+    run.step = int(state["step"])
+    run.epoch = int(state["position"]["epoch"])
+    run.next_group = int(state["position"]["next_group"])
+    run.tokens_trained = int(state["tokens_trained"])
+    run.history = [StepMetrics(**m) for m in state["history"]]
+    last = state.get("last_eval")
+    run.last_eval = (int(last[0]), float(last[1])) if last else None
+    run.early.restore(state.get("early_stopping", {}))
+    run.stopped_early = bool(state.get("stopped_early", False))
+    run.mlflow_run_id = state.get("mlflow_run_id")
+
+
+def _jsonable_rng(state: Any) -> Any:
+    """``random.Random.getstate()`` as JSON (tuples become lists)."""
+    if state is None:
+        return None
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_state(value: Any) -> Any:
+    version, internal, gauss = value
+    return (int(version), tuple(int(x) for x in internal), gauss)

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -52,7 +51,13 @@ from phi_finetune.local.examples import (
     length_batches,
     load_conversations,
 )
-from phi_finetune.local.model_loading import Hardware, add_lora, load_model_and_tokenizer
+from phi_finetune.local.model_loading import (
+    Hardware,
+    add_lora,
+    enable_gradient_checkpointing,
+    load_model_and_tokenizer,
+    merge_and_save,
+)
 from phi_finetune.local.parameters import (
     AZURE_ONLY_PARAMETERS,
     LOCAL_PARAMETERS,
@@ -60,6 +65,7 @@ from phi_finetune.local.parameters import (
     resolve_parameters,
 )
 from phi_finetune.local.results import StepMetrics, TrainingResult
+from phi_finetune.local.run_state import RunState as _Run
 from phi_finetune.local.tracking import MlflowTracker
 from phi_finetune.progress import progress_bar
 
@@ -82,43 +88,6 @@ __all__ = [
 
 Source = str | os.PathLike[str] | Iterable[Any]
 """Training or validation data: a JSONL path or records (see :func:`load_conversations`)."""
-
-
-@attrs.define
-class _Run:
-    """The state the steps of one :meth:`LocalTrainer.train` call share."""
-
-    model: Any
-    """The PEFT model being trained."""
-    tokenizer: Any
-    examples: list[Example]
-    eval_examples: list[Example]
-    hardware: Hardware
-    world: World
-    optimizer: Any
-    scheduler: Any
-    epochs: int
-    total_steps: int
-    schedule: EvalSchedule
-    early: EarlyStopping
-    fingerprint: str
-    step: int = 0
-    tokens_trained: int = 0
-    history: list[StepMetrics] = attrs.Factory(list)
-    checkpoints: list[Path] = attrs.Factory(list)
-    # Where the data order stands: the epoch, its next accumulation group and the data
-    # generator's state at the epoch's start (what a resume continues from).
-    epoch: int = 0
-    next_group: int = 0
-    epoch_rng_state: Any = None
-    last_eval: tuple[int, float] | None = None
-    stopped_early: bool = False
-    resumed_from: Path | None = None
-    mlflow_run_id: str | None = None
-
-    @property
-    def pad_id(self) -> int:
-        return int(self.tokenizer.pad_token_id)
 
 
 class LocalTrainer:
@@ -217,8 +186,7 @@ class LocalTrainer:
         examples, skipped = self._training_examples(tokenizer, train_conversations, max_len)
         eval_examples, _ = encode_examples(tokenizer, eval_conversations, max_len)
         if bool(p["gradient_checkpointing"]):
-            model.config.use_cache = False
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_gradient_checkpointing(model)
         # 3. LoRA adapters, optimizer and schedule; reseeded so that the adapters' initial
         # weights do not depend on what loading the model drew from the generator.
         torch.manual_seed(seed)
@@ -546,44 +514,13 @@ class LocalTrainer:
         """A resumable checkpoint (adapter, optimizer, scheduler, generators, data position)."""
         if not run.world.is_main:
             return
-        import torch
-
-        cuda = run.hardware.device.startswith("cuda")
-        state = {
-            "step": run.step,
-            "epoch": run.epoch,
-            "loss": run.history[-1].loss if run.history else None,
-            "position": {"epoch": run.epoch, "next_group": run.next_group},
-            "data_rng_state": _jsonable_rng(run.epoch_rng_state),
-            "python_rng_state": _jsonable_rng(random.getstate()),
-            "tokens_trained": run.tokens_trained,
-            "history": [m.to_dict() for m in run.history],
-            "last_eval": list(run.last_eval) if run.last_eval else None,
-            "early_stopping": run.early.state(),
-            "stopped_early": run.stopped_early,
-            "fingerprint": run.fingerprint,
-            "mlflow_run_id": run.mlflow_run_id,
-        }
-        tensors = {
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
-        }
-        target = self.checkpoint_dir / name
-        ckpt.write_checkpoint(
-            target, model=run.model, tokenizer=run.tokenizer, state=state, tensors=tensors
-        )
+        target = ckpt.save_run(self.checkpoint_dir / name, run)
         if target not in run.checkpoints:
             run.checkpoints.append(target)
         self.last_checkpoint = target
 
     def _resume(self, run: _Run, data_rng: random.Random) -> None:
         """Continue from the newest matching checkpoint, if there is one."""
-        import torch
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         found, mismatched = ckpt.find_resumable(self.checkpoint_dir, run.fingerprint)
         if found is None:
             if mismatched:
@@ -594,27 +531,7 @@ class LocalTrainer:
                     self.checkpoint_dir,
                 )
             return
-        state = ckpt.read_state(found)
-        tensors = ckpt.load_tensors(found)
-        set_peft_model_state_dict(run.model, load_file(found / "adapter_model.safetensors"))
-        run.optimizer.load_state_dict(tensors["optimizer"])
-        run.scheduler.load_state_dict(tensors["scheduler"])
-        torch.set_rng_state(tensors["torch_rng"])
-        if tensors.get("cuda_rng") and run.hardware.device.startswith("cuda"):
-            torch.cuda.set_rng_state_all(tensors["cuda_rng"])
-        random.setstate(_rng_state(state["python_rng_state"]))
-        data_rng.setstate(_rng_state(state["data_rng_state"]))
-        run.step = int(state["step"])
-        run.epoch = int(state["position"]["epoch"])
-        run.next_group = int(state["position"]["next_group"])
-        run.tokens_trained = int(state["tokens_trained"])
-        run.history = [StepMetrics(**m) for m in state["history"]]
-        run.last_eval = (int(state["last_eval"][0]), float(state["last_eval"][1])) if state.get(
-            "last_eval"
-        ) else None
-        run.early.restore(state.get("early_stopping", {}))
-        run.stopped_early = bool(state.get("stopped_early", False))
-        run.mlflow_run_id = state.get("mlflow_run_id")
+        ckpt.restore_run(found, run, data_rng)
         run.checkpoints = sorted(
             (f for f in self.checkpoint_dir.iterdir() if not f.name.startswith(".")),
             key=lambda f: int(ckpt.read_state(f).get("step", 0)),
@@ -623,34 +540,16 @@ class LocalTrainer:
         logger.info("resuming from %s (step %d of %d)", found, run.step, run.total_steps)
 
     def _merge(self, run: _Run, merge: bool) -> tuple[Any, Path | None]:
-        """The model for inference: merged and saved with the tokenizer, or the PEFT model.
-
-        Returns it in eval mode, with the merged folder (``None`` when not merged).
-        """
+        """The model for inference (eval mode) and the merged folder (``None``: not merged)."""
         if not merge:
             run.model.eval()
             return run.model, None
-        merged = run.model.merge_and_unload()
-        merged.eval()
-        merged_dir = self.output_dir / "merged"
-        tmp = merged_dir.with_name("merged.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        merged.save_pretrained(tmp)
-        run.tokenizer.save_pretrained(tmp)
-        if merged_dir.exists():
-            shutil.rmtree(merged_dir)
-        tmp.replace(merged_dir)
-        return merged, merged_dir
+        return merge_and_save(run.model, run.tokenizer, self.output_dir / "merged")
 
     # ----------------------------------------------------------------- tensors
 
     _collate = staticmethod(collate)
     _loss_sum = staticmethod(loss_sum)
-
-    def _save_adapter(
-        self, model: Any, tokenizer: Any, target: Path, state: Mapping[str, Any]
-    ) -> Path:
-        return ckpt.write_checkpoint(target, model=model, tokenizer=tokenizer, state=state)
 
     def evaluate(
         self,
@@ -672,19 +571,6 @@ class LocalTrainer:
             device,
             autocast,
         )
-
-
-def _jsonable_rng(state: Any) -> Any:
-    """``random.Random.getstate()`` as JSON (tuples become lists)."""
-    if state is None:
-        return None
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _rng_state(value: Any) -> Any:
-    version, internal, gauss = value
-    return (int(version), tuple(int(x) for x in internal), gauss)
 
 
 def train_lora(
