@@ -135,3 +135,34 @@ def test_early_stopping_ends_training(
     assert [s for s, _ in result.evaluations] == [2, 4]
     assert result.checkpoints[-1].name == "epoch-1"  # a checkpoint where it stopped
     assert result.merged_dir is not None and result.merged_dir.is_dir()
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_gives_the_same_losses(
+    tiny: tuple[Path, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phi_finetune.local import model_loading
+    from phi_finetune.local.training import LocalTrainer
+
+    model, data = tiny
+    enabled: list[bool] = []
+    real = model_loading.enable_gradient_checkpointing
+
+    def spy(m: Any) -> None:
+        real(m)
+        enabled.append(bool(m.is_gradient_checkpointing))
+
+    monkeypatch.setattr("phi_finetune.local.training.enable_gradient_checkpointing", spy)
+    runs = [
+        LocalTrainer(
+            model,
+            output_dir=tmp_path / str(gc),
+            parameters={**FAST, "max_steps": 3, "gradient_checkpointing": gc},
+            device="cpu",
+        ).train(data)
+        for gc in (False, True)
+    ]
+    assert enabled == [True]  # only the second run, and it took effect on the model
+    # Recomputing activations changes memory, not the maths.
+    for a, b in zip(runs[0].history, runs[1].history, strict=True):
+        assert b.loss == pytest.approx(a.loss, rel=1e-6)
