@@ -199,19 +199,19 @@ class LocalTrainer:
         tracker = MlflowTracker.start(
             self.mlflow_tracking_uri if world.is_main else None,
             self.mlflow_experiment,
-            self.mlflow_run_id or run.mlflow_run_id,
+            self.mlflow_run_id,
         )
+        # A resumed run logs into a new MLflow run: the killed one may be in another store.
         run.mlflow_run_id = tracker.run_id
-        if run.resumed_from is None:
-            tracker.log_params(
-                {
-                    **p,
-                    "model": self.model_source,
-                    "device": hardware.device,
-                    "precision_used": hardware.precision,
-                    "processes": world.size,
-                }
-            )
+        tracker.log_params(
+            {
+                **p,
+                "model": self.model_source,
+                "device": hardware.device,
+                "precision_used": hardware.precision,
+                "processes": world.size,
+            }
+        )
         # 5. The loop, with evaluations and checkpoints.
         self._run_epochs(run, tracker, data_rng)
         # 6. Evaluation, the final adapter, the merged model.
