@@ -166,3 +166,24 @@ def test_gradient_checkpointing_gives_the_same_losses(
     # Recomputing activations changes memory, not the maths.
     for a, b in zip(runs[0].history, runs[1].history, strict=True):
         assert b.loss == pytest.approx(a.loss, rel=1e-6)
+
+
+def test_report_draws_every_evaluation_of_the_history() -> None:
+    from phi_finetune.report import _local_curves
+    from phi_finetune.steps import TrainingSummary
+
+    history = (
+        {"step": 1, "loss": 3.0},
+        {"step": 2, "loss": 2.5, "eval_loss": 2.8},
+        {"step": 3, "loss": 2.2},
+        {"step": 4, "loss": 2.0, "eval_loss": 2.4},
+    )
+    training = TrainingSummary(
+        base_model="m", merged_dir="d", eval_loss=2.4, steps=4, history=history
+    )
+    curves = _local_curves(training)
+    assert curves.eval_steps == (2, 4) and curves.eval_loss == (2.8, 2.4)
+    assert curves.train_steps == (1, 2, 3, 4)
+    # A journal of 0.1.0 (no eval loss in the history) still shows the final evaluation.
+    old = TrainingSummary(base_model="m", merged_dir="d", eval_loss=2.4, steps=4, history=())
+    assert _local_curves(old).eval_loss == (2.4,)
