@@ -1,7 +1,7 @@
 """Data parallel local training over several processes on one machine.
 
 ``LocalTrainer(..., processes=N)`` starts ``N`` worker processes (``python -m
-phi_finetune.local.distributed SPEC``) that meet over a ``torch.distributed`` rendezvous on
+phi_finetune.local._dp_worker SPEC``) that meet over a ``torch.distributed`` rendezvous on
 127.0.0.1 (gloo on CPU, NCCL when each process gets its own GPU). Every worker holds all the
 data and builds the same global batches; worker ``r`` trains on every ``N``-th example of each,
 and the summed gradients make each optimizer step the one a single process would take with a
@@ -19,10 +19,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +31,11 @@ from phi_finetune.errors import LocalBackendError
 
 if TYPE_CHECKING:
     from phi_finetune.local.results import TrainingResult
-    from phi_finetune.local.training import LocalTrainer
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["World", "train_in_processes"]
 
-_RENDEZVOUS_TIMEOUT_S = 600
 _POLL_S = 0.1
 _STOP_GRACE_S = 5.0
 _active: World | None = None
@@ -113,9 +109,10 @@ class World:
 
 
 def train_in_processes(
-    trainer: LocalTrainer, train: Any, *, validation: Any = None, merge: bool | None = None
+    trainer: Any, train: Any, *, validation: Any = None, merge: bool | None = None
 ) -> TrainingResult:
-    """Run ``trainer.train`` in ``trainer.processes`` workers; worker 0's result."""
+    """Run ``trainer.train`` (a ``LocalTrainer``) in ``trainer.processes`` workers (``python -m
+    phi_finetune.local._dp_worker``); worker 0's result."""
     work = trainer.output_dir / ".processes"
     work.mkdir(parents=True, exist_ok=True)
     result_file = work / "result.json"
@@ -204,7 +201,7 @@ def _start_workers(spec_file: Path, processes: int, work: Path) -> list[subproce
             with log:
                 workers.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "phi_finetune.local.distributed", str(spec_file)],
+                        [sys.executable, "-m", "phi_finetune.local._dp_worker", str(spec_file)],
                         env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT if rank else None,
@@ -307,66 +304,3 @@ def _result_from_json(value: Mapping[str, Any]) -> TrainingResult:
         resumed_from=path(value["resumed_from"]),
         processes=value["processes"],
     )
-
-
-# ---------------------------------------------------------------------------- a worker
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Exit when the launcher is gone (a killed launcher leaves no worker behind)."""
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent:
-                os._exit(1)
-            time.sleep(1.0)
-
-    threading.Thread(target=watch, name="exit-with-launcher", daemon=True).start()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: join the rendezvous, train, worker 0 writes the result."""
-    args = sys.argv[1:] if argv is None else argv
-    spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    rank = int(os.environ["PHI_FINETUNE_DP_RANK"])
-    size = int(os.environ["PHI_FINETUNE_DP_SIZE"])
-    _exit_with_parent(int(os.environ["PHI_FINETUNE_DP_PARENT"]))
-    logging.basicConfig(level=logging.INFO, format=f"[worker {rank}] %(levelname)s %(message)s")
-    import torch
-    import torch.distributed as dist
-
-    from phi_finetune.local.training import LocalTrainer
-
-    use_nccl = spec["device"] != "cpu" and torch.cuda.is_available()
-    dist.init_process_group(
-        "nccl" if use_nccl else "gloo",
-        init_method=f"tcp://127.0.0.1:{os.environ['PHI_FINETUNE_DP_PORT']}",
-        rank=rank,
-        world_size=size,
-        timeout=timedelta(seconds=_RENDEZVOUS_TIMEOUT_S),
-    )
-    # Run as ``python -m``, this file is ``__main__``: the trainer reads the imported module.
-    from phi_finetune.local import distributed as module
-
-    module._active = module.World(rank=rank, size=size, local_rank=rank)
-    try:
-        trainer = LocalTrainer(
-            spec["model"],
-            output_dir=spec["output_dir"],
-            parameters=spec["parameters"],
-            device=spec["device"],
-            mlflow_tracking_uri=spec["mlflow_tracking_uri"],
-            mlflow_experiment=spec["mlflow_experiment"],
-            mlflow_run_id=spec["mlflow_run_id"],
-            lora_target_modules=spec["lora_target_modules"],
-        )
-        result = trainer.train(spec["train"], validation=spec["validation"], merge=spec["merge"])
-        if rank == 0:
-            atomic_write_json(spec["result"], _result_to_json(result))
-    finally:
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
