@@ -195,9 +195,15 @@ def _local_curves(training: TrainingSummary) -> _Curves:
         for h in training.history
         if _number(h.get("step")) and _number(h.get("loss"))
     ]
-    eval_steps: tuple[int, ...] = ()
-    eval_loss: tuple[float, ...] = ()
-    if training.eval_loss is not None:
+    # Evaluations during training (evaluation_strategy) are in the history; else the final one.
+    evaluated = [
+        (int(h["step"]), float(h["eval_loss"]))
+        for h in training.history
+        if _number(h.get("step")) and _number(h.get("eval_loss"))
+    ]
+    eval_steps: tuple[int, ...] = tuple(p[0] for p in evaluated)
+    eval_loss: tuple[float, ...] = tuple(p[1] for p in evaluated)
+    if training.eval_loss is not None and not evaluated:
         at = training.steps if training.steps is not None else (points[-1][0] if points else 0)
         eval_steps, eval_loss = (at,), (float(training.eval_loss),)
     note = None if points or eval_loss else "no metrics: the training history is empty"

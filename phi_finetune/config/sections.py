@@ -511,6 +511,11 @@ class LocalConfig(_Section):
     max_steps: int | None = attrs.field(
         default=None, metadata=_spec(_INT, "integer", optional=True, check=_int_range(1))
     )
+    save_steps: int | None = attrs.field(
+        default=None, metadata=_spec(_INT, "integer", optional=True, check=_int_range(0))
+    )
+    gradient_checkpointing: bool = attrs.field(default=False, metadata=_spec(_BOOL, "boolean"))
+    processes: int = attrs.field(default=1, metadata=_spec(_INT, "integer", check=_int_range(1)))
     port: int = attrs.field(
         default=0,
         metadata=_spec(

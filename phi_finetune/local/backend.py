@@ -112,12 +112,19 @@ class LocalBackend:
             texts = _training_texts(files["train"])
             model_dir = str(build_tiny_model(ctx.run_dir / "base-model", texts=texts, seed=0))
         _, values = self._parameters(ctx)
+        # A re-run of this step (a resumed run) continues from the newest checkpoint of the
+        # same settings unless resume_from_checkpoint is set to "false".
+        values.setdefault("resume_from_checkpoint", "true")
+        values["gradient_checkpointing"] = local.gradient_checkpointing
+        if local.save_steps is not None:
+            values["save_steps"] = local.save_steps
         trainer = LocalTrainer(
             model_dir,
             output_dir=ctx.run_dir / "training",
             parameters=values,
             device=local.device,
             mlflow_tracking_uri=ctx.config.mlflow_tracking_uri,
+            processes=local.processes,
         )
         result = trainer.train(
             files["train"], validation=files.get("validation") or files.get("test")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,15 @@ from phi_finetune.local.parameters import IgnoredParameter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PHI3_LORA_TARGETS", "Hardware", "add_lora", "load_model_and_tokenizer", "pick_device"]
+__all__ = [
+    "PHI3_LORA_TARGETS",
+    "Hardware",
+    "add_lora",
+    "enable_gradient_checkpointing",
+    "load_model_and_tokenizer",
+    "merge_and_save",
+    "pick_device",
+]
 
 #: LoRA target modules of the Phi-3 architecture (other models get ``"all-linear"``).
 PHI3_LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
@@ -171,3 +180,28 @@ def add_lora(
     peft_model: Any = get_peft_model(model, lora)
     peft_model.train()
     return peft_model
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute each decoder layer's activations in the backward pass (``gradient_checkpointing``).
+
+    Non-reentrant checkpointing: it works with frozen inputs (LoRA) without
+    ``enable_input_require_grads``. Less activation memory for ~one more forward per step.
+    """
+    model.config.use_cache = False
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def merge_and_save(peft_model: Any, tokenizer: Any, target: Path) -> tuple[Any, Path]:
+    """Merge the LoRA adapter into the base model, save it with the tokenizer to ``target``
+    (through a temporary folder); returns the merged model in eval mode and ``target``."""
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.replace(target)
+    return merged, target

@@ -18,6 +18,7 @@ from phi_finetune.errors import ParameterError, ParameterProblem
 
 __all__ = [
     "AZURE_ONLY_PARAMETERS",
+    "EVALUATION_STRATEGIES",
     "LOCAL_PARAMETERS",
     "PRECISIONS",
     "SCHEDULERS",
@@ -44,7 +45,24 @@ LOCAL_PARAMETERS: Mapping[str, tuple[type, Any]] = {
     "precision": (str, "auto"),
     "logging_steps": (int, 1),
     "merge_lora_weights": (bool, True),
+    # Evaluation cadence and early stopping, named as in the Azure component.
+    "evaluation_strategy": (str, "epoch"),
+    "eval_steps": (int, 500),
+    "evaluation_steps_interval": (float, 0.0),
+    "apply_early_stopping": (bool, False),
+    "early_stopping_patience": (int, 1),
+    "early_stopping_threshold": (float, 0.0),
+    # Checkpoints: resume_from_checkpoint and save_total_limit as in the Azure component;
+    # save_steps (Hugging Face TrainingArguments' name, the component has none) is local only.
+    "save_steps": (int, 100),
+    "save_total_limit": (int, -1),
+    "resume_from_checkpoint": (bool, False),
+    # Memory: recompute activations in the backward pass (local only).
+    "gradient_checkpointing": (bool, False),
 }
+
+#: Values ``evaluation_strategy`` accepts (the Azure component's enum).
+EVALUATION_STRATEGIES = ("epoch", "steps", "disable")
 
 #: Pipeline inputs that only mean something on Azure ML (reported as ignored).
 AZURE_ONLY_PARAMETERS: Mapping[str, str] = {
@@ -52,7 +70,9 @@ AZURE_ONLY_PARAMETERS: Mapping[str, str] = {
     "deepspeed_stage": "DeepSpeed is not used by the local backend",
     "ds_config": "DeepSpeed is not used by the local backend",
     "apply_ort": "ONNX Runtime training is not used by the local backend",
-    "number_of_gpu_to_use_finetuning": "the local backend uses at most one device",
+    "number_of_gpu_to_use_finetuning": (
+        "set by the job from the VM size; for several local processes set [local] processes"
+    ),
     "num_nodes_finetune": "the local backend runs on this machine only",
     "shm_size_finetune": "shared memory size applies to Azure ML containers only",
     "apply_lora": "the local backend always trains LoRA adapters",
@@ -139,6 +159,28 @@ def _range_problems(p: Mapping[str, Any]) -> list[ParameterProblem]:
         ("gradient_accumulation_steps", p["gradient_accumulation_steps"] >= 1, "must be >= 1", ""),
         ("max_seq_length", p["max_seq_length"] == -1 or p["max_seq_length"] >= 8, "too small", ""),
         ("logging_steps", p["logging_steps"] >= 1, "must be >= 1", ">= 1"),
+        ("eval_steps", p["eval_steps"] >= 1, "must be >= 1", ">= 1"),
+        (
+            "evaluation_steps_interval",
+            0 <= p["evaluation_steps_interval"] <= 1,
+            "must be a fraction of an epoch",
+            "[0, 1] (0: use eval_steps)",
+        ),
+        ("early_stopping_patience", p["early_stopping_patience"] >= 1, "must be >= 1", ">= 1"),
+        ("early_stopping_threshold", p["early_stopping_threshold"] >= 0, "must be >= 0", ">= 0"),
+        ("save_steps", p["save_steps"] >= 0, "must be >= 0", ">= 0 (0: no step checkpoints)"),
+        (
+            "save_total_limit",
+            p["save_total_limit"] == -1 or p["save_total_limit"] >= 1,
+            "must be -1 or >= 1",
+            "-1 (keep all) or >= 1",
+        ),
+        (
+            "evaluation_strategy",
+            p["evaluation_strategy"] in EVALUATION_STRATEGIES,
+            "unknown evaluation strategy",
+            ", ".join(EVALUATION_STRATEGIES),
+        ),
         (
             "lr_scheduler_type",
             p["lr_scheduler_type"] in SCHEDULERS,

@@ -24,9 +24,15 @@ class StepMetrics:
     learning_rate: float = 0.0
     tokens: int = 0
     """Non-pad tokens processed in this step."""
+    eval_loss: float | None = None
+    """The evaluation loss when this step ended with an evaluation (``evaluation_strategy``)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        """The metrics as a dict; ``eval_loss`` only when this step was evaluated."""
+        values = attrs.asdict(self)
+        if values["eval_loss"] is None:
+            del values["eval_loss"]
+        return values
 
 
 @attrs.frozen
@@ -38,7 +44,8 @@ class TrainingResult:
     merged_dir: Path | None
     """The base model with the adapter merged in, plus tokenizer (``None`` when not merged)."""
     checkpoints: tuple[Path, ...]
-    """One adapter checkpoint per completed epoch (and one where ``max_steps`` stopped)."""
+    """Resumable checkpoints: one per completed epoch (and one where ``max_steps`` or early
+    stopping ended), and ``step-N`` ones every ``save_steps`` steps."""
     history: tuple[StepMetrics, ...]
     eval_loss: float | None
     ignored: tuple[IgnoredParameter, ...]
@@ -53,6 +60,17 @@ class TrainingResult:
     mlflow_run_id: str | None = None
     skipped_examples: int = 0
     """Training examples dropped (no assistant token left after truncation)."""
+    stopped_early: bool = False
+    """Whether early stopping (``apply_early_stopping``) ended training before its last step."""
+    resumed_from: Path | None = None
+    """The checkpoint this run continued from (``resume_from_checkpoint``), if any."""
+    processes: int = 1
+    """How many data parallel processes trained."""
+
+    @property
+    def evaluations(self) -> list[tuple[int, float]]:
+        """``(step, eval_loss)`` of the evaluations during training."""
+        return [(m.step, m.eval_loss) for m in self.history if m.eval_loss is not None]
 
     @property
     def final_loss(self) -> float | None:

@@ -8,17 +8,21 @@ The steps live in their own modules:
   (``"16"``, ``"true"``); Azure-only and unknown ones are reported in
   :attr:`TrainingResult.ignored`, never silently dropped;
 - :mod:`~phi_finetune.local.examples`: JSONL conversations, assistant-only loss masks and
-  length bucketing (no packing);
+  length bucketing (no packing); :mod:`~phi_finetune.local.batches`: padding and the loss;
 - :mod:`~phi_finetune.local.model_loading`: base model and tokenizer, LoRA adapters, CUDA with
   bf16 autocast when available, else CPU in float32 (deterministic for a fixed seed on CPU);
+- :mod:`~phi_finetune.local.evaluation`: evaluation cadence and early stopping;
+- :mod:`~phi_finetune.local.checkpoints`: resumable checkpoints, written atomically;
+- :mod:`~phi_finetune.local.distributed`: data parallel training over several processes;
 - :mod:`~phi_finetune.local.tracking`: parameters and metrics to MLflow when a tracking URI is
   given.
 
-This module is the loop: a progress bar with step, loss and tokens/s
-(:mod:`phi_finetune.progress`), an adapter checkpoint per epoch, Ctrl-C stops cleanly and keeps
-the last checkpoint, evaluation loss on the validation data at the end; finally the adapter is
-merged into the base model (``merge_and_unload``) and the merged model is saved with its
-tokenizer, ready for :mod:`phi_finetune.local.registry`.
+This module is the loop: a progress bar with step, loss, eval loss and tokens/s
+(:mod:`phi_finetune.progress`), a resumable checkpoint every ``save_steps`` steps and per epoch,
+Ctrl-C stops cleanly and keeps the last checkpoint, evaluation on the validation data as
+``evaluation_strategy`` says and at the end; finally the adapter is merged into the base model
+(``merge_and_unload``) and the merged model is saved with its tokenizer, ready for
+:mod:`phi_finetune.local.registry`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,9 +38,12 @@ from typing import Any
 
 import attrs
 
-from phi_finetune._atomic import atomic_write_json
 from phi_finetune.errors import LocalBackendError
+from phi_finetune.local import checkpoints as ckpt
 from phi_finetune.local._layout import DEFAULT_EXPERIMENT
+from phi_finetune.local.batches import collate, loss_sum
+from phi_finetune.local.distributed import World
+from phi_finetune.local.evaluation import EarlyStopping, EvalSchedule, evaluation_loss
 from phi_finetune.local.examples import (
     Conversation,
     Example,
@@ -45,7 +51,13 @@ from phi_finetune.local.examples import (
     length_batches,
     load_conversations,
 )
-from phi_finetune.local.model_loading import Hardware, add_lora, load_model_and_tokenizer
+from phi_finetune.local.model_loading import (
+    Hardware,
+    add_lora,
+    enable_gradient_checkpointing,
+    load_model_and_tokenizer,
+    merge_and_save,
+)
 from phi_finetune.local.parameters import (
     AZURE_ONLY_PARAMETERS,
     LOCAL_PARAMETERS,
@@ -53,6 +65,7 @@ from phi_finetune.local.parameters import (
     resolve_parameters,
 )
 from phi_finetune.local.results import StepMetrics, TrainingResult
+from phi_finetune.local.run_state import RunState as _Run
 from phi_finetune.local.tracking import MlflowTracker
 from phi_finetune.progress import progress_bar
 
@@ -77,29 +90,6 @@ Source = str | os.PathLike[str] | Iterable[Any]
 """Training or validation data: a JSONL path or records (see :func:`load_conversations`)."""
 
 
-@attrs.define
-class _Run:
-    """The state the steps of one :meth:`LocalTrainer.train` call share."""
-
-    model: Any
-    """The PEFT model being trained."""
-    tokenizer: Any
-    examples: list[Example]
-    hardware: Hardware
-    optimizer: Any
-    scheduler: Any
-    epochs: int
-    total_steps: int
-    step: int = 0
-    tokens_trained: int = 0
-    history: list[StepMetrics] = attrs.Factory(list)
-    checkpoints: list[Path] = attrs.Factory(list)
-
-    @property
-    def pad_id(self) -> int:
-        return int(self.tokenizer.pad_token_id)
-
-
 class LocalTrainer:
     """Train LoRA adapters on a causal LM with the local backend.
 
@@ -107,7 +97,9 @@ class LocalTrainer:
     pipeline names (see :data:`~phi_finetune.local.parameters.LOCAL_PARAMETERS`); invalid
     values raise :class:`~phi_finetune.errors.ParameterError` here, before anything is loaded.
     ``on_step`` is called after every optimizer step (raising ``KeyboardInterrupt`` from it
-    stops training like Ctrl-C).
+    stops training like Ctrl-C). ``processes > 1`` trains data parallel in that many worker
+    processes (gloo on CPU, NCCL on GPUs, see :mod:`~phi_finetune.local.distributed`); each
+    takes ``per_device_train_batch_size`` examples of every step's global batch.
     """
 
     def __init__(
@@ -122,7 +114,10 @@ class LocalTrainer:
         mlflow_run_id: str | None = None,
         lora_target_modules: Sequence[str] | str | None = None,
         on_step: Callable[[StepMetrics], None] | None = None,
+        processes: int = 1,
     ) -> None:
+        if processes < 1:
+            raise LocalBackendError(f"processes={processes}: must be >= 1")
         self.model_source = os.fspath(model)
         self.output_dir = Path(output_dir)
         self.parameters, self.ignored = resolve_parameters(parameters)
@@ -132,13 +127,22 @@ class LocalTrainer:
         self.mlflow_run_id = mlflow_run_id
         self.lora_target_modules = lora_target_modules
         self.on_step = on_step
+        self.processes = processes
         self.last_checkpoint: Path | None = None
+        self.resumed_from: Path | None = None
+        """After :meth:`train`: the checkpoint it continued from (``None``: from step 0)."""
         self.model: Any = None
-        """After :meth:`train`: the merged model (or the PEFT model when not merged)."""
+        """After :meth:`train`: the merged model (or the PEFT model when not merged);
+        ``None`` after a multi-process run (load it from ``merged_dir``)."""
         self.tokenizer: Any = None
 
     def __repr__(self) -> str:
         return f"LocalTrainer(model={self.model_source!r}, output_dir={str(self.output_dir)!r})"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where the checkpoints go (``output_dir/checkpoints``)."""
+        return self.output_dir / "checkpoints"
 
     # ----------------------------------------------------------------- train
 
@@ -151,10 +155,17 @@ class LocalTrainer:
     ) -> TrainingResult:
         """Train on ``train`` (JSONL path or records), evaluate on ``validation``, merge, save.
 
-        Raises :class:`~phi_finetune.errors.LocalBackendError` for unusable data or models;
-        re-raises ``KeyboardInterrupt`` after stopping cleanly (the last epoch checkpoint,
+        With ``resume_from_checkpoint`` true, continues from the newest checkpoint in
+        ``output_dir/checkpoints`` written for the same settings, model and data (else starts
+        at step 0). Raises :class:`~phi_finetune.errors.LocalBackendError` for unusable data or
+        models; re-raises ``KeyboardInterrupt`` after stopping cleanly (the last checkpoint,
         if any, stays in ``output_dir/checkpoints`` and in :attr:`last_checkpoint`).
         """
+        world = World.from_environment()
+        if self.processes > 1 and world.size == 1:
+            from phi_finetune.local.distributed import train_in_processes
+
+            return train_in_processes(self, train, validation=validation, merge=merge)
         import torch
 
         p = self.parameters
@@ -163,7 +174,7 @@ class LocalTrainer:
         # 1. Seeds, device and precision.
         random.seed(seed)
         torch.manual_seed(seed)
-        hardware = Hardware.choose(self.device_request, str(p["precision"]), seed)
+        hardware = Hardware.choose(world.device(self.device_request), str(p["precision"]), seed)
         ignored = self.ignored if hardware.ignored is None else (*self.ignored, hardware.ignored)
         # 2. Data (read first: bad records fail before the model loads), model and examples.
         train_conversations = load_conversations(train)
@@ -174,59 +185,84 @@ class LocalTrainer:
         max_len = self._max_length(tokenizer)
         examples, skipped = self._training_examples(tokenizer, train_conversations, max_len)
         eval_examples, _ = encode_examples(tokenizer, eval_conversations, max_len)
+        if bool(p["gradient_checkpointing"]):
+            enable_gradient_checkpointing(model)
         # 3. LoRA adapters, optimizer and schedule; reseeded so that the adapters' initial
         # weights do not depend on what loading the model drew from the generator.
         torch.manual_seed(seed)
         peft_model = add_lora(model, p, self.lora_target_modules)
-        run = self._start_run(peft_model, tokenizer, examples, hardware)
-        # 4. Tracking.
+        run = self._start_run(peft_model, tokenizer, examples, eval_examples, hardware, world)
+        data_rng = random.Random(seed)
+        if bool(p["resume_from_checkpoint"]):
+            self._resume(run, data_rng)
+        # 4. Tracking (rank 0 only).
         tracker = MlflowTracker.start(
-            self.mlflow_tracking_uri, self.mlflow_experiment, self.mlflow_run_id
+            self.mlflow_tracking_uri if world.is_main else None,
+            self.mlflow_experiment,
+            self.mlflow_run_id,
         )
+        # A resumed run logs into a new MLflow run: the killed one may be in another store.
+        run.mlflow_run_id = tracker.run_id
         tracker.log_params(
             {
                 **p,
                 "model": self.model_source,
                 "device": hardware.device,
                 "precision_used": hardware.precision,
+                "processes": world.size,
             }
         )
-        # 5. The loop, a checkpoint per epoch.
-        self._run_epochs(run, tracker, random.Random(seed))
+        # 5. The loop, with evaluations and checkpoints.
+        self._run_epochs(run, tracker, data_rng)
         # 6. Evaluation, the final adapter, the merged model.
-        eval_loss = self.evaluate(
-            run.model, eval_examples, run.pad_id, hardware.device, hardware.autocast
-        )
-        adapter_dir = self._save_adapter(
-            run.model,
-            tokenizer,
+        eval_loss = self._final_eval(run)
+        if not world.is_main:
+            tracker.finish("FINISHED")
+            return self._result(run, None, None, eval_loss, ignored, skipped, started)
+        adapter_dir = ckpt.write_checkpoint(
             self.output_dir / "adapter",
-            {"step": run.step, "eval_loss": eval_loss},
+            model=run.model,
+            tokenizer=tokenizer,
+            state={"step": run.step, "eval_loss": eval_loss},
         )
         self.model, merged_dir = self._merge(
             run, bool(p["merge_lora_weights"]) if merge is None else merge
         )
         self.tokenizer = tokenizer
-        duration = time.perf_counter() - started
         if eval_loss is not None:
             tracker.log_metric("eval_loss", eval_loss, run.step)
         tracker.log_metric("train_tokens", float(run.tokens_trained), run.step)
         tracker.finish("FINISHED")
+        return self._result(run, adapter_dir, merged_dir, eval_loss, ignored, skipped, started)
+
+    def _result(
+        self,
+        run: _Run,
+        adapter_dir: Path | None,
+        merged_dir: Path | None,
+        eval_loss: float | None,
+        ignored: Sequence[IgnoredParameter],
+        skipped: int,
+        started: float,
+    ) -> TrainingResult:
         return TrainingResult(
-            adapter_dir=adapter_dir,
+            adapter_dir=adapter_dir or self.output_dir / "adapter",
             merged_dir=merged_dir,
             checkpoints=tuple(run.checkpoints),
             history=tuple(run.history),
             eval_loss=eval_loss,
             ignored=tuple(ignored),
-            parameters=p,
+            parameters=self.parameters,
             tokens_trained=run.tokens_trained,
             steps=run.step,
-            duration_s=duration,
-            device=hardware.device,
-            precision=hardware.precision,
-            mlflow_run_id=tracker.run_id,
+            duration_s=time.perf_counter() - started,
+            device=run.hardware.device,
+            precision=run.hardware.precision,
+            mlflow_run_id=run.mlflow_run_id,
             skipped_examples=skipped,
+            stopped_early=run.stopped_early,
+            resumed_from=run.resumed_from,
+            processes=run.world.size,
         )
 
     # ----------------------------------------------------------------- steps of train
@@ -251,8 +287,17 @@ class LocalTrainer:
             logger.warning("skipped %d training conversations without assistant tokens", skipped)
         return examples, skipped
 
+    def _global_batch(self, world: World) -> int:
+        return int(self.parameters["per_device_train_batch_size"]) * world.size
+
     def _start_run(
-        self, peft_model: Any, tokenizer: Any, examples: list[Example], hardware: Hardware
+        self,
+        peft_model: Any,
+        tokenizer: Any,
+        examples: list[Example],
+        eval_examples: list[Example],
+        hardware: Hardware,
+        world: World,
     ) -> _Run:
         """AdamW on the trainable (LoRA) weights and the learning-rate schedule.
 
@@ -266,7 +311,7 @@ class LocalTrainer:
         optimizer = torch.optim.AdamW(
             trainable, lr=float(p["learning_rate"]), weight_decay=float(p["weight_decay"])
         )
-        batches_per_epoch = math.ceil(len(examples) / int(p["per_device_train_batch_size"]))
+        batches_per_epoch = math.ceil(len(examples) / self._global_batch(world))
         steps_per_epoch = max(
             1, math.ceil(batches_per_epoch / int(p["gradient_accumulation_steps"]))
         )
@@ -283,51 +328,65 @@ class LocalTrainer:
             num_warmup_steps=int(p["warmup_steps"]),
             num_training_steps=total_steps,
         )
+        early = EarlyStopping.from_parameters(p)
+        if early.enabled and not eval_examples:
+            logger.warning("apply_early_stopping is set but there is no validation data: ignored")
         return _Run(
             model=peft_model,
             tokenizer=tokenizer,
             examples=examples,
+            eval_examples=eval_examples,
             hardware=hardware,
+            world=world,
             optimizer=optimizer,
             scheduler=scheduler,
             epochs=epochs,
             total_steps=total_steps,
+            schedule=EvalSchedule.from_parameters(p, steps_per_epoch),
+            early=early,
+            fingerprint=ckpt.fingerprint(p, self.model_source, examples, world.size),
         )
 
     def _run_epochs(self, run: _Run, tracker: MlflowTracker, rng: random.Random) -> None:
         """Train until ``total_steps``; ends the MLflow run as KILLED / FAILED if it stops early."""
         p = self.parameters
-        batch_size = int(p["per_device_train_batch_size"])
         accumulation = int(p["gradient_accumulation_steps"])
-        logging_steps = int(p["logging_steps"])
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        bar = progress_bar(desc="fine-tuning (local)", total=run.total_steps, unit="step")
+        bar = progress_bar(
+            desc="fine-tuning (local)",
+            total=run.total_steps,
+            initial=run.step,
+            unit="step",
+        )
         status = "FINISHED"
         try:
-            for epoch in range(run.epochs):
-                batches = length_batches(run.examples, batch_size, rng)
+            for epoch in range(run.epoch, run.epochs):
+                if run.step >= run.total_steps or run.stopped_early:
+                    break
+                run.epoch_rng_state = rng.getstate()
+                batches = length_batches(run.examples, self._global_batch(run.world), rng)
                 groups = [
                     batches[k : k + accumulation] for k in range(0, len(batches), accumulation)
                 ]
-                for index, group in enumerate(groups):
+                first, run.epoch, run.next_group = run.next_group, epoch, 0
+                for index in range(first, len(groups)):
                     if run.step >= run.total_steps:
                         break
                     metrics = self._optimizer_step(
-                        run, group, round(epoch + (index + 1) / len(groups), 4)
+                        run, groups[index], round(epoch + (index + 1) / len(groups), 4)
                     )
+                    run.next_group = index + 1
+                    epoch_end = index + 1 == len(groups) or run.step >= run.total_steps
+                    metrics = self._after_step(run, tracker, metrics, epoch_end=epoch_end)
                     bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{metrics.loss:.4f}",
-                        tok_s=f"{metrics.tokens_per_s:,.0f}",
-                        refresh=False,
-                    )
-                    if run.step % logging_steps == 0 or run.step == run.total_steps:
-                        tracker.log_step(metrics)
+                    bar.set_postfix(**self._postfix(run, metrics), refresh=False)
                     if self.on_step is not None:
                         self.on_step(metrics)
-                self._checkpoint(run, epoch + 1)
-                if run.step >= run.total_steps:
-                    break
+                    if run.stopped_early:
+                        break
+                run.epoch, run.next_group = epoch + 1, 0
+                run.epoch_rng_state = rng.getstate()
+                self._checkpoint(run, f"epoch-{epoch + 1}")
         except KeyboardInterrupt:
             status = "KILLED"
             logger.warning(
@@ -344,26 +403,92 @@ class LocalTrainer:
             if status != "FINISHED":
                 tracker.finish(status)
 
+    def _after_step(
+        self, run: _Run, tracker: MlflowTracker, metrics: StepMetrics, *, epoch_end: bool
+    ) -> StepMetrics:
+        """Logging, the evaluation when due (and early stopping), a step checkpoint when due."""
+        p = self.parameters
+        if run.step % int(p["logging_steps"]) == 0 or run.step == run.total_steps:
+            tracker.log_step(metrics)
+        if run.eval_examples and run.schedule.due(run.step, epoch_end=epoch_end):
+            eval_loss = self._evaluate_run(run)
+            metrics = attrs.evolve(metrics, eval_loss=eval_loss)
+            run.history[-1] = metrics
+            tracker.log_metric("eval_loss", eval_loss, run.step)
+            stop = run.early.update(eval_loss)
+            run.stopped_early = run.world.agree(stop)
+            if run.stopped_early:
+                logger.info(
+                    "early stopping at step %d: eval loss %.4f, best %.4f, %d evaluation(s) "
+                    "without an improvement > %g",
+                    run.step,
+                    eval_loss,
+                    run.early.best,
+                    run.early.bad_evaluations,
+                    run.early.threshold,
+                )
+        save_steps = int(p["save_steps"])
+        if save_steps and run.step % save_steps == 0 and not epoch_end and not run.stopped_early:
+            self._checkpoint(run, f"step-{run.step}")
+            ckpt.prune_step_checkpoints(self.checkpoint_dir, int(p["save_total_limit"]))
+        return metrics
+
+    @staticmethod
+    def _postfix(run: _Run, metrics: StepMetrics) -> dict[str, str]:
+        shown = {"loss": f"{metrics.loss:.4f}"}
+        if run.last_eval is not None:
+            shown["eval_loss"] = f"{run.last_eval[1]:.4f}"
+        shown["tok_s"] = f"{metrics.tokens_per_s:,.0f}"
+        return shown
+
+    def _evaluate_run(self, run: _Run) -> float:
+        loss = self.evaluate(
+            run.model, run.eval_examples, run.pad_id, run.hardware.device, run.hardware.autocast
+        )
+        assert loss is not None  # eval_examples is not empty
+        run.last_eval = (run.step, loss)
+        return loss
+
+    def _final_eval(self, run: _Run) -> float | None:
+        """The evaluation loss after training (reused when the last step was evaluated)."""
+        if run.last_eval is not None and run.last_eval[0] == run.step:
+            return run.last_eval[1]
+        if not run.eval_examples:
+            return None
+        loss = self._evaluate_run(run)
+        if run.history:
+            run.history[-1] = attrs.evolve(run.history[-1], eval_loss=loss)
+        return loss
+
     def _optimizer_step(
         self, run: _Run, group: Sequence[Sequence[int]], epoch: float
     ) -> StepMetrics:
-        """One optimizer step over ``group`` (``gradient_accumulation_steps`` batches).
+        """One optimizer step over ``group`` (``gradient_accumulation_steps`` global batches).
 
         The loss is the mean over the group's assistant tokens, not a mean of batch means.
+        With several processes each takes every ``world.size``-th example of each batch and
+        the gradients are summed across processes: the same step as one process would take.
         """
         import torch
 
         device = run.hardware.device
+        world = run.world
         t0 = time.perf_counter()
-        collated = [self._collate(run.examples, b, run.pad_id, device) for b in group]
-        n_targets = sum(int((lab[:, 1:] != -100).sum().item()) for _, lab in collated)
+        # Counted over the whole (global) group: every process holds all examples.
+        n_targets = sum(sum(run.examples[i][1][1:]) for b in group for i in b)
         n_tokens = sum(len(run.examples[i][0]) for b in group for i in b)
         loss_total = 0.0
-        for ids, labels in collated:
+        for batch in group:
+            shard = list(batch[world.rank :: world.size])
+            if not shard:
+                continue
+            ids, labels = collate(run.examples, shard, run.pad_id, device)
             with run.hardware.autocast():
-                loss, _ = self._loss_sum(run.model, ids, labels)
+                loss, _ = loss_sum(run.model, ids, labels)
             (loss / max(n_targets, 1)).backward()
             loss_total += float(loss.item())
+        if world.size > 1:
+            loss_total = world.reduce_gradients(run.optimizer, loss_total)
         run.optimizer.step()
         run.scheduler.step()
         run.optimizer.zero_grad(set_to_none=True)
@@ -383,106 +508,48 @@ class LocalTrainer:
         run.history.append(metrics)
         return metrics
 
-    def _checkpoint(self, run: _Run, epoch: int) -> None:
-        """A checkpoint per epoch, including the partial one where ``max_steps`` stopped."""
-        state = {"epoch": epoch, "step": run.step, "loss": run.history[-1].loss}
-        target = self.output_dir / "checkpoints" / f"epoch-{epoch}"
-        run.checkpoints.append(self._save_adapter(run.model, run.tokenizer, target, state))
+    # ----------------------------------------------------------------- checkpoints
+
+    def _checkpoint(self, run: _Run, name: str) -> None:
+        """A resumable checkpoint (adapter, optimizer, scheduler, generators, data position)."""
+        if not run.world.is_main:
+            return
+        target = ckpt.save_run(self.checkpoint_dir / name, run)
+        if target not in run.checkpoints:
+            run.checkpoints.append(target)
         self.last_checkpoint = target
 
-    def _merge(self, run: _Run, merge: bool) -> tuple[Any, Path | None]:
-        """The model for inference: merged and saved with the tokenizer, or the PEFT model.
+    def _resume(self, run: _Run, data_rng: random.Random) -> None:
+        """Continue from the newest matching checkpoint, if there is one."""
+        found, mismatched = ckpt.find_resumable(self.checkpoint_dir, run.fingerprint)
+        if found is None:
+            if mismatched:
+                logger.warning(
+                    "%d checkpoint(s) in %s were written for other settings, model or data; "
+                    "training starts at step 0",
+                    mismatched,
+                    self.checkpoint_dir,
+                )
+            return
+        ckpt.restore_run(found, run, data_rng)
+        run.checkpoints = sorted(
+            (f for f in self.checkpoint_dir.iterdir() if not f.name.startswith(".")),
+            key=lambda f: int(ckpt.read_state(f).get("step", 0)),
+        )
+        run.resumed_from = self.resumed_from = self.last_checkpoint = found
+        logger.info("resuming from %s (step %d of %d)", found, run.step, run.total_steps)
 
-        Returns it in eval mode, with the merged folder (``None`` when not merged).
-        """
+    def _merge(self, run: _Run, merge: bool) -> tuple[Any, Path | None]:
+        """The model for inference (eval mode) and the merged folder (``None``: not merged)."""
         if not merge:
             run.model.eval()
             return run.model, None
-        merged = run.model.merge_and_unload()
-        merged.eval()
-        merged_dir = self.output_dir / "merged"
-        tmp = merged_dir.with_name("merged.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        merged.save_pretrained(tmp)
-        run.tokenizer.save_pretrained(tmp)
-        if merged_dir.exists():
-            shutil.rmtree(merged_dir)
-        tmp.replace(merged_dir)
-        return merged, merged_dir
+        return merge_and_save(run.model, run.tokenizer, self.output_dir / "merged")
 
     # ----------------------------------------------------------------- tensors
 
-    @staticmethod
-    def _collate(
-        examples: Sequence[Example],
-        batch: Sequence[int],
-        pad_id: int,
-        device: str,
-    ) -> tuple[Any, Any]:
-        """``(ids, labels)`` of a batch, right-padded to its longest example (no mask needed:
-        see :meth:`_loss_sum`)."""
-        import torch
-
-        width = max(len(examples[i][0]) for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        for row, index in enumerate(batch):
-            tokens, mask = examples[index]
-            n = len(tokens)
-            ids[row, :n] = torch.tensor(tokens, dtype=torch.long)
-            labels[row, :n] = torch.where(
-                torch.tensor(mask), torch.tensor(tokens, dtype=torch.long), torch.tensor(-100)
-            )
-        return ids.to(device), labels.to(device)
-
-    @staticmethod
-    def _loss_sum(model: Any, ids: Any, labels: Any) -> tuple[Any, int]:
-        """Summed next-token loss over assistant tokens, and how many there were.
-
-        The LM head runs only on the positions that predict an assistant token (not on the
-        prompt or padding): with real vocabularies (32k+) that is most of the step's compute
-        and memory. Models without a separable decoder / LM head get the full logits.
-
-        No padding mask is passed: batches are right-padded (:meth:`_collate`), so under the
-        causal mask no real token attends to a pad, position ids are ``0..n-1`` either way and
-        pad positions carry no label. The mask would change nothing that is scored; without it
-        attention runs the plain causal kernel instead of building a (batch, 1, n, n) mask.
-        """
-        import torch
-
-        shift_labels = labels[:, 1:]
-        wanted = shift_labels != -100
-        count = int(wanted.sum().item())
-        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-        decoder = getattr(causal_lm, "model", None)
-        head = causal_lm.get_output_embeddings() if decoder is not None else None
-        if decoder is not None and head is not None:
-            hidden = decoder(input_ids=ids).last_hidden_state
-            picked = hidden[:, :-1, :][wanted]
-            logits = head(picked).float()
-            loss = torch.nn.functional.cross_entropy(logits, shift_labels[wanted], reduction="sum")
-            return loss, count
-        full = model(input_ids=ids).logits[:, :-1, :].float()
-        loss = torch.nn.functional.cross_entropy(
-            full.reshape(-1, full.shape[-1]),
-            shift_labels.reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
-        )
-        return loss, count
-
-    def _save_adapter(
-        self, model: Any, tokenizer: Any, target: Path, state: Mapping[str, Any]
-    ) -> Path:
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "trainer_state.json", dict(state))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.replace(target)
-        return target
+    _collate = staticmethod(collate)
+    _loss_sum = staticmethod(loss_sum)
 
     def evaluate(
         self,
@@ -496,25 +563,14 @@ class LocalTrainer:
 
         ``autocast`` is a callable returning the context each forward pass runs in.
         """
-        import torch
-
-        if not examples:
-            return None
-        was_training = model.training
-        model.eval()
-        total = 0.0
-        count = 0
-        with torch.no_grad():
-            for batch in length_batches(
-                examples, self.parameters["per_device_eval_batch_size"], None
-            ):
-                ids, labels = self._collate(examples, batch, pad_id, device)
-                with autocast():
-                    loss, n = self._loss_sum(model, ids, labels)
-                total += float(loss.item())
-                count += n
-        model.train(was_training)
-        return total / count if count else None
+        return evaluation_loss(
+            model,
+            examples,
+            int(self.parameters["per_device_eval_batch_size"]),
+            pad_id,
+            device,
+            autocast,
+        )
 
 
 def train_lora(
@@ -528,6 +584,7 @@ def train_lora(
     mlflow_tracking_uri: str | None = None,
     mlflow_run_id: str | None = None,
     on_step: Callable[[StepMetrics], None] | None = None,
+    processes: int = 1,
 ) -> TrainingResult:
     """One call: :class:`LocalTrainer` ``(...).train(train, validation=validation)``."""
     trainer = LocalTrainer(
@@ -538,5 +595,6 @@ def train_lora(
         mlflow_tracking_uri=mlflow_tracking_uri,
         mlflow_run_id=mlflow_run_id,
         on_step=on_step,
+        processes=processes,
     )
     return trainer.train(train, validation=validation)
