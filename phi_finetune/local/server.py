@@ -69,15 +69,18 @@ from phi_finetune._redact import redact
 from phi_finetune.constants import ENV_SERVER_KEY
 from phi_finetune.errors import LocalBackendError, PhiFinetuneError, WaitTimeoutError
 from phi_finetune.local._server_files import remove_server_files
+from phi_finetune.local.batching import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH_SIZE
 from phi_finetune.scoring import ScoreResult, parse_response
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_BATCH_WINDOW_MS",
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_KEEP_ALIVE_TIMEOUT",
     "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_BATCH_SIZE",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_NEW_TOKENS",
@@ -125,6 +128,8 @@ def create_app(
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
     max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
 ) -> Any:
     """The FastAPI app serving ``model`` (see the module docstring for the contract)."""
     from phi_finetune.local._app import build_app
@@ -149,6 +154,8 @@ def create_app(
         max_batch=max_batch,
         limits=limits,
         body_timeout=body_timeout,
+        batch_window_ms=batch_window_ms,
+        max_batch_size=max_batch_size,
     )
 
 
@@ -191,6 +198,8 @@ def run_server(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
 ) -> None:
     """Load ``model_uri`` and serve it on 127.0.0.1 until SIGTERM/SIGINT (blocking).
 
@@ -219,6 +228,8 @@ def run_server(
         max_prompt_chars=max_prompt_chars,
         max_num_beams=max_num_beams,
         body_timeout=body_timeout,
+        batch_window_ms=batch_window_ms,
+        max_batch_size=max_batch_size,
     )
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when
     # the socket says TCP; without it every response waits ~40 ms for a delayed ACK.
@@ -261,6 +272,8 @@ _LIMIT_OPTIONS: dict[str, float] = {
     "body_timeout": DEFAULT_BODY_TIMEOUT,
     "keep_alive_timeout": DEFAULT_KEEP_ALIVE_TIMEOUT,
     "max_connections": DEFAULT_MAX_CONNECTIONS,
+    "batch_window_ms": DEFAULT_BATCH_WINDOW_MS,
+    "max_batch_size": DEFAULT_MAX_BATCH_SIZE,
 }
 
 
@@ -361,8 +374,12 @@ class LocalServer:
         keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         key_file: str | os.PathLike[str] | None = None,
+        batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
         self.threads = threads
+        self.batch_window_ms = batch_window_ms
+        self.max_batch_size = max_batch_size
         self.max_prompt_chars = max_prompt_chars
         self.max_num_beams = max_num_beams
         self.header_timeout = header_timeout
@@ -411,6 +428,16 @@ class LocalServer:
         return f"{self.base_uri}/score" if self.port else ""
 
     @property
+    def openai_base_url(self) -> str:
+        """What to give ``openai.OpenAI(base_url=...)`` (the chat route is under it)."""
+        return f"{self.base_uri}/v1" if self.port else ""
+
+    @property
+    def chat_uri(self) -> str:
+        """The OpenAI-compatible ``/v1/chat/completions`` URL."""
+        return f"{self.base_uri}/v1/chat/completions" if self.port else ""
+
+    @property
     def health_uri(self) -> str:
         return f"{self.base_uri}/health" if self.port else ""
 
@@ -451,6 +478,8 @@ class LocalServer:
             "--body-timeout": self.body_timeout,
             "--keep-alive-timeout": self.keep_alive_timeout,
             "--max-connections": self.max_connections,
+            "--batch-window-ms": self.batch_window_ms,
+            "--max-batch-size": self.max_batch_size,
         }
         command = [sys.executable, "-m", "phi_finetune.local.server"]
         for flag, value in options.items():
