@@ -151,9 +151,7 @@ def build_app(
             context_length=context_length(model),
         )
     checked: RequestLimits = limits
-    batcher = Batcher(
-        model, tokenizer, window_s=batch_window_ms / 1000.0, max_size=max_batch_size
-    )
+    batcher = Batcher(model, tokenizer, window_s=batch_window_ms / 1000.0, max_size=max_batch_size)
     app = FastAPI(
         title="phi_finetune local endpoint", docs_url=None, redoc_url=None, openapi_url=None
     )
@@ -198,7 +196,7 @@ def build_app(
     @app.get("/")
     @app.get("/health")
     async def health() -> Any:
-        return {"status": "healthy", "model": model_name}
+        return {"status": "healthy", "model": model_name, **batcher.stats()}
 
     async def authorized_body(request: Request) -> bytes | Any:
         """The body, or the error response (the key is checked before the body is read)."""
@@ -258,7 +256,9 @@ def build_app(
             try:
                 body = parse_json_body(raw, checked)
             except RequestRejected as exc:
-                raise ChatRejected(400 if exc.status == 422 else exc.status, exc.message, None)
+                raise ChatRejected(
+                    400 if exc.status == 422 else exc.status, exc.message, None
+                ) from None
             chat = check_chat_body(body, checked)
             (ids,) = await run_in_threadpool(encode_prompts, tokenizer, [list(chat.messages)])
             max_tokens = fit_context(chat, len(ids), checked)
@@ -311,6 +311,15 @@ def _chat_jobs(
     ]
 
 
+def _job_done(
+    loop: asyncio.AbstractEventLoop,
+    events: asyncio.Queue[tuple[int, str | None]],
+    index: int,
+    future: Any,
+) -> None:
+    loop.call_soon_threadsafe(events.put_nowait, (index, None))
+
+
 async def _events(
     batcher: Batcher,
     chat: ChatRequest,
@@ -330,9 +339,7 @@ async def _events(
     futures = []
     for index, job in enumerate(jobs):
         future = batcher.submit(job)
-        future.add_done_callback(
-            lambda _, i=index: loop.call_soon_threadsafe(events.put_nowait, (i, None))
-        )
+        future.add_done_callback(functools.partial(_job_done, loop, events, index))
         futures.append(future)
     finished = 0
     try:
@@ -349,9 +356,7 @@ async def _events(
             finished += 1
             result = futures[index].result()
             tokens += len(result.token_ids)
-            yield chunk_event(
-                completion_id, model_name, index=index, finish_reason=_finish(result)
-            )
+            yield chunk_event(completion_id, model_name, index=index, finish_reason=_finish(result))
         if chat.include_usage:
             usage = {
                 "prompt_tokens": len(ids),

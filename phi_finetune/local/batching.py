@@ -74,9 +74,7 @@ class GenerationJob:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     on_text: Callable[[str], None] | None = None
-    future: concurrent.futures.Future[JobResult] = attrs.field(
-        factory=concurrent.futures.Future
-    )
+    future: concurrent.futures.Future[JobResult] = attrs.field(factory=concurrent.futures.Future)
     enqueued_at: float = attrs.field(factory=time.monotonic)
     _cancelled: threading.Event = attrs.field(factory=threading.Event)
 
@@ -187,7 +185,7 @@ def _stopping_criterion(rows: Sequence[_Row]) -> Any:
     import torch
     from transformers import StoppingCriteria
 
-    class RowsDone(StoppingCriteria):  # type: ignore[misc]
+    class RowsDone(StoppingCriteria):
         """Feeds each row its new token; a row is done on its own terms."""
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -280,6 +278,17 @@ class Batcher:
         self._stopping = threading.Event()
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         """How many batches of each size ran (for tests and benchmarks)."""
+        self.tokens_generated = 0
+        """New tokens generated so far, over all jobs (a cancelled job counts what it made)."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters for ``GET /health``: batches run, the largest one, tokens generated."""
+        sizes = dict(self.batch_sizes)
+        return {
+            "batches": sum(sizes.values()),
+            "largest_batch": max(sizes, default=0),
+            "tokens_generated": self.tokens_generated,
+        }
 
     def submit(self, job: GenerationJob) -> concurrent.futures.Future[JobResult]:
         """Queue ``job``; its future resolves when it is generated."""
@@ -321,7 +330,11 @@ class Batcher:
                 break
             remaining = deadline - time.monotonic()
             try:
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                job = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             (batch if job.greedy else kept).append(job)
@@ -348,6 +361,7 @@ class Batcher:
                     raise
                 continue
             for job, result in zip(batch, results, strict=True):
+                self.tokens_generated += len(result.token_ids)
                 if not job.future.done():
                     job.future.set_result(result)
 

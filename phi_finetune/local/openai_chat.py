@@ -91,7 +91,9 @@ class _Problem:
     message: str
 
 
-def chat_error(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def chat_error(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
     kind = {
         401: "authentication_error",
@@ -165,7 +167,8 @@ def _messages(value: Any, limits: RequestLimits, problems: list[_Problem]) -> li
     if len(value) > limits.max_messages:
         problems.append(
             _Problem(
-                "messages", f"messages has {len(value)} entries, over the limit of {limits.max_messages}"
+                "messages",
+                f"messages has {len(value)} entries, over the limit of {limits.max_messages}",
             )
         )
         return []
@@ -211,7 +214,13 @@ def _messages(value: Any, limits: RequestLimits, problems: list[_Problem]) -> li
 
 
 def _number(
-    body: Mapping[str, Any], name: str, low: float, high: float, problems: list[_Problem], *, open_low: bool = False
+    body: Mapping[str, Any],
+    name: str,
+    low: float,
+    high: float,
+    problems: list[_Problem],
+    *,
+    open_low: bool = False,
 ) -> float | None:
     value = body.get(name)
     if value is None:
@@ -219,7 +228,9 @@ def _number(
     bad = not _is_number(value) or value > high or (value <= low if open_low else value < low)
     if bad:
         interval = f"({low:g}, {high:g}]" if open_low else f"[{low:g}, {high:g}]"
-        problems.append(_Problem(name, f"{name} must be a number in {interval}, got {_show(value)}"))
+        problems.append(
+            _Problem(name, f"{name} must be a number in {interval}, got {_show(value)}")
+        )
         return None
     return float(value)
 
