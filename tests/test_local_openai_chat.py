@@ -21,7 +21,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
-openai = pytest.importorskip("openai")
+pytest.importorskip("openai")
+
+import openai
 
 from phi_finetune.local.server import LocalServer
 from phi_finetune.local.tiny_model import build_tiny_model
@@ -29,7 +31,9 @@ from phi_finetune.local.tiny_model import build_tiny_model
 pytestmark = pytest.mark.slow
 
 USER = [{"role": "user", "content": "the cat sat on the mat"}]
-LONG = 800  # tokens: long enough that a stopped generation is obvious
+LONG = 300  # tokens: long enough that a stopped generation is obvious
+# A prompt the untrained tiny model answers with LONG tokens (checked in the tests that use it).
+RAMBLE = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +155,34 @@ def test_malformed_json_is_an_openai_400(server: LocalServer) -> None:
     assert "not valid JSON" in answer["error"]["message"]
 
 
-def test_prompt_over_the_context_names_max_tokens(server: LocalServer) -> None:
-    words = " ".join(["cat"] * 400)
+def _prompt_tokens(server: LocalServer, content: str) -> int:
     status, answer = _post(
-        server, {"messages": [{"role": "user", "content": words}], "max_tokens": LONG}
+        server, {"messages": [{"role": "user", "content": content}], "max_tokens": 1}
+    )
+    assert status == 200, answer
+    return int(answer["usage"]["prompt_tokens"])
+
+
+def test_prompt_over_the_context_names_max_tokens_or_messages(server: LocalServer) -> None:
+    context = 1024  # the tiny model's max_position_embeddings
+    base, per_word = (
+        _prompt_tokens(server, "cat"),
+        _prompt_tokens(server, "cat cat") - _prompt_tokens(server, "cat"),
+    )
+    words = (context - LONG // 2 - base) // per_word  # fits alone, not with LONG more tokens
+    content = " ".join(["cat"] * words)
+    assert context - LONG < _prompt_tokens(server, content) < context
+    status, answer = _post(
+        server, {"messages": [{"role": "user", "content": content}], "max_tokens": LONG}
     )
     assert status == 400 and answer["error"]["param"] == "max_tokens"
-    assert "context" in answer["error"]["message"]
+    assert "context of 1024 tokens" in answer["error"]["message"]
+    # Without max_tokens the default shrinks to what is left of the context.
+    status, answer = _post(server, {"messages": [{"role": "user", "content": content}]})
+    assert status == 200, answer
+    too_long = " ".join(["cat"] * (2 * context))
+    status, answer = _post(server, {"messages": [{"role": "user", "content": too_long}]})
+    assert status == 400 and answer["error"]["param"] == "messages"
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer wrong", "wrong"])
@@ -207,7 +232,7 @@ def _tokens_after(server: LocalServer, before: int) -> int:
 
 
 def test_a_streaming_client_that_goes_away_stops_generation(server: LocalServer) -> None:
-    body = {"messages": USER, "temperature": 0, "max_tokens": LONG, "stream": True}
+    body = {"messages": RAMBLE, "temperature": 0, "max_tokens": LONG, "stream": True}
     # Greedy decoding is deterministic: left alone this request makes all LONG tokens.
     before = int(_health(server)["tokens_generated"])
     status, _ = _post(server, body)
@@ -234,7 +259,7 @@ def test_a_streaming_client_that_goes_away_stops_generation(server: LocalServer)
 
 
 def test_a_waiting_client_that_goes_away_stops_generation(server: LocalServer) -> None:
-    body = {"messages": USER, "temperature": 0, "max_tokens": LONG}
+    body = {"messages": RAMBLE, "temperature": 0, "max_tokens": LONG}
     before = int(_health(server)["tokens_generated"])
     assert server.port is not None
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
