@@ -273,3 +273,21 @@ def test_a_waiting_client_that_goes_away_stops_generation(server: LocalServer) -
     connection.close()
     made = _tokens_after(server, before)
     assert made < LONG, made
+
+
+def test_endpoint_chat_and_stream_against_the_local_server(server: LocalServer) -> None:
+    from phi_finetune.endpoint import Endpoint
+
+    endpoint = Endpoint("local", server.scoring_uri, server.key)
+    assert endpoint.chat_uri == server.chat_uri
+    expected = server.score([USER], {"max_new_tokens": 12, "do_sample": False}).text
+    result = endpoint.chat(USER, temperature=0, max_tokens=12)
+    assert result.text == expected and result.shape == "chat"
+    pieces = list(endpoint.stream(USER, temperature=0, max_tokens=12))
+    assert "".join(pieces) == expected and len(pieces) > 1
+    # Leaving a stream early closes the connection, and the server stops generating.
+    before = int(_health(server)["tokens_generated"])
+    stream = endpoint.stream(RAMBLE, temperature=0, max_tokens=LONG)
+    assert next(stream)
+    stream.close()
+    assert _tokens_after(server, before) < LONG // 2
