@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,66 @@ from typing import Any
 from phi_finetune.errors import DataProblem, DataValidationError
 from phi_finetune.scoring import build_request
 
-__all__ = ["encode_body", "request_from_file", "status_hint"]
+__all__ = [
+    "Retry",
+    "Secret",
+    "encode_body",
+    "parse_retry_after",
+    "request_from_file",
+    "status_hint",
+]
+
+
+class Secret:
+    """Holds a key; its repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value or ""
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "<secret>" if self._value else "<none>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # never pickled along with the handle
+        raise TypeError("endpoint keys cannot be pickled")
+
+
+class Retry(Exception):
+    """A retryable scoring answer (carries what the final error needs)."""
+
+    def __init__(
+        self, status: int | None, body: str, retry_after: float | None, *, timed_out: bool = False
+    ) -> None:
+        self.timed_out = timed_out
+        super().__init__(f"HTTP {status}" if status is not None else "a connection error")
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
 
 
 def encode_body(body: Any) -> bytes:

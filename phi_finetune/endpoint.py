@@ -20,7 +20,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from phi_finetune._endpoint_requests import encode_body, request_from_file, status_hint
+from phi_finetune._endpoint_requests import (
+    Retry,
+    Secret,
+    encode_body,
+    parse_retry_after,
+    request_from_file,
+    status_hint,
+)
 from phi_finetune._redact import redact
 from phi_finetune.errors import (
     DataProblem,
@@ -42,58 +49,6 @@ logger = logging.getLogger(__name__)
 #: Statuses retried by :meth:`Endpoint.invoke` (throttled, or the deployment is busy/starting).
 RETRY_STATUSES = frozenset({429, 503})
 _EXCERPT = 500
-
-
-class _Secret:
-    """Holds a key; its repr and str never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str | None) -> None:
-        self._value = value or ""
-
-    def get(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "<secret>" if self._value else "<none>"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:  # never pickled along with the handle
-        raise TypeError("endpoint keys cannot be pickled")
-
-
-class _Retry(Exception):
-    """A retryable scoring answer (carries what the final error needs)."""
-
-    def __init__(
-        self, status: int | None, body: str, retry_after: float | None, *, timed_out: bool = False
-    ) -> None:
-        self.timed_out = timed_out
-        super().__init__(f"HTTP {status}" if status is not None else "a connection error")
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
 @contextlib.contextmanager
@@ -190,7 +145,7 @@ class Endpoint:
             raise ValueError("max_attempts must be >= 1")
         self._name = name
         self._scoring_uri = scoring_uri
-        self._key = _Secret(key)
+        self._key = Secret(key)
         self._deployment_name = deployment_name
         self._ml_client = ml_client
         self._fetch_logs = fetch_logs
@@ -410,7 +365,7 @@ class Endpoint:
 
         def wait(state: Any) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _Retry) and exc.retry_after is not None:
+            if isinstance(exc, Retry) and exc.retry_after is not None:
                 return min(exc.retry_after, self._max_retry_after_s)
             backoff: float = min(self._max_backoff_s, 0.5 * 2.0 ** (state.attempt_number - 1))
             return backoff * (0.5 + random.random() / 2)
@@ -418,13 +373,13 @@ class Endpoint:
         policy = retrying(
             f"score endpoint {self._name!r}",
             attempts=self._max_attempts,
-            retry_on=lambda exc: isinstance(exc, _Retry),
+            retry_on=lambda exc: isinstance(exc, Retry),
             wait=wait,
             sleep=self._sleep,
         )
         try:
             return policy(self._post_once, payload, requests, url, stream)
-        except _Retry as exc:
+        except Retry as exc:
             if exc.timed_out:
                 raise InvocationError(
                     f"endpoint {self._name!r} did not answer within {self._timeout_s:g} s "
@@ -464,19 +419,19 @@ class Endpoint:
                 url, data=payload, headers=headers, timeout=self._timeout_s, stream=stream
             )
         except requests.ConnectionError as exc:
-            raise _Retry(None, type(exc).__name__, None) from None
+            raise Retry(None, type(exc).__name__, None) from None
         except requests.Timeout as exc:  # transient too: retried, then the timeout error
-            raise _Retry(None, type(exc).__name__, None, timed_out=True) from None
+            raise Retry(None, type(exc).__name__, None, timed_out=True) from None
         except requests.RequestException as exc:
             raise InvocationError(
                 f"could not reach endpoint {self._name!r} at {url}: {type(exc).__name__}",
                 body_excerpt=self._excerpt(str(exc)),
             ) from None
         if response.status_code in RETRY_STATUSES:
-            raise _Retry(
+            raise Retry(
                 response.status_code,
                 response.text,
-                _parse_retry_after(response.headers.get("Retry-After")),
+                parse_retry_after(response.headers.get("Retry-After")),
             )
         return response
 
