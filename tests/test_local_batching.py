@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,12 @@ def test_batcher_groups_concurrent_requests_and_answers_each_alone(
     start = threading.Barrier(len(CASES))
 
     def submit(index: int) -> JobResult:
+        batcher.announce()  # as the server does when a request comes in
         start.wait()
         job = GenerationJob(prompt_ids=prompts[index], max_new_tokens=CASES[index][1])
-        return batcher.submit(job).result(timeout=60)
+        future = batcher.submit(job)
+        batcher.withdraw()
+        return future.result(timeout=60)
 
     try:
         with concurrent.futures.ThreadPoolExecutor(len(CASES)) as pool:
@@ -163,6 +167,18 @@ def test_batcher_caps_the_batch_size_and_keeps_sampled_requests_apart(
     assert [sampled] in seen  # alone
     assert all(gone not in batch for batch in seen)
     assert gone.future.result().finish_reason == "cancelled"
+
+
+def test_a_lone_request_does_not_wait_for_the_window(loaded: tuple[Any, Any]) -> None:
+    model, tokenizer = loaded
+    (ids,) = encode_prompts(tokenizer, [_conversation("hi")])
+    batcher = Batcher(model, tokenizer, window_s=5.0, max_size=8)
+    try:
+        started = time.monotonic()
+        batcher.submit(GenerationJob(prompt_ids=ids, max_new_tokens=1)).result(timeout=60)
+        assert time.monotonic() - started < 4.0  # not held for the 5 s window
+    finally:
+        batcher.stop()
 
 
 def test_batcher_refuses_bad_settings(loaded: tuple[Any, Any]) -> None:

@@ -217,10 +217,11 @@ def build_app(
 
     @app.post("/score")
     async def score(request: Request) -> Any:
-        raw = await authorized_body(request)
-        if not isinstance(raw, bytes):
-            return raw
+        batcher.announce()
         try:
+            raw = await authorized_body(request)
+            if not isinstance(raw, bytes):
+                return raw
             body = parse_json_body(raw, checked)
             conversations, parameters = check_scoring_body(body, checked)
             prompt_ids = await run_in_threadpool(encode_prompts, tokenizer, conversations)
@@ -229,6 +230,8 @@ def build_app(
             )
         except RequestRejected as exc:
             return error(exc.status, exc.message)
+        finally:
+            batcher.withdraw()
         options = {name: parameters[name] for name in _SCORE_OPTIONS if name in parameters}
         jobs = [
             GenerationJob(
@@ -249,10 +252,11 @@ def build_app(
 
     @app.post(CHAT_ROUTE)
     async def chat_completions(request: Request) -> Any:
-        raw = await authorized_body(request)
-        if not isinstance(raw, bytes):
-            return raw
+        batcher.announce()
         try:
+            raw = await authorized_body(request)
+            if not isinstance(raw, bytes):
+                return raw
             try:
                 body = parse_json_body(raw, checked)
             except RequestRejected as exc:
@@ -266,6 +270,8 @@ def build_app(
             return openai_error(exc.status, exc.message, exc.param)
         except RequestRejected as exc:
             return openai_error(exc.status, exc.message, None)
+        finally:
+            batcher.withdraw()
         completion_id = new_id()
         if chat.stream:
             return StreamingResponse(

@@ -251,6 +251,8 @@ class Batcher:
     """The worker thread that batches :class:`GenerationJob` objects (see the module docstring).
 
     ``window_s`` 0 still batches what is already waiting; ``max_size`` 1 turns batching off.
+    The window is only waited for while other requests are on their way (:meth:`announce`) or
+    the previous batch held more than one job, so a lone client gets no added latency.
     """
 
     def __init__(
@@ -278,6 +280,8 @@ class Batcher:
         self._stopping = threading.Event()
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         """How many batches of each size ran (for tests and benchmarks)."""
+        self._incoming = 0
+        self._last_size = 0
         self.tokens_generated = 0
         """New tokens generated so far, over all jobs (a cancelled job counts what it made)."""
 
@@ -289,6 +293,16 @@ class Batcher:
             "largest_batch": max(sizes, default=0),
             "tokens_generated": self.tokens_generated,
         }
+
+    def announce(self) -> None:
+        """A request is being read or checked and will probably submit jobs soon."""
+        with self._lock:
+            self._incoming += 1
+
+    def withdraw(self) -> None:
+        """The announced request has submitted its jobs (or was refused)."""
+        with self._lock:
+            self._incoming = max(0, self._incoming - 1)
 
     def submit(self, job: GenerationJob) -> concurrent.futures.Future[JobResult]:
         """Queue ``job``; its future resolves when it is generated."""
@@ -320,7 +334,9 @@ class Batcher:
         batch = [first]
         if not first.greedy:
             return batch
-        deadline = first.enqueued_at + self.window_s
+        # Waiting only pays when others are coming: a lone client is not held up by the window.
+        busy = self._incoming > 0 or self._last_size > 1
+        deadline = first.enqueued_at + (self.window_s if busy else 0.0)
         kept: list[GenerationJob] = []
         while len(batch) < self.max_size:
             while self._later and len(batch) < self.max_size:
@@ -350,6 +366,7 @@ class Batcher:
             if not batch:
                 continue
             self.batch_sizes[len(batch)] += 1
+            self._last_size = len(batch)
             try:
                 results = self._runner(self.model, self.tokenizer, batch)
             except BaseException as exc:  # every waiting request gets the error, not a hang
