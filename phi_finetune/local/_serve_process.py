@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from phi_finetune._atomic import atomic_write_json
 from phi_finetune.errors import LocalBackendError
@@ -17,7 +18,7 @@ from phi_finetune.local.batching import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BAT
 
 logger = logging.getLogger("phi_finetune.local.server")
 
-__all__ = ["run_server"]
+__all__ = ["create_app", "run_server"]
 
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -29,6 +30,49 @@ DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_KEEP_ALIVE_TIMEOUT = 5
 DEFAULT_MAX_CONNECTIONS = 256
 HOST = "127.0.0.1"
+
+
+def create_app(
+    model: Any,
+    tokenizer: Any,
+    *,
+    key: str,
+    model_name: str = "model",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> Any:
+    """The FastAPI app serving ``model`` (see the module docstring for the contract)."""
+    from phi_finetune.local._app import build_app
+    from phi_finetune.local._chat import context_length
+    from phi_finetune.local.request_limits import RequestLimits
+
+    limits = RequestLimits(
+        max_body_bytes=max_body_bytes,
+        max_new_tokens=max_new_tokens_limit,
+        max_batch=max_batch,
+        max_prompt_chars=max_prompt_chars,
+        max_num_beams=max_num_beams,
+        context_length=context_length(model),
+    )
+    return build_app(
+        model,
+        tokenizer,
+        key=key,
+        model_name=model_name,
+        max_body_bytes=max_body_bytes,
+        max_new_tokens_limit=max_new_tokens_limit,
+        max_batch=max_batch,
+        limits=limits,
+        body_timeout=body_timeout,
+        batch_window_ms=batch_window_ms,
+        max_batch_size=max_batch_size,
+    )
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -84,7 +128,6 @@ def run_server(
         torch.set_num_threads(threads)
 
     from phi_finetune.local.registry import load_chat_model
-    from phi_finetune.local.server import create_app
 
     model, tokenizer = load_chat_model(model_uri, tracking_uri=tracking_uri)
     app = create_app(

@@ -83,6 +83,7 @@ from phi_finetune.local._serve_process import (
     DEFAULT_MAX_PROMPT_CHARS,
     HOST,
     _watch_parent,
+    create_app,
     run_server,
 )
 from phi_finetune.local._server_files import remove_server_files
@@ -120,52 +121,6 @@ _OFFLINE_ENV = {
     "HF_DATASETS_OFFLINE": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
-
-
-# --------------------------------------------------------------------------- the app
-
-
-def create_app(
-    model: Any,
-    tokenizer: Any,
-    *,
-    key: str,
-    model_name: str = "model",
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-) -> Any:
-    """The FastAPI app serving ``model`` (see the module docstring for the contract)."""
-    from phi_finetune.local._app import build_app
-    from phi_finetune.local._chat import context_length
-    from phi_finetune.local.request_limits import RequestLimits
-
-    limits = RequestLimits(
-        max_body_bytes=max_body_bytes,
-        max_new_tokens=max_new_tokens_limit,
-        max_batch=max_batch,
-        max_prompt_chars=max_prompt_chars,
-        max_num_beams=max_num_beams,
-        context_length=context_length(model),
-    )
-    return build_app(
-        model,
-        tokenizer,
-        key=key,
-        model_name=model_name,
-        max_body_bytes=max_body_bytes,
-        max_new_tokens_limit=max_new_tokens_limit,
-        max_batch=max_batch,
-        limits=limits,
-        body_timeout=body_timeout,
-        batch_window_ms=batch_window_ms,
-        max_batch_size=max_batch_size,
-    )
 
 
 # --------------------------------------------------------------------------- the process
