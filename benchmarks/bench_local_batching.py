@@ -213,6 +213,9 @@ def main() -> int:
                     rate, lat = run(concurrency)
                     rates.setdefault((name, concurrency), []).append(rate)
                     latencies.setdefault((name, concurrency), []).extend(lat)
+        connection = http.client.HTTPConnection("127.0.0.1", new_server.port, timeout=10)
+        connection.request("GET", "/health")
+        health = json.loads(connection.getresponse().read())
     finally:
         new_server.stop()
         old_server.stop()
@@ -242,6 +245,11 @@ def main() -> int:
             f"{p99['old']:.0f} |"
         )
         results[str(c)] = {**row, "server/old": vs_old, "server/batch": vs_batch, "p99": p99}
+    served = sum(len(v) for (name, _), v in latencies.items() if name == "server") + 2
+    print(
+        f"server batches: {health.get('batches')} for {served} requests "
+        f"(mean {served / max(1, health.get('batches', 1)):.1f}, largest {health.get('largest_batch')})"
+    )
     print(json.dumps(results))
     return 0
 

@@ -85,7 +85,14 @@ async def _read_body(request: Request, limits: RequestLimits, timeout: float) ->
 
 
 _SCORE_OPTIONS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "num_beams")
-_POLL_S = 0.05
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Return when the client goes away (the body was read: only ``http.disconnect`` is left)."""
+    while True:
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            return
 
 
 async def _results(
@@ -93,17 +100,26 @@ async def _results(
 ) -> list[JobResult] | None:
     """Wait for ``jobs``; ``None`` (and the jobs cancelled) when the client goes away first."""
     futures = [asyncio.wrap_future(batcher.submit(job)) for job in jobs]
+    results = asyncio.gather(*futures)
+    gone = asyncio.ensure_future(_until_disconnect(request))
     try:
-        while True:
-            _, pending = await asyncio.wait(futures, timeout=_POLL_S)
-            if not pending:
-                return [future.result() for future in futures]
-            if await request.is_disconnected():
-                _cancelled(jobs, futures)
-                return None
+        waiters: set[asyncio.Future[Any]] = {results, gone}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         _cancelled(jobs, futures)
         raise
+    finally:
+        gone.cancel()
+    if results.done():
+        return list(results.result())
+    _cancelled(jobs, futures)
+    results.add_done_callback(_retrieve)  # a failure after the client left is not an error
+    return None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _cancelled(jobs: list[GenerationJob], futures: list[Any]) -> None:
