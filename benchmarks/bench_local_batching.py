@@ -246,9 +246,10 @@ def main() -> int:
         )
         results[str(c)] = {**row, "server/old": vs_old, "server/batch": vs_batch, "p99": p99}
     served = sum(len(v) for (name, _), v in latencies.items() if name == "server") + 2
+    batches = int(health.get("batches", 0)) or 1
     print(
-        f"server batches: {health.get('batches')} for {served} requests "
-        f"(mean {served / max(1, health.get('batches', 1)):.1f}, largest {health.get('largest_batch')})"
+        f"server batches: {batches} for {served} requests (mean {served / batches:.1f}, "
+        f"largest {health.get('largest_batch')})"
     )
     print(json.dumps(results))
     return 0
