@@ -415,8 +415,10 @@ class Endpoint:
         )
         poster = self._session if self._session is not None else requests
         try:
+            # ``stream`` only when streaming: the plain call stays what sessions expect.
+            extra: dict[str, Any] = {"stream": True} if stream else {}
             response = poster.post(
-                url, data=payload, headers=headers, timeout=self._timeout_s, stream=stream
+                url, data=payload, headers=headers, timeout=self._timeout_s, **extra
             )
         except requests.ConnectionError as exc:
             raise Retry(None, type(exc).__name__, None) from None
