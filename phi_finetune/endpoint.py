@@ -10,7 +10,6 @@ leaks into later calls. The key never appears in a repr, a log line or an error 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -18,10 +17,17 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from phi_finetune._endpoint_requests import (
+    Retry,
+    Secret,
+    encode_body,
+    parse_retry_after,
+    request_from_file,
+    status_hint,
+)
 from phi_finetune._redact import redact
 from phi_finetune.errors import (
     DataProblem,
@@ -43,58 +49,6 @@ logger = logging.getLogger(__name__)
 #: Statuses retried by :meth:`Endpoint.invoke` (throttled, or the deployment is busy/starting).
 RETRY_STATUSES = frozenset({429, 503})
 _EXCERPT = 500
-
-
-class _Secret:
-    """Holds a key; its repr and str never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str | None) -> None:
-        self._value = value or ""
-
-    def get(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "<secret>" if self._value else "<none>"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:  # never pickled along with the handle
-        raise TypeError("endpoint keys cannot be pickled")
-
-
-class _Retry(Exception):
-    """A retryable scoring answer (carries what the final error needs)."""
-
-    def __init__(
-        self, status: int | None, body: str, retry_after: float | None, *, timed_out: bool = False
-    ) -> None:
-        self.timed_out = timed_out
-        super().__init__(f"HTTP {status}" if status is not None else "a connection error")
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
 @contextlib.contextmanager
@@ -180,6 +134,7 @@ class Endpoint:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         kind: str = "endpoint",
+        chat_uri: str | None = None,
     ) -> None:
         if not scoring_uri.startswith(("http://", "https://")):
             raise EndpointError(
@@ -190,7 +145,7 @@ class Endpoint:
             raise ValueError("max_attempts must be >= 1")
         self._name = name
         self._scoring_uri = scoring_uri
-        self._key = _Secret(key)
+        self._key = Secret(key)
         self._deployment_name = deployment_name
         self._ml_client = ml_client
         self._fetch_logs = fetch_logs
@@ -204,6 +159,11 @@ class Endpoint:
         self._sleep = sleep
         self._kind = kind
         self._deleted = False
+        from phi_finetune.endpoint_chat import chat_url
+
+        self._chat_uri = chat_uri or chat_url(scoring_uri)
+        # None: not tried yet; False: the route is missing (404), /score is used instead.
+        self._chat_served: bool | None = None
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -393,17 +353,19 @@ class Endpoint:
 
     def invoke_request(self, body: Mapping[str, Any]) -> ScoreResult:
         """POST an already built scoring body, retrying 429/503 answers."""
+        return self._parse(self._send(encode_body(body), self._scoring_uri))
+
+    def _send(self, payload: bytes, url: str, *, stream: bool = False) -> Any:
+        """POST ``payload`` to ``url`` with the key, retrying 429/503 and connection errors."""
         if self._deleted:
             raise EndpointError(f"endpoint {self._name!r} was deleted by this handle")
         import requests
 
         from phi_finetune.azure.boundary import retrying
 
-        payload = _encode_body(body)
-
         def wait(state: Any) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _Retry) and exc.retry_after is not None:
+            if isinstance(exc, Retry) and exc.retry_after is not None:
                 return min(exc.retry_after, self._max_retry_after_s)
             backoff: float = min(self._max_backoff_s, 0.5 * 2.0 ** (state.attempt_number - 1))
             return backoff * (0.5 + random.random() / 2)
@@ -411,13 +373,13 @@ class Endpoint:
         policy = retrying(
             f"score endpoint {self._name!r}",
             attempts=self._max_attempts,
-            retry_on=lambda exc: isinstance(exc, _Retry),
+            retry_on=lambda exc: isinstance(exc, Retry),
             wait=wait,
             sleep=self._sleep,
         )
         try:
-            response = policy(self._post_once, payload, requests)
-        except _Retry as exc:
+            return policy(self._post_once, payload, requests, url, stream)
+        except Retry as exc:
             if exc.timed_out:
                 raise InvocationError(
                     f"endpoint {self._name!r} did not answer within {self._timeout_s:g} s "
@@ -433,50 +395,143 @@ class Endpoint:
                 status=exc.status,
                 body_excerpt=self._excerpt(exc.body),
             ) from None
-        return self._parse(response)
 
-    def _post_once(self, payload: bytes, requests: Any) -> Any:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    def _post_once(
+        self, payload: bytes, requests: Any, url: str | None = None, stream: bool = False
+    ) -> Any:
+        url = url or self._scoring_uri
+        accept = "text/event-stream" if stream else "application/json"
+        headers = {"Content-Type": "application/json", "Accept": accept}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key.get()}"
         if self._deployment_name:
             headers["azureml-model-deployment"] = self._deployment_name
         logger.debug(
             "POST %s (endpoint %s, deployment %s, %d bytes)",
-            self._scoring_uri,
+            url,
             self._name,
             self._deployment_name,
             len(payload),
         )
         poster = self._session if self._session is not None else requests
         try:
+            # ``stream`` only when streaming: the plain call stays what sessions expect.
+            extra: dict[str, Any] = {"stream": True} if stream else {}
             response = poster.post(
-                self._scoring_uri, data=payload, headers=headers, timeout=self._timeout_s
+                url, data=payload, headers=headers, timeout=self._timeout_s, **extra
             )
         except requests.ConnectionError as exc:
-            raise _Retry(None, type(exc).__name__, None) from None
+            raise Retry(None, type(exc).__name__, None) from None
         except requests.Timeout as exc:  # transient too: retried, then the timeout error
-            raise _Retry(None, type(exc).__name__, None, timed_out=True) from None
+            raise Retry(None, type(exc).__name__, None, timed_out=True) from None
         except requests.RequestException as exc:
             raise InvocationError(
-                f"could not reach endpoint {self._name!r} at {self._scoring_uri}: "
-                f"{type(exc).__name__}",
+                f"could not reach endpoint {self._name!r} at {url}: {type(exc).__name__}",
                 body_excerpt=self._excerpt(str(exc)),
             ) from None
         if response.status_code in RETRY_STATUSES:
-            raise _Retry(
+            raise Retry(
                 response.status_code,
                 response.text,
-                _parse_retry_after(response.headers.get("Retry-After")),
+                parse_retry_after(response.headers.get("Retry-After")),
             )
         return response
+
+    # ------------------------------------------------------------------ OpenAI-compatible chat
+    @property
+    def chat_uri(self) -> str:
+        """The OpenAI-compatible chat URL (derived from the scoring URI unless given)."""
+        return self._chat_uri
+
+    def chat(self, messages: Sequence[Message], **parameters: Any) -> ScoreResult:
+        """One chat completion through ``/v1/chat/completions`` (OpenAI parameters:
+        ``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``n``, ``seed``...); one output
+        per choice. An endpoint that does not serve the route (HTTP 404/405) is scored through
+        ``/score`` instead, with a warning in the log; then ``seed`` and other OpenAI-only
+        fields are dropped and ``stop`` is applied to the text."""
+        from phi_finetune.endpoint_chat import chat_body, parse_chat_response
+
+        body = chat_body(messages, parameters)
+        if self._chat_served is not False:
+            response = self._send(encode_body(body), self._chat_uri)
+            if not self._route_missing(response):
+                self._chat_served = True
+                self._check_status(response)
+                return parse_chat_response(response.content)
+        return self._chat_by_score(messages, parameters)
+
+    def stream(self, messages: Sequence[Message], **parameters: Any) -> Iterator[str]:
+        """The reply's text pieces as the endpoint generates them (``stream=true``). Closing
+        the iterator early closes the connection, which stops the generation on servers that
+        notice (the local one does). Without the chat route: one piece, from ``/score``."""
+        from phi_finetune.endpoint_chat import chat_body, stream_text
+
+        body = chat_body(messages, parameters, stream=True)
+        if self._chat_served is not False:
+            response = self._send(encode_body(body), self._chat_uri, stream=True)
+            if not self._route_missing(response):
+                self._chat_served = True
+                try:
+                    self._check_status(response)
+                    kind = str(response.headers.get("content-type", ""))
+                    if not kind.startswith("text/event-stream"):
+                        yield from self._parse_chat_outputs(response)
+                        return
+                    yield from stream_text(response.iter_lines())
+                finally:
+                    response.close()
+                return
+        result = self._chat_by_score(messages, parameters)
+        if result.text:
+            yield result.text
+
+    def _parse_chat_outputs(self, response: Any) -> Iterator[str]:
+        from phi_finetune.endpoint_chat import parse_chat_response
+
+        text = parse_chat_response(response.content).text
+        if text:
+            yield text
+
+    def _route_missing(self, response: Any) -> bool:
+        if int(response.status_code) not in (404, 405):
+            return False
+        response.close()
+        return True
+
+    def _check_status(self, response: Any) -> None:
+        status = int(response.status_code)
+        if status >= 400:
+            raise InvocationError(
+                f"endpoint {self._name!r} answered HTTP {status}: {status_hint(status)}",
+                status=status,
+                body_excerpt=self._excerpt(response.text),
+            )
+
+    def _chat_by_score(
+        self, messages: Sequence[Message], parameters: Mapping[str, Any]
+    ) -> ScoreResult:
+        from phi_finetune.endpoint_chat import apply_stop, score_fallback
+
+        score_parameters, n, dropped = score_fallback(parameters)
+        if self._chat_served is None:
+            logger.warning(
+                "endpoint %s does not serve %s (HTTP 404); scoring through /score instead%s",
+                self._name,
+                self._chat_uri,
+                f" (ignoring {', '.join(dropped)})" if dropped else "",
+            )
+        result = self.invoke([list(messages)] * n, **score_parameters)
+        self._chat_served = False
+        stop = parameters.get("stop")
+        outputs = tuple(apply_stop(text, stop) for text in result.outputs)
+        return ScoreResult(outputs=outputs, shape=result.shape, raw=result.raw)
 
     def _parse(self, response: Any) -> ScoreResult:
         status = int(response.status_code)
         text = response.text
         if status >= 400:
             raise InvocationError(
-                f"endpoint {self._name!r} answered HTTP {status}: {_hint(status)}",
+                f"endpoint {self._name!r} answered HTTP {status}: {status_hint(status)}",
                 status=status,
                 body_excerpt=self._excerpt(text),
             )
@@ -555,101 +610,3 @@ class Endpoint:
                 self._name,
                 exc_info=True,
             )
-
-
-def _encode_body(body: Any) -> bytes:
-    """``body`` as strict JSON in UTF-8, or :class:`DataValidationError` saying why not."""
-    try:
-        return json.dumps(body, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError, RecursionError) as exc:
-        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise DataValidationError(
-            "the scoring request cannot be sent as JSON",
-            problems=[
-                DataProblem(
-                    source="<request>",
-                    line=None,
-                    field=None,
-                    message=reason,
-                    fix="send a JSON object of strings, numbers, lists and objects (no NaN, "
-                    "no unpaired surrogates), e.g. one built by build_request",
-                    code="invalid-request",
-                )
-            ],
-        ) from None
-
-
-def _hint(status: int) -> str:
-    if status in (401, 403):
-        return (
-            "the key was refused; it may have been regenerated: attach again "
-            "(`phi-finetune invoke --endpoint NAME`) to fetch the current key"
-        )
-    if status == 404:
-        return "no such endpoint or deployment; check the names with `phi-finetune endpoints list`"
-    if status == 408:
-        return "the model took longer than the deployment's request_timeout_ms"
-    if status == 413:
-        return "the request is too large; send fewer or shorter conversations"
-    if status == 424:
-        return "the model container failed on this input; read `Endpoint.logs()`"
-    if status >= 500:
-        return "the deployment failed on this request; read `Endpoint.logs()`"
-    return "the request was refused; see the body excerpt"
-
-
-def request_from_file(path: str | os.PathLike[str], **parameters: Any) -> dict[str, Any]:
-    """Read a scoring request file (see :meth:`Endpoint.invoke_file`) into a request body."""
-    source = os.fspath(path)
-
-    def problem(message: str, fix: str) -> DataValidationError:
-        return DataValidationError(
-            f"{source} is not a usable scoring request",
-            problems=[DataProblem(source=source, line=None, field=None, message=message, fix=fix)],
-        )
-
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise problem(f"cannot read it: {exc.strerror or exc}", "check the path") from exc
-    except UnicodeDecodeError as exc:
-        raise problem(f"not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from None
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise problem("JSON nested too deeply", "write a JSON scoring body") from None
-    except ValueError:
-        lines = [line for line in text.splitlines() if line.strip()]
-        if len(lines) >= 1:
-            try:
-                data = json.loads(lines[0])
-            except (ValueError, RecursionError) as exc:
-                raise problem(
-                    f"not JSON ({exc})", "write a JSON scoring body or a JSON list of messages"
-                ) from exc
-        else:
-            raise problem("the file is empty", "write a JSON scoring body") from None
-    if isinstance(data, Mapping) and "messages" in data and "input_data" not in data:
-        messages = list(data["messages"]) if isinstance(data["messages"], list) else []
-        while messages and isinstance(messages[-1], Mapping) and messages[-1].get("role") != "user":
-            messages.pop()
-        data = messages
-    try:
-        if isinstance(data, Mapping) and "input_data" in data:
-            input_data = data["input_data"]
-            if not isinstance(input_data, Mapping):
-                raise ValueError("input_data must be an object")
-            conversations = input_data.get("input_string")
-            merged = {**dict(input_data.get("parameters") or {}), **parameters}
-            body = build_request(conversations or [], merged)
-            body["params"] = dict(data.get("params") or {})
-            return body
-        if isinstance(data, list):
-            return build_request(data, parameters)
-        raise ValueError("expected a scoring body, a list of messages or {'messages': [...]}")
-    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
-        raise problem(
-            str(exc),
-            'use {"input_data": {"input_string": [[{"role": "user", "content": "..."}]], '
-            '"parameters": {}}, "params": {}}',
-        ) from exc

@@ -10,6 +10,10 @@ Which endpoint:
   names (``details.key_env``).
 - ``--scoring-uri URI``: any endpoint speaking the Azure scoring contract, no workspace needed.
 
+``--chat`` sends the conversation to the OpenAI-compatible ``/v1/chat/completions`` route
+(``--param`` names are OpenAI's: ``max_tokens``, ``temperature``, ``stop``...); ``--stream`` also
+prints the reply as it is generated. Where the endpoint lacks the route, ``/score`` is used.
+
 ``--key-env VAR`` takes the key from environment variable ``VAR`` instead (never pass a key on
 the command line: it ends up in shell history and process lists).
 """
@@ -64,6 +68,18 @@ def register(subparsers: Any) -> None:
         help="generation parameter (VALUE parsed as JSON), e.g. --param max_new_tokens=50",
     )
     parser.add_argument("--key-env", metavar="VAR", help="read the endpoint key from $VAR")
+    route = parser.add_mutually_exclusive_group()
+    route.add_argument(
+        "--chat",
+        action="store_true",
+        help="use the OpenAI-compatible /v1/chat/completions route (OpenAI parameter names, "
+        "e.g. --param max_tokens=50; falls back to /score where the endpoint lacks it)",
+    )
+    route.add_argument(
+        "--stream",
+        action="store_true",
+        help="like --chat, printing the reply as it is generated",
+    )
     add_state_dir_option(parser)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.set_defaults(handler=run_invoke)
@@ -201,13 +217,28 @@ def run_invoke(args: Any) -> int:
     parameters = _parameters(args.param)
     endpoint = endpoint_for(args)
     say(args, f"scoring {endpoint.name} ({endpoint.deployment_name or 'default deployment'})")
-    if args.file:
-        result = endpoint.invoke_file(args.file, **parameters)
-    else:
-        messages = []
+    messages: list[dict[str, str]] = []
+    if args.file and (args.chat or args.stream):
+        from phi_finetune.endpoint import request_from_file
+
+        messages = list(request_from_file(args.file)["input_data"]["input_string"][0])
+    elif not args.file:
         if args.system:
             messages.append({"role": "system", "content": args.system})
         messages.append({"role": "user", "content": args.message})
+    if args.stream and not getattr(args, "json", False):
+        import sys
+
+        for piece in endpoint.stream(messages, **parameters):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    if args.stream or args.chat:
+        result = endpoint.chat(messages, **parameters)
+    elif args.file:
+        result = endpoint.invoke_file(args.file, **parameters)
+    else:
         result = endpoint.invoke(messages, **parameters)
     emit(
         args,

@@ -540,6 +540,18 @@ class LocalConfig(_Section):
             _STR, "string", check=_check_alias, allowed="an MLflow alias such as 'champion'"
         ),
     )
+    batch_window_ms: float = attrs.field(
+        default=5.0,
+        metadata=_spec(
+            _NUM, "number", check=_int_range(0, 1000), allowed="0 .. 1000 (milliseconds)"
+        ),
+    )
+    """How long the local endpoint collects concurrent requests into one batch."""
+    max_batch_size: int = attrs.field(
+        default=32,
+        metadata=_spec(_INT, "integer", check=_int_range(1, 256), allowed="1 (no batching) .. 256"),
+    )
+    """The most conversations the local endpoint generates in one call."""
 
 
 @attrs.frozen

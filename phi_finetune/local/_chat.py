@@ -27,6 +27,7 @@ __all__ = [
     "encode_conversation",
     "encode_prompts",
     "generate",
+    "render_prompt",
 ]
 
 #: Phi-3 special tokens (the order fixes their ids in the tiny test model).
@@ -63,6 +64,12 @@ def _render(tokenizer: Any, messages: Sequence[Mapping[str, str]], *, prompt: bo
         [dict(m) for m in messages], tokenize=False, add_generation_prompt=prompt
     )
     return str(text)
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
+    """The prompt text the model continues for ``messages`` (the chat template's
+    generation prompt added)."""
+    return _render(tokenizer, messages, prompt=True)
 
 
 def _common_prefix(a: str, b: str) -> int:

@@ -208,6 +208,8 @@ class LocalBackend:
             port=ctx.config.local.port,
             log_path=ctx.run_dir / "server.log",
             key_file=key_file,
+            batch_window_ms=ctx.config.local.batch_window_ms,
+            max_batch_size=ctx.config.local.max_batch_size,
         )
         # Intent before action: a kill while it starts still leaves the server findable (by
         # its model URI; its watchdog also stops it once this process is gone).

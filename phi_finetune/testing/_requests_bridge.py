@@ -45,6 +45,7 @@ def make_adapter_send(fake_send: Callable[[Any], Any], real_send: Callable[..., 
         response.status_code = answer.status_code
         response.headers = CaseInsensitiveDict(dict(answer.headers))
         response._content = answer.content
+        response._content_consumed = True  # type: ignore[attr-defined]  # iter_lines reads _content
         response.url = str(request.url)
         response.request = request
         response.reason = "fake"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,19 @@ from phi_finetune.testing._state import DeploymentScript
 if TYPE_CHECKING:
     from phi_finetune.testing._store import FakeStore
 
-__all__ = ["ENDPOINT_NAME", "ROUTES"]
+__all__ = ["CHAT_ROUTE_TAG", "ENDPOINT_NAME", "ROUTES"]
 
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 _EP = WS + r"/onlineEndpoints/(?P<ep>[^/]+)"
 _DEP = _EP + r"/deployments/(?P<dep>[^/]+)"
-_SCORE = r"(?P<ep>[a-z0-9-]+)\.(?P<loc>[a-z0-9]+)\.inference\.ml\.azure\.com/score"
+_HOST = r"(?P<ep>[a-z0-9-]+)\.(?P<loc>[a-z0-9]+)\.inference\.ml\.azure\.com"
+_SCORE = _HOST + r"/score"
+# The foundation-model inference container's OpenAI-compatible route (azureml-examples build
+# it as ``scoring_uri.replace("/score", "/v1/chat/completions")``).
+_CHAT = _HOST + r"/v1/chat/completions"
+#: A deployment (or endpoint) tag: ``"off"`` makes the deployment answer 404 on the chat route,
+#: like a container that serves ``/score`` only.
+CHAT_ROUTE_TAG = "fake-azureml-chat-completions"
 
 
 def _endpoint_body(store: FakeStore, name: str, sent: dict[str, Any]) -> dict[str, Any]:
@@ -401,7 +409,8 @@ def _deployment_logs(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Re
 # ---------------------------------------------------------------------------- scoring
 
 
-def _score(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+def _routed(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply | tuple[str, str]:
+    """``(endpoint, deployment)`` a scoring call goes to, or the reply refusing it."""
     endpoint = store.find_endpoint(m["ep"])
     if endpoint is None:
         return Reply(status=404, json={"message": f"Endpoint {m['ep']!r} not found."})
@@ -435,11 +444,106 @@ def _score(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
         return Reply(status=503, json={"message": f"Deployment {deployment!r} is {state}."})
     if req.json is None:
         return Reply(status=400, json={"message": "The request body must be JSON."})
+    return endpoint, deployment
+
+
+def _score(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    routed = _routed(store, req, m)
+    if isinstance(routed, Reply):
+        return routed
+    endpoint, deployment = routed
     store.record_scoring_call(endpoint, deployment, req.json)
     answer = store.scorer(req.json, deployment)
     if isinstance(answer, Reply):
         return answer
     return Reply(json=answer, headers={"azureml-model-deployment": deployment})
+
+
+def _serves_chat(store: FakeStore, endpoint: str, deployment: str) -> bool:
+    for body in (store.get_deployment(endpoint, deployment), store.get_endpoint(endpoint)):
+        tags = (body or {}).get("tags") or {}
+        if str(tags.get(CHAT_ROUTE_TAG, "")).lower() == "off":
+            return False
+    return True
+
+
+def _chat_text(answer: Any) -> str:
+    if isinstance(answer, dict) and "output" in answer:
+        output = answer["output"]
+        return str(output[0] if isinstance(output, list) and output else output)
+    if isinstance(answer, list) and answer and isinstance(answer[0], dict):
+        return str(next(iter(answer[0].values()), ""))
+    return str(answer)
+
+
+def _chat(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    """``/v1/chat/completions``: the scorer's answer to the same messages, OpenAI-shaped."""
+    routed = _routed(store, req, m)
+    if isinstance(routed, Reply):
+        return routed
+    endpoint, deployment = routed
+    if not _serves_chat(store, endpoint, deployment):
+        return Reply(status=404, body=b"Not Found", headers={"content-type": "text/plain"})
+    sent = req.json if isinstance(req.json, dict) else {}
+    messages = sent.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return Reply(
+            status=400,
+            json={
+                "error": {
+                    "message": "messages must be a non-empty list",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": None,
+                }
+            },
+        )
+    store.record_scoring_call(endpoint, deployment, req.json)
+    answer = store.scorer(
+        {"input_data": {"input_string": [messages], "parameters": {}}}, deployment
+    )
+    if isinstance(answer, Reply):
+        return answer
+    text = _chat_text(answer)
+    wanted_n = sent.get("n")
+    n = wanted_n if isinstance(wanted_n, int) and wanted_n > 0 else 1
+    ident = f"chatcmpl-fake-{store.next_id()}"
+    headers = {"azureml-model-deployment": deployment}
+    base = {"id": ident, "created": 1_700_000_000, "model": deployment}
+    if sent.get("stream") is True:
+        events = []
+        for index in range(n):
+            for delta, finish in (
+                ({"role": "assistant", "content": ""}, None),
+                *(({"content": word}, None) for word in re.findall(r"\S+\s*", text)),
+                ({}, "stop"),
+            ):
+                chunk = {
+                    **base,
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+                }
+                events.append(f"data: {json.dumps(chunk)}\n\n")
+        events.append("data: [DONE]\n\n")
+        return Reply(
+            body="".join(events).encode(), headers={**headers, "content-type": "text/event-stream"}
+        )
+    words = len(text.split())
+    body = {
+        **base,
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": index,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+            for index in range(n)
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words},
+    }
+    return Reply(json=body, headers=headers)
 
 
 ROUTES = [
@@ -455,4 +559,5 @@ ROUTES = [
     route("deployments.delete", "DELETE", _DEP, _deployment_delete),
     route("deployments.get_logs", "POST", _DEP + r"/getLogs", _deployment_logs),
     route("scoring", "POST", _SCORE, _score),
+    route("scoring.chat", "POST", _CHAT, _chat),
 ]

@@ -1,0 +1,178 @@
+"""The server process behind :mod:`phi_finetune.local.server`: load the model, bind 127.0.0.1,
+run uvicorn until SIGTERM/SIGINT, and a watchdog that stops when the launching process is gone."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from phi_finetune._atomic import atomic_write_json
+from phi_finetune.errors import LocalBackendError
+from phi_finetune.local.batching import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH_SIZE
+
+logger = logging.getLogger("phi_finetune.local.server")
+
+__all__ = ["create_app", "run_server"]
+
+DEFAULT_MAX_BODY_BYTES = 1_000_000
+DEFAULT_MAX_NEW_TOKENS = 512
+DEFAULT_MAX_BATCH = 32
+DEFAULT_MAX_PROMPT_CHARS = 50_000
+DEFAULT_MAX_NUM_BEAMS = 4
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5
+DEFAULT_MAX_CONNECTIONS = 256
+HOST = "127.0.0.1"
+
+
+def create_app(
+    model: Any,
+    tokenizer: Any,
+    *,
+    key: str,
+    model_name: str = "model",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> Any:
+    """The FastAPI app serving ``model`` (see the module docstring for the contract)."""
+    from phi_finetune.local._app import build_app
+    from phi_finetune.local._chat import context_length
+    from phi_finetune.local.request_limits import RequestLimits
+
+    limits = RequestLimits(
+        max_body_bytes=max_body_bytes,
+        max_new_tokens=max_new_tokens_limit,
+        max_batch=max_batch,
+        max_prompt_chars=max_prompt_chars,
+        max_num_beams=max_num_beams,
+        context_length=context_length(model),
+    )
+    return build_app(
+        model,
+        tokenizer,
+        key=key,
+        model_name=model_name,
+        max_body_bytes=max_body_bytes,
+        max_new_tokens_limit=max_new_tokens_limit,
+        max_batch=max_batch,
+        limits=limits,
+        body_timeout=body_timeout,
+        batch_window_ms=batch_window_ms,
+        max_batch_size=max_batch_size,
+    )
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit when the launching process is gone (safety net when it was killed hard)."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                logger.warning("launching process %d is gone; stopping", parent_pid)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            except PermissionError:  # pragma: no cover - a pid reused by another user
+                return
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
+def run_server(
+    model_uri: str,
+    *,
+    key: str,
+    port: int = 0,
+    tracking_uri: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    ready_file: str | None = None,
+    on_ready: Callable[[int], None] | None = None,
+    threads: int | None = None,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> None:
+    """Load ``model_uri`` and serve it on 127.0.0.1 until SIGTERM/SIGINT (blocking).
+
+    ``threads`` sets torch's intra-op threads (1 is fastest for tiny models on a busy CPU).
+    """
+    import uvicorn
+
+    from phi_finetune.local._connection_guard import guarded_protocol
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    from phi_finetune.local.registry import load_chat_model
+
+    model, tokenizer = load_chat_model(model_uri, tracking_uri=tracking_uri)
+    app = create_app(
+        model,
+        tokenizer,
+        key=key,
+        model_name=model_uri,
+        max_body_bytes=max_body_bytes,
+        max_new_tokens_limit=max_new_tokens_limit,
+        max_batch=max_batch,
+        max_prompt_chars=max_prompt_chars,
+        max_num_beams=max_num_beams,
+        body_timeout=body_timeout,
+        batch_window_ms=batch_window_ms,
+        max_batch_size=max_batch_size,
+    )
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when
+    # the socket says TCP; without it every response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise LocalBackendError(f"cannot listen on {HOST}:{port}: {exc.strerror}") from exc
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=3,
+        timeout_keep_alive=keep_alive_timeout,
+        # The guard bounds connections (uvicorn's limit_concurrency would count idle ones and
+        # answer 503 to real clients); one request runs per connection, so tasks are bounded too.
+        limit_concurrency=None,
+        http=guarded_protocol(header_timeout=header_timeout, max_connections=max_connections),
+    )
+    server = uvicorn.Server(config)
+    if ready_file:
+        atomic_write_json(ready_file, {"port": bound_port, "pid": os.getpid()})
+    if on_ready is not None:
+        on_ready(bound_port)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
