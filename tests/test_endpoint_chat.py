@@ -38,6 +38,8 @@ def _ready(fake: FakeAzureML, *, chat: bool = True, name: str = "ep-chat-1") -> 
     endpoint = ml.online_endpoints.begin_create_or_update(
         ManagedOnlineEndpoint(name=name, auth_mode="key")
     ).result()
+    if "job1" not in fake.jobs:
+        fake.add_completed_job("job1")  # the model below comes from its output
     ml.models.create_or_update(
         Model(
             name="phi-ft",
