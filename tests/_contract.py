@@ -29,9 +29,16 @@ import jsonschema
 
 CONTRACT_DIR = Path(__file__).parent / "data" / "contract"
 SPEC_FILE = CONTRACT_DIR / "machineLearningServices.2023-08-01-preview.json"
-# derived from azure-ai-ml 1.35.2 (api 2025-12-01): still the contract for the workspace route,
-# whose swagger (machineLearningServices.json / workspaceRP.json Workspace) is not vendored
+# derived from azure-ai-ml 1.35.2 (api 2025-12-01); no longer the contract of any route (the
+# workspace route follows WORKSPACE_BY_API_VERSION), kept for test_derived_definitions_are_up_to_date
 ASSETS_SPEC_FILE = CONTRACT_DIR / "armMlService.azure-ai-ml-1.35.2.json"
+# api-version -> the vendored workspaceRP.json Workspace tree of that version
+WORKSPACE_BY_API_VERSION: dict[str, Path] = {
+    version: CONTRACT_DIR / f"workspaceRP.{version}.json"
+    for version in ("2023-08-01-preview", "2024-10-01-preview")
+}
+# api-version -> machineLearningServices.json definitions (computes, vmSizes, usages)
+COMPUTE_BY_API_VERSION: dict[str, Path] = {"2023-08-01-preview": SPEC_FILE}
 # api-version -> the vendored swagger of that version (mfe.json definitions, see the README)
 BY_API_VERSION: dict[str, Path] = {
     version: CONTRACT_DIR / f"mfe.{version}.json"
@@ -167,7 +174,7 @@ def has_definition(definition: str, source: Path) -> bool:
     return definition in spec(source)["definitions"]
 
 
-def operation(operation_id: str) -> dict[str, Any]:
+def operation(operation_id: str, source: Path = SPEC_FILE) -> dict[str, Any]:
     """``{"method", "path", "responses": {status: {"schema", "headers"}}, ...}``."""
-    ops: dict[str, Any] = spec()["operations"]
+    ops: dict[str, Any] = spec(source)["operations"]
     return dict(ops[operation_id])
