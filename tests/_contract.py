@@ -30,7 +30,7 @@ import jsonschema
 CONTRACT_DIR = Path(__file__).parent / "data" / "contract"
 SPEC_FILE = CONTRACT_DIR / "machineLearningServices.2023-08-01-preview.json"
 # derived from azure-ai-ml 1.35.2 (api 2025-12-01); no longer the contract of any route (the
-# workspace route follows WORKSPACE_BY_API_VERSION), kept for test_derived_definitions_are_up_to_date
+# workspace route follows WORKSPACE_BY_API_VERSION); its re-derivation is still tested
 ASSETS_SPEC_FILE = CONTRACT_DIR / "armMlService.azure-ai-ml-1.35.2.json"
 # api-version -> the vendored workspaceRP.json Workspace tree of that version
 WORKSPACE_BY_API_VERSION: dict[str, Path] = {
@@ -163,10 +163,22 @@ def validator(definition: str, source: Path = SPEC_FILE) -> jsonschema.protocols
     return cls(schema)
 
 
+def _flatten(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """An ``x-nullable`` value (``anyOf: [null, X]``) that is not null reports X's own errors."""
+    if error.validator == "anyOf" and error.instance is not None:
+        branches = error.validator_value
+        nullable = [i for i, b in enumerate(branches) if b == {"type": "null"}]
+        if len(branches) == 2 and nullable:
+            inner = [e for e in error.context or [] if e.schema_path[0] != nullable[0]]
+            if inner:
+                return [leaf for e in inner for leaf in _flatten(e)]
+    return [error]
+
+
 def errors(definition: str, body: Any, source: Path = SPEC_FILE) -> list[str]:
     """Every way ``body`` breaks ``definition``: ``"<json path>: <message>"``, empty if none."""
     found = validator(definition, source).iter_errors(body)
-    return sorted(f"{e.json_path}: {e.message}" for e in found)
+    return sorted(f"{e.json_path}: {e.message}" for top in found for e in _flatten(top))
 
 
 def has_definition(definition: str, source: Path) -> bool:
