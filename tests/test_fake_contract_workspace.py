@@ -229,3 +229,22 @@ def _all_valid(captured: Captured, *definitions: str) -> None:
         assert captured.on(definition), f"no reply was validated against {definition}"
     problems = captured.problems()
     assert problems == [], "\n".join(problems)
+
+
+def test_workspace_list_replies_validate_and_page(fake: FakeAzureML) -> None:
+    """Workspaces_ListByResourceGroup and _ListBySubscription (routes the fake lacked before)."""
+    with capture() as captured:
+        names = [w.name for w in fake.workspace_client().workspaces.list()]
+        everywhere = fake.workspace_client().workspaces.list(scope="subscription")
+        assert fake.workspace_name in [w.name for w in everywhere]
+    assert names == [fake.workspace_name]
+    _all_valid(captured, "WorkspaceListResult")
+    rg = f"/subscriptions/{fake.subscription_id}/resourceGroups/{fake.resource_group}"
+    url = f"https://management.azure.com{rg}/providers/Microsoft.MachineLearningServices/workspaces"
+    for version in VERSIONS:
+        status, body = _raw(fake, f"{url}?api-version={version}")
+        assert status == 200
+        assert _problems("WorkspaceListResult", body, version) == []
+        assert [w["name"] for w in body["value"]] == [fake.workspace_name]
+    status, _ = _raw(fake, url.replace(fake.resource_group, "rg-missing") + "?api-version=x")
+    assert status == 404
