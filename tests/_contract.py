@@ -10,7 +10,8 @@ Conversion rules, so a reply the fake gives is checked as the specification mean
   specification names);
 - ``discriminator``: a reference to the base resolves to the subtype chosen by the
   discriminator value (``if``/``then`` per ``x-ms-discriminator-value``); the subtypes' own
-  ``allOf`` reference the plain base;
+  ``allOf`` reference the plain base; a value naming no vendored subtype fails (it is not checked
+  against the base alone);
 - strict mode: every definition that is not an ``allOf`` member gets
   ``unevaluatedProperties: false``, so a key the specification does not name fails
   (``allOf`` members stay open, or they would reject their siblings' keys);
@@ -141,7 +142,9 @@ def json_schema_defs(source: Path = SPEC_FILE) -> dict[str, Any]:
                 }
                 for value, sub in subtypes[name].items()
             ]
-            converted = {"allOf": [{"$ref": f"#/$defs/{name}{_BASE_SUFFIX}"}, *branches]}
+            # a value naming a subtype that is not vendored fails, never passes on the base alone
+            known = {"properties": {disc: {"enum": sorted(subtypes[name])}}}
+            converted = {"allOf": [{"$ref": f"#/$defs/{name}{_BASE_SUFFIX}"}, known, *branches]}
         elif name in members:
             out[name + _BASE_SUFFIX] = converted
         if converted.get("type") == "object" or "allOf" in converted:

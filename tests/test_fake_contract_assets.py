@@ -247,8 +247,10 @@ def test_the_swagger_validator_rejects_unknown_keys_wrong_enums_and_missing_requ
     assert "$.properties.status: 'Done' is not one of" in "\n".join(
         _problems("JobBaseResource", job, v2024)
     )
-    stubbed = {"properties": {"jobType": "Pipeline", "identity": {"identityType": "AMLToken"}}}
-    assert _problems("JobBaseResource", stubbed, v2024) != []  # not transcribed: refused
+    identity = {"properties": {"jobType": "Pipeline", "identity": {"identityType": "AMLToken"}}}
+    assert _problems("JobBaseResource", identity, v2024) == []  # IdentityConfiguration: AmlToken
+    identity["properties"]["identity"] = {"identityType": "AMLToken", "clientId": "x"}
+    assert "'clientId' was unexpected" in "\n".join(_problems("JobBaseResource", identity, v2024))
 
 
 def test_derived_definitions_are_up_to_date(
