@@ -51,8 +51,9 @@ BY_API_VERSION: dict[str, Path] = {
         "2024-10-01-preview",
     )
 }
-# registry data plane (derived, no swagger published) and registry discovery (swagger v1.0)
-REGISTRY_FILE = CONTRACT_DIR / "registryDataplane.2021-10-01-dataplanepreview.json"
+# registry data plane: the swagger azure-sdk-for-python generates its client from (not in
+# azure-rest-api-specs); registry discovery: swagger v1.0
+REGISTRY_FILE = CONTRACT_DIR / "mfe.2021-10-01-dataplanepreview.json"
 DISCOVERY_FILE = CONTRACT_DIR / "registryDiscovery.v1.0.json"
 
 _DROP = {"readOnly", "title", "description", "default", "format", "discriminator"}

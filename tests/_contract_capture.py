@@ -27,7 +27,7 @@ COMPUTE = "compute"
 LOC = r"/subscriptions/[^/]+/providers/Microsoft\.MachineLearningServices/locations/[^/]+"
 REGISTRY = "registry"
 DISCOVERY = "discovery"
-# Keys of a registry model version beyond the derived 2021-10-01-dataplanepreview contract, with
+# Keys of a registry model version beyond the 2021-10-01-dataplanepreview swagger, with
 # public evidence that the service sends them: azure-ai-ml 1.35.2 writes registry models with
 # ``properties.system_metadata`` (``_restclient/model_dataplane/operations/_patch.py``) and the
 # azureml-assets spec.yaml of the model publishes it; the camelCase spelling is the fake's knob.
@@ -86,10 +86,10 @@ ROUTES: list[tuple[str, str, str, str]] = [
         "swagger",
         "OnlineDeploymentTrackedResourceArmPaginatedResult",
     ),
-    ("GET", rf"{REG}/models/[^/]+/versions/[^/]+$", REGISTRY, "ModelVersionData"),
+    ("GET", rf"{REG}/models/[^/]+/versions/[^/]+$", REGISTRY, "ModelVersionResource"),
     ("GET", rf"{REG}/models/[^/]+/versions$", REGISTRY, "ModelVersionResourceArmPaginatedResult"),
-    ("GET", rf"{REG}/models/[^/]+$", REGISTRY, "ModelContainerData"),
-    ("GET", rf"{REG}/components/[^/]+/versions/[^/]+$", REGISTRY, "ComponentVersionData"),
+    ("GET", rf"{REG}/models/[^/]+$", REGISTRY, "ModelContainerResource"),
+    ("GET", rf"{REG}/components/[^/]+/versions/[^/]+$", REGISTRY, "ComponentVersionResource"),
     (
         "GET",
         rf"{REG}/components/[^/]+/versions$",

@@ -485,8 +485,11 @@ def test_the_library_flow_replies_all_validate(monkeypatch: pytest.MonkeyPatch) 
         "ModelVersionResource",
         "OnlineEndpointTrackedResource",
         "OnlineDeploymentTrackedResource",
-        "ModelVersionData",
         "RegistryDiscoveryDto",
+        "ComputeResource",
+        "ListUsagesResult",
     } <= routes, routes
+    registry = {d for _, _, _, d, source in checked if source == contract.REGISTRY_FILE}
+    assert "ModelVersionResource" in registry, registry
     problems = captured.problems()
     assert problems == [], "\n".join(problems)
