@@ -10,7 +10,8 @@ Conversion rules, so a reply the fake gives is checked as the specification mean
   specification names);
 - ``discriminator``: a reference to the base resolves to the subtype chosen by the
   discriminator value (``if``/``then`` per ``x-ms-discriminator-value``); the subtypes' own
-  ``allOf`` reference the plain base;
+  ``allOf`` reference the plain base; a value naming no vendored subtype fails (it is not checked
+  against the base alone);
 - strict mode: every definition that is not an ``allOf`` member gets
   ``unevaluatedProperties: false``, so a key the specification does not name fails
   (``allOf`` members stay open, or they would reject their siblings' keys);
@@ -29,9 +30,16 @@ import jsonschema
 
 CONTRACT_DIR = Path(__file__).parent / "data" / "contract"
 SPEC_FILE = CONTRACT_DIR / "machineLearningServices.2023-08-01-preview.json"
-# derived from azure-ai-ml 1.35.2 (api 2025-12-01): still the contract for the workspace route,
-# whose swagger (machineLearningServices.json / workspaceRP.json Workspace) is not vendored
+# derived from azure-ai-ml 1.35.2 (api 2025-12-01); no longer the contract of any route (the
+# workspace route follows WORKSPACE_BY_API_VERSION); its re-derivation is still tested
 ASSETS_SPEC_FILE = CONTRACT_DIR / "armMlService.azure-ai-ml-1.35.2.json"
+# api-version -> the vendored workspaceRP.json Workspace tree of that version
+WORKSPACE_BY_API_VERSION: dict[str, Path] = {
+    version: CONTRACT_DIR / f"workspaceRP.{version}.json"
+    for version in ("2023-08-01-preview", "2024-10-01-preview")
+}
+# api-version -> machineLearningServices.json definitions (computes, vmSizes, usages)
+COMPUTE_BY_API_VERSION: dict[str, Path] = {"2023-08-01-preview": SPEC_FILE}
 # api-version -> the vendored swagger of that version (mfe.json definitions, see the README)
 BY_API_VERSION: dict[str, Path] = {
     version: CONTRACT_DIR / f"mfe.{version}.json"
@@ -43,8 +51,9 @@ BY_API_VERSION: dict[str, Path] = {
         "2024-10-01-preview",
     )
 }
-# registry data plane (derived, no swagger published) and registry discovery (swagger v1.0)
-REGISTRY_FILE = CONTRACT_DIR / "registryDataplane.2021-10-01-dataplanepreview.json"
+# registry data plane: the swagger azure-sdk-for-python generates its client from (not in
+# azure-rest-api-specs); registry discovery: swagger v1.0
+REGISTRY_FILE = CONTRACT_DIR / "mfe.2021-10-01-dataplanepreview.json"
 DISCOVERY_FILE = CONTRACT_DIR / "registryDiscovery.v1.0.json"
 
 _DROP = {"readOnly", "title", "description", "default", "format", "discriminator"}
@@ -134,7 +143,9 @@ def json_schema_defs(source: Path = SPEC_FILE) -> dict[str, Any]:
                 }
                 for value, sub in subtypes[name].items()
             ]
-            converted = {"allOf": [{"$ref": f"#/$defs/{name}{_BASE_SUFFIX}"}, *branches]}
+            # a value naming a subtype that is not vendored fails, never passes on the base alone
+            known = {"properties": {disc: {"enum": sorted(subtypes[name])}}}
+            converted = {"allOf": [{"$ref": f"#/$defs/{name}{_BASE_SUFFIX}"}, known, *branches]}
         elif name in members:
             out[name + _BASE_SUFFIX] = converted
         if converted.get("type") == "object" or "allOf" in converted:
@@ -156,10 +167,22 @@ def validator(definition: str, source: Path = SPEC_FILE) -> jsonschema.protocols
     return cls(schema)
 
 
+def _flatten(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """An ``x-nullable`` value (``anyOf: [null, X]``) that is not null reports X's own errors."""
+    if error.validator == "anyOf" and error.instance is not None:
+        branches = error.validator_value
+        nullable = [i for i, b in enumerate(branches) if b == {"type": "null"}]
+        if len(branches) == 2 and nullable:
+            inner = [e for e in error.context or [] if e.schema_path[0] != nullable[0]]
+            if inner:
+                return [leaf for e in inner for leaf in _flatten(e)]
+    return [error]
+
+
 def errors(definition: str, body: Any, source: Path = SPEC_FILE) -> list[str]:
     """Every way ``body`` breaks ``definition``: ``"<json path>: <message>"``, empty if none."""
     found = validator(definition, source).iter_errors(body)
-    return sorted(f"{e.json_path}: {e.message}" for e in found)
+    return sorted(f"{e.json_path}: {e.message}" for top in found for e in _flatten(top))
 
 
 def has_definition(definition: str, source: Path) -> bool:
@@ -167,7 +190,7 @@ def has_definition(definition: str, source: Path) -> bool:
     return definition in spec(source)["definitions"]
 
 
-def operation(operation_id: str) -> dict[str, Any]:
+def operation(operation_id: str, source: Path = SPEC_FILE) -> dict[str, Any]:
     """``{"method", "path", "responses": {status: {"schema", "headers"}}, ...}``."""
-    ops: dict[str, Any] = spec()["operations"]
+    ops: dict[str, Any] = spec(source)["operations"]
     return dict(ops[operation_id])

@@ -1,10 +1,11 @@
 """Which vendored definition a reply of the fake must follow, and a transport hook that keeps them.
 
 Each route is matched by method and path; the definition is looked up in the vendored swagger of
-the api-version the request carried (``tests/_contract.py`` ``BY_API_VERSION``). The workspace
-route, whose swagger is not vendored, falls back to the definitions derived from azure-ai-ml
-1.35.2; the registry data plane and registry discovery have files of their own. A
-reply on a known route with no contract for its api-version is a problem, not a pass.
+the api-version the request carried (``tests/_contract.py`` ``BY_API_VERSION``); the workspace
+routes in that version's ``workspaceRP.json`` Workspace tree (``WORKSPACE_BY_API_VERSION``), the
+compute, VM-size and usage routes in its ``machineLearningServices.json``
+(``COMPUTE_BY_API_VERSION``); the registry data plane and registry discovery have files of their
+own. A reply on a known route with no contract for its api-version is a problem, not a pass.
 """
 
 from __future__ import annotations
@@ -21,19 +22,28 @@ import _contract as contract
 
 WS = r"/workspaces/[^/]+"
 REG = r"/mferp/managementfrontend/.*/registries/[^/]+"
-DERIVED = "derived"
+WORKSPACE = "workspace"
+COMPUTE = "compute"
+LOC = r"/subscriptions/[^/]+/providers/Microsoft\.MachineLearningServices/locations/[^/]+"
 REGISTRY = "registry"
 DISCOVERY = "discovery"
-# Keys of a registry model version beyond the derived 2021-10-01-dataplanepreview contract, with
+# Keys of a registry model version beyond the 2021-10-01-dataplanepreview swagger, with
 # public evidence that the service sends them: azure-ai-ml 1.35.2 writes registry models with
 # ``properties.system_metadata`` (``_restclient/model_dataplane/operations/_patch.py``) and the
 # azureml-assets spec.yaml of the model publishes it; the camelCase spelling is the fake's knob.
 REGISTRY_MODEL_EXTENSIONS = ("system_metadata", "systemMetadata")
 
 # (method, path pattern, where the contract lives, definition)
-# where: an api-version file (swagger), DERIVED, REGISTRY or DISCOVERY
+# where: an api-version file (swagger), WORKSPACE, COMPUTE, REGISTRY or DISCOVERY
 ROUTES: list[tuple[str, str, str, str]] = [
-    ("GET", rf"{WS}$", DERIVED, "Workspace"),
+    ("GET", rf"{WS}$", WORKSPACE, "Workspace"),
+    ("GET", r"/resourceGroups/[^/]+/providers/[^/]+/workspaces$", WORKSPACE, "WorkspaceListResult"),
+    ("GET", r"^/subscriptions/[^/]+/providers/[^/]+/workspaces$", WORKSPACE, "WorkspaceListResult"),
+    ("GET", rf"{WS}/computes$", COMPUTE, "PaginatedComputeResourcesList"),
+    ("GET", rf"{WS}/computes/[^/]+$", COMPUTE, "ComputeResource"),
+    ("PUT", rf"{WS}/computes/[^/]+$", COMPUTE, "ComputeResource"),
+    ("GET", rf"{LOC}/vmSizes$", COMPUTE, "VirtualMachineSizeListResult"),
+    ("GET", rf"{LOC}/usages$", COMPUTE, "ListUsagesResult"),
     ("GET", rf"{WS}/datastores$", "swagger", "DatastoreResourceArmPaginatedResult"),
     ("GET", rf"{WS}/datastores/[^/]+$", "swagger", "DatastoreResource"),
     ("POST", rf"{WS}/datastores/[^/]+/listSecrets$", "swagger", "DatastoreSecrets"),
@@ -76,10 +86,10 @@ ROUTES: list[tuple[str, str, str, str]] = [
         "swagger",
         "OnlineDeploymentTrackedResourceArmPaginatedResult",
     ),
-    ("GET", rf"{REG}/models/[^/]+/versions/[^/]+$", REGISTRY, "ModelVersionData"),
+    ("GET", rf"{REG}/models/[^/]+/versions/[^/]+$", REGISTRY, "ModelVersionResource"),
     ("GET", rf"{REG}/models/[^/]+/versions$", REGISTRY, "ModelVersionResourceArmPaginatedResult"),
-    ("GET", rf"{REG}/models/[^/]+$", REGISTRY, "ModelContainerData"),
-    ("GET", rf"{REG}/components/[^/]+/versions/[^/]+$", REGISTRY, "ComponentVersionData"),
+    ("GET", rf"{REG}/models/[^/]+$", REGISTRY, "ModelContainerResource"),
+    ("GET", rf"{REG}/components/[^/]+/versions/[^/]+$", REGISTRY, "ComponentVersionResource"),
     (
         "GET",
         rf"{REG}/components/[^/]+/versions$",
@@ -109,8 +119,16 @@ def contract_for(method: str, path: str, api_version: str | None) -> tuple[Path,
     if found is None:
         return f"no route in the contract table for {method} {path}"
     where, name = found
-    if where == DERIVED:
-        return contract.ASSETS_SPEC_FILE, name
+    if where in (WORKSPACE, COMPUTE):
+        table = (
+            contract.WORKSPACE_BY_API_VERSION
+            if where == WORKSPACE
+            else contract.COMPUTE_BY_API_VERSION
+        )
+        found_file = table.get(api_version or "")
+        if found_file is None:
+            return f"{method} {path}: no {where} swagger vendored for api-version {api_version!r}"
+        return found_file, name
     if where == REGISTRY:
         if api_version != "2021-10-01-dataplanepreview":
             return f"registry data plane at api-version {api_version!r} is not vendored"

@@ -2,9 +2,8 @@
 
 Each flow is driven through the real SDK calls the library makes; every reply body the fake gives
 on those routes is captured at azure-core's transport and validated against the vendored swagger
-of the api-version the request carried (``tests/data/contract/mfe.<api-version>.json``); the
-workspace and datastore routes, whose swagger is not vendored, against the definitions derived
-from azure-ai-ml 1.35.2 (``armMlService.azure-ai-ml-1.35.2.json``). See the README there.
+of the api-version the request carried (``tests/data/contract/mfe.<api-version>.json``; the
+workspace GET against ``workspaceRP.<api-version>.json``). See the README there.
 """
 
 from __future__ import annotations
@@ -145,12 +144,18 @@ def test_every_swagger_route_has_its_definition_in_each_version_the_sdk_sends() 
             assert _problems(name, {"id": 1}, source) != []  # resolves under the strict converter
 
 
-def test_derived_definitions_cover_only_what_has_no_vendored_swagger() -> None:
+def test_no_route_is_checked_against_derived_definitions() -> None:
+    """Every ARM route follows a transcribed swagger; only the registry data plane is derived."""
     document = contract.spec(ASSETS)
     assert document["_vendored"]["repository"] == "Azure/azure-sdk-for-python"
-    derived = {name for _, _, where, name in ROUTES if where == "derived"}
-    assert derived == {"Workspace"}
-    assert derived <= set(document["definitions"])
+    wheres = {where for _, _, where, _ in ROUTES}
+    assert wheres == {"swagger", "workspace", "compute", "registry", "discovery"}
+    workspace = "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices"
+    workspace += "/workspaces/w"
+    for version in ("2023-08-01-preview", "2024-10-01-preview"):
+        found = contract_for("GET", workspace, version)
+        assert found == (contract.WORKSPACE_BY_API_VERSION[version], "Workspace"), found
+        assert found[0].name == f"workspaceRP.{version}.json"
 
 
 def test_a_route_at_an_api_version_without_vendored_swagger_is_a_problem() -> None:
@@ -242,8 +247,10 @@ def test_the_swagger_validator_rejects_unknown_keys_wrong_enums_and_missing_requ
     assert "$.properties.status: 'Done' is not one of" in "\n".join(
         _problems("JobBaseResource", job, v2024)
     )
-    stubbed = {"properties": {"jobType": "Pipeline", "identity": {"identityType": "AMLToken"}}}
-    assert _problems("JobBaseResource", stubbed, v2024) != []  # not transcribed: refused
+    identity = {"properties": {"jobType": "Pipeline", "identity": {"identityType": "AMLToken"}}}
+    assert _problems("JobBaseResource", identity, v2024) == []  # IdentityConfiguration: AmlToken
+    identity["properties"]["identity"] = {"identityType": "AMLToken", "clientId": "x"}
+    assert "'clientId' was unexpected" in "\n".join(_problems("JobBaseResource", identity, v2024))
 
 
 def test_derived_definitions_are_up_to_date(
@@ -478,8 +485,11 @@ def test_the_library_flow_replies_all_validate(monkeypatch: pytest.MonkeyPatch) 
         "ModelVersionResource",
         "OnlineEndpointTrackedResource",
         "OnlineDeploymentTrackedResource",
-        "ModelVersionData",
         "RegistryDiscoveryDto",
+        "ComputeResource",
+        "ListUsagesResult",
     } <= routes, routes
+    registry = {d for _, _, _, d, source in checked if source == contract.REGISTRY_FILE}
+    assert "ModelVersionResource" in registry, registry
     problems = captured.problems()
     assert problems == [], "\n".join(problems)

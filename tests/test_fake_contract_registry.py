@@ -2,10 +2,10 @@
 
 Discovery (``/registrymanagement/v1.0/registries/{name}/discovery``) is checked against the
 vendored v1.0 swagger; the registry model and component routes (api-version
-2021-10-01-dataplanepreview, for which no swagger is published) against the definitions derived
-from azure-ai-ml 1.12.1's generated models for that api-version
-(``tests/data/contract/derive_registry_dataplane.py``). System metadata is the one documented key
-beyond that contract (``_contract_capture.REGISTRY_MODEL_EXTENSIONS``).
+2021-10-01-dataplanepreview) against the swagger azure-sdk-for-python generates its
+``_restclient/v2021_10_01_dataplanepreview`` client from (``mfe.2021-10-01-dataplanepreview.json``;
+the file is not in azure-rest-api-specs). System metadata is the one documented key beyond that
+contract (``_contract_capture.REGISTRY_MODEL_EXTENSIONS``).
 """
 
 from __future__ import annotations
@@ -67,13 +67,16 @@ def _registry_problems(definition: str, body: Any) -> list[str]:
 
 
 def test_registry_files_name_their_source_and_how_they_were_made() -> None:
-    derived = contract.spec(contract.REGISTRY_FILE)["_vendored"]
-    assert derived["repository"] == "Azure/azure-sdk-for-python"
-    assert derived["apiVersion"] == "2021-10-01-dataplanepreview"
-    assert derived["package"] == "azure-ai-ml 1.12.1 (PyPI)"
-    assert "v2021_10_01_dataplanepreview" in derived["path"]
-    assert derived["license"].startswith("MIT")
-    assert derived["note"].startswith("Derived (not transcribed)")
+    registry = contract.spec(contract.REGISTRY_FILE)
+    vendored = registry["_vendored"]
+    assert vendored["repository"] == "Azure/azure-sdk-for-python"
+    assert vendored["apiVersion"] == "2021-10-01-dataplanepreview"
+    assert vendored["license"].startswith("MIT")
+    swagger = next(p for p in vendored["sources"] if p.endswith("dataplanepreview/mfe.json"))
+    assert len(vendored["sources"][swagger]["commit"]) == 40
+    assert "v2021-10-01-dataplanepreview" in vendored["sources"][swagger]["autorest"]
+    assert set(vendored["definitionSource"]) == set(registry["definitions"])
+    assert vendored["stubs"] == []
     discovery = contract.spec(contract.DISCOVERY_FILE)["_vendored"]
     assert discovery["repository"] == "Azure/azure-rest-api-specs"
     (path,) = discovery["sources"]
@@ -83,14 +86,14 @@ def test_registry_files_name_their_source_and_how_they_were_made() -> None:
 
 def test_the_registry_validator_rejects_what_the_contract_does_not_name() -> None:
     body: dict[str, Any] = {"id": "x", "properties": {"modelUri": "u", "stage": "Production"}}
-    assert "'stage' was unexpected" in "\n".join(_registry_problems("ModelVersionData", body))
+    assert "'stage' was unexpected" in "\n".join(_registry_problems("ModelVersionResource", body))
     body["properties"] = {"modelUri": "u", "system_metadata": {"a": 1}}
-    assert _registry_problems("ModelVersionData", body) == []
+    assert _registry_problems("ModelVersionResource", body) == []
     body["properties"]["systemMetadata"] = {"a": 1}
-    assert any("both" in p for p in _registry_problems("ModelVersionData", body))
+    assert any("both" in p for p in _registry_problems("ModelVersionResource", body))
     body["properties"] = {"system_metadata": "text"}
-    assert any("not an object" in p for p in _registry_problems("ModelVersionData", body))
-    assert _registry_problems("ModelVersionData", {"id": "x"}) != []  # properties is required
+    assert any("not an object" in p for p in _registry_problems("ModelVersionResource", body))
+    assert _registry_problems("ModelVersionResource", {"id": "x"}) != []  # properties is required
     bad_discovery = {"registryName": "azureml", "workspaceName": None}
     assert contract.errors("RegistryDiscoveryDto", bad_discovery, contract.DISCOVERY_FILE) != []
 
@@ -111,14 +114,14 @@ def test_registry_model_version_and_list_validate(fake: FakeAzureML) -> None:
     fake.registry_client()
     status, version = _get(fake, _registry_url(fake, f"/models/{MODEL}/versions/15"))
     assert status == 200
-    assert _registry_problems("ModelVersionData", version) == []
+    assert _registry_problems("ModelVersionResource", version) == []
     assert "stage" not in version["properties"]
     status, listing = _get(fake, _registry_url(fake, f"/models/{LIVE}/versions"))
     assert status == 200 and listing["value"]
     assert _registry_problems("ModelVersionResourceArmPaginatedResult", listing) == []
     status, container = _get(fake, _registry_url(fake, f"/models/{MODEL}"))
     assert status == 200
-    assert _registry_problems("ModelContainerData", container) == []
+    assert _registry_problems("ModelContainerResource", container) == []
 
 
 def test_the_reference_model_and_both_system_metadata_spellings_validate(
@@ -132,7 +135,7 @@ def test_the_reference_model_and_both_system_metadata_spellings_validate(
         assert status == 200
         assert key in version["properties"]
         assert version["properties"]["isArchived"] is True
-        assert _registry_problems("ModelVersionData", version) == [], key
+        assert _registry_problems("ModelVersionResource", version) == [], key
 
 
 def test_registry_component_version_and_list_validate(fake: FakeAzureML) -> None:
@@ -144,7 +147,7 @@ def test_registry_component_version_and_list_validate(fake: FakeAzureML) -> None
     version = listing["value"][0]["name"]
     status, body = _get(fake, _registry_url(fake, f"/components/{name}/versions/{version}"))
     assert status == 200
-    assert _registry_problems("ComponentVersionData", body) == []
+    assert _registry_problems("ComponentVersionResource", body) == []
 
 
 def test_sdk_registry_reads_validate_and_still_parse(fake: FakeAzureML, captured: Captured) -> None:
@@ -157,7 +160,7 @@ def test_sdk_registry_reads_validate_and_still_parse(fake: FakeAzureML, captured
     checked = {definition for _, _, _, definition, _ in captured.checked()}
     assert {
         "RegistryDiscoveryDto",
-        "ModelVersionData",
+        "ModelVersionResource",
         "ComponentVersionResourceArmPaginatedResult",
     } <= checked
     problems = captured.problems()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
-from phi_finetune.testing._router import ARM, WS, not_found, route, system_data
+from phi_finetune.testing._router import ARM, WS, not_found, paged, route, system_data
 
 if TYPE_CHECKING:
     from phi_finetune.testing._scope import FakeScope, UsageNaming
@@ -36,6 +36,9 @@ _USAGE_TYPE = "Microsoft.MachineLearningServices/{}/usages"
 
 _LOC = ARM + r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices"
 _LOC += r"/locations/(?P<loc>[^/]+)"
+_WS_IN_SUB = ARM + r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices"
+_WS_IN_RG = ARM + r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+_WS_IN_RG += r"/providers/Microsoft\.MachineLearningServices"
 
 
 def check_workspace(store: FakeStore, m: re.Match[str]) -> Reply | None:
@@ -113,6 +116,18 @@ def _workspace(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     if bad is not None:
         return bad
     return Reply(json=workspace_body(store.scope))
+
+
+def _workspace_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    """Workspaces_ListByResourceGroup / _ListBySubscription: the fake's one workspace, paged."""
+    scope = store.scope
+    if m["sub"].lower() != scope.subscription_id.lower():
+        return Reply(json={"value": []})
+    if (m.groupdict().get("rg") or scope.resource_group).lower() != scope.resource_group.lower():
+        return azure_error(
+            404, "ResourceGroupNotFound", f"Resource group '{m['rg']}' could not be found."
+        )
+    return paged(store, req, [workspace_body(scope)])
 
 
 def workspace_body(scope: FakeScope) -> dict[str, Any]:
@@ -472,6 +487,8 @@ def _operation(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
 _OPERATION = r"/(?P<kind>mfeOperationsStatus|mfeOperationResults)/(?P<op>[^/]+)"
 ROUTES = [
     route("workspace.get", "GET", WS, _workspace),
+    route("workspace.list", "GET", _WS_IN_RG + r"/workspaces", _workspace_list),
+    route("workspace.list", "GET", _WS_IN_SUB + r"/workspaces", _workspace_list),
     route("workspace.discovery", "GET", r"[a-z0-9-]+\.api\.azureml\.ms/discovery", _discovery),
     route("compute.list", "GET", WS + r"/computes", _compute_list),
     route("compute.get", "GET", WS + r"/computes/(?P<name>[^/]+)", _compute_get),
