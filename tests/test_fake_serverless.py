@@ -456,3 +456,15 @@ def test_a_model_without_serverless_regions_is_refused(fake: FakeAzureML) -> Non
         fake, "PUT", "/jobs/ft-nomaas", finetuning_body(model=model), api="2024-10-01-preview"
     )
     assert status == 400 and "does not support serverless fine-tuning" in body["error"]["message"]
+
+
+def test_a_job_on_a_cluster_short_of_quota_waits_queued(fake: FakeAzureML, ml: Any) -> None:
+    fake.add_compute("gpu-cluster", "Standard_NC24ads_A100_v4")
+    fake.set_usage("standardNCADSA100v4Family", 200, 200)
+    created = ml.jobs.create_or_update(finetuning_job(compute="gpu-cluster"))
+    early = [
+        str(getattr(s, "value", s)) for s in (ml.jobs.get(created.name).status for _ in range(6))
+    ]
+    assert early[-1] == "Queued" and "Running" not in early
+    fake.set_usage("standardNCADSA100v4Family", 0, 200)
+    assert wait_for_job(ml, created.name)[-1] == "Completed"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
@@ -309,8 +310,15 @@ def _register_output(store: FakeStore, job: JobState) -> None:
     store.put_asset("models", name, version, body)
 
 
-def finetuning_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
-    """Create a FineTuning job (the job route checked the workspace already)."""
+def finetuning_put(
+    store: FakeStore,
+    req: FakeRequest,
+    m: re.Match[str],
+    *,
+    waiting: Callable[[], bool] | None = None,
+) -> Reply:
+    """Create a FineTuning job (the job route checked the workspace already); ``waiting``
+    keeps a job on managed compute ``Queued`` while its cluster lacks quota."""
     name = m["name"]
     sent = req.json if isinstance(req.json, dict) else {}
     props = sent["properties"]
@@ -370,6 +378,7 @@ def finetuning_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Repl
         created=store.next_id(),
         node="finetuning",
         hold=store.hold_for(req.method, req.url),
+        waiting=waiting if compute else None,
     )
     job.on_completed = lambda: _register_output(store, job)
     store.put_job(job)

@@ -110,7 +110,8 @@ def _job_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     if not isinstance(props, dict):
         return azure_error(400, "UserError", "The request body has no 'properties'.")
     if is_finetuning(sent):
-        return finetuning_put(store, req, m)
+        referenced = [c for c in _computes_referenced(props) if c != "serverless"]
+        return finetuning_put(store, req, m, waiting=lambda: _quota_short(store, referenced))
     existing = store.get_job(name)
     if existing is not None:
         for key in ("displayName", "description", "tags"):
