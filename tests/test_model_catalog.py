@@ -203,6 +203,8 @@ def test_models_command_reads_the_live_registry(
     from phi_finetune.testing import FakeAzureML
 
     with FakeAzureML() as fake:
+        # the fake seeds Phi-4-mini-instruct 1 (serverless route); archived, `latest` finds none
+        fake.add_model("Phi-4-mini-instruct", 1, archived=True)
         workspace = Workspace.from_clients(fake.workspace_client(), fake.registry_client())
         monkeypatch.setattr("phi_finetune.cli._common.workspace_for", lambda *_a, **_k: workspace)
         assert main(["models", "--json"]) == 0
@@ -210,6 +212,6 @@ def test_models_command_reads_the_live_registry(
     rows = {m["name"]: m for m in data["models"]}
     assert rows["Phi-4"]["source"] == "live registry azureml"
     assert rows["Phi-4"]["version"] == "8"
-    # the fake's registry has no Phi-4-mini-instruct: its pinned facts stay, and it says why
+    # no live version of Phi-4-mini-instruct: its pinned facts stay, and it says why
     assert rows["Phi-4-mini-instruct"]["source"] == "pinned"
     assert "no version with label 'latest'" in rows["Phi-4-mini-instruct"]["live_error"]
