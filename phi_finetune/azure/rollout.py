@@ -23,6 +23,20 @@ import attrs
 
 from phi_finetune.azure.boundary import call, get_or_none
 from phi_finetune.azure.deployment_handle import state_text
+from phi_finetune.azure.rollout_status import (
+    ACTIVE,
+    DEFAULT_STEPS,
+    KEY,
+    MAX_MIRROR_PERCENT,
+    RolloutStatus,
+    check_plan,
+    current_deployment,
+    journaled_status,
+    plans,
+    record_of,
+    shares,
+    stage_texts,
+)
 from phi_finetune.errors import (
     ConfigurationError,
     DeploymentError,
@@ -46,121 +60,11 @@ __all__ = [
     "Rollout",
     "RolloutStatus",
     "current_deployment",
+    "journaled_status",
     "rollout_for_session",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Live traffic percentages the new deployment gets, one stage each.
-DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
-#: The service's limit: mirrored traffic values "need to sum to utmost 50" (REST spec,
-#: OnlineEndpoint.mirrorTraffic).
-MAX_MIRROR_PERCENT = 50
-_KEY = "rollout"
-_ACTIVE = ("rolling_out", "rolling_back")
-_FINAL = ("done", "rolled_back")
-
-
-def _shares(values: Mapping[str, Any] | None) -> dict[str, int]:
-    """Traffic as the service keeps it: zero shares dropped, names in lower case (the SDK
-    lower-cases them)."""
-    return {str(k).lower(): int(v) for k, v in dict(values or {}).items() if v and int(v)}
-
-
-@attrs.frozen
-class RolloutStatus:
-    """Where a rollout stands (read from the journal; no request)."""
-
-    endpoint_name: str
-    old_deployment: str
-    new_deployment: str
-    model: str
-    steps: tuple[int, ...]
-    mirror_percent: int
-    delete_old: bool
-    phase: str
-    """``rolling_out``, ``done``, ``rolling_back`` or ``rolled_back``."""
-    stages_done: int
-    stages: tuple[str, ...]
-    """What each stage does, in order."""
-    traffic: Mapping[str, int]
-    """The live traffic last applied (zero shares left out)."""
-    mirror_traffic: Mapping[str, int]
-    history: tuple[Mapping[str, Any], ...] = ()
-    """Every traffic state applied, in order (``traffic``, ``mirror_traffic``, ``at``)."""
-
-    @property
-    def next_stage(self) -> str | None:
-        """What :meth:`Rollout.step` does next; ``None`` once the rollout is over."""
-        if self.phase == "rolling_back":
-            return "finish the rollback"
-        if self.phase != "rolling_out":
-            return None
-        return self.stages[self.stages_done] if self.stages_done < len(self.stages) else None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = attrs.asdict(self, recurse=False)
-        data.update(
-            steps=list(self.steps),
-            stages=list(self.stages),
-            traffic=dict(self.traffic),
-            mirror_traffic=dict(self.mirror_traffic),
-            history=[dict(h) for h in self.history],
-            next_stage=self.next_stage,
-        )
-        return data
-
-    def __str__(self) -> str:
-        lines = [
-            f"rollout of {self.model} on endpoint {self.endpoint_name}: "
-            f"{self.old_deployment} -> {self.new_deployment} ({self.phase})"
-        ]
-        for index, stage in enumerate(self.stages):
-            mark = "x" if index < self.stages_done else " "
-            lines.append(f"  [{mark}] {stage}")
-        traffic = ", ".join(f"{k} {v}%" for k, v in sorted(self.traffic.items())) or "none"
-        lines.append(f"  live traffic: {traffic}")
-        if self.mirror_traffic:
-            mirrored = ", ".join(f"{k} {v}%" for k, v in sorted(self.mirror_traffic.items()))
-            lines.append(f"  mirrored: {mirrored}")
-        return "\n".join(lines)
-
-
-def _check_plan(steps: Sequence[int], mirror_percent: int, old: str, new: str) -> tuple[int, ...]:
-    values = tuple(steps)
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
-        raise ConfigurationError(
-            f"steps={list(values)!r} must be a non-empty list of integer percentages such as "
-            "[10, 50, 100]",
-            key="steps",
-        )
-    if any(not 1 <= v <= 100 for v in values) or list(values) != sorted(set(values)):
-        raise ConfigurationError(
-            f"steps={list(values)!r} must rise strictly, each between 1 and 100; "
-            "e.g. [10, 50, 100]",
-            key="steps",
-        )
-    if values[-1] != 100:
-        raise ConfigurationError(
-            f"steps={list(values)!r} must end at 100 (all traffic on the new deployment) before "
-            "the old one can be deleted; add 100 as the last step",
-            key="steps",
-        )
-    if isinstance(mirror_percent, bool) or not isinstance(mirror_percent, int):
-        raise ConfigurationError("mirror_percent must be an integer 0..50", key="mirror_percent")
-    if not 0 <= mirror_percent <= MAX_MIRROR_PERCENT:
-        raise ConfigurationError(
-            f"mirror_percent={mirror_percent} is out of range: the service mirrors at most "
-            f"{MAX_MIRROR_PERCENT}% of the traffic; use 0 (no shadow test) to {MAX_MIRROR_PERCENT}",
-            key="mirror_percent",
-        )
-    if new.lower() == old.lower():
-        raise ConfigurationError(
-            f"deployment_name={new!r} is the deployment being replaced; give the new model "
-            "version's deployment another name (e.g. 'v2')",
-            key="deployment_name",
-        )
-    return values
 
 
 class Rollout:
@@ -184,7 +88,7 @@ class Rollout:
     ) -> None:
         from phi_finetune.azure.deployer import EndpointDeployer
 
-        if _record_of(journal) is None:
+        if record_of(journal) is None:
             raise RunStateError(
                 f"run {journal.run_id} has no rollout; begin one with Rollout.begin(...) or "
                 "`phi-finetune rollout start RUN_ID --model ... --deployment ...`"
@@ -230,8 +134,8 @@ class Rollout:
         new = spec.deployment_name
         validate_deployment_name(new)
         spec.check()
-        found = _record_of(journal)
-        if found is not None and found["phase"] in _ACTIVE:
+        found = record_of(journal)
+        if found is not None and found["phase"] in ACTIVE:
             same = (found["endpoint"], found["new"], found["model"]) == (
                 endpoint_name,
                 new,
@@ -248,7 +152,7 @@ class Rollout:
             f"get endpoint {endpoint_name!r}",
             lambda: ml_client.online_endpoints.get(name=endpoint_name),
         )
-        live = _shares(endpoint.traffic)
+        live = shares(endpoint.traffic)
         if old_deployment is None:
             if not live:
                 raise ConfigurationError(
@@ -258,7 +162,7 @@ class Rollout:
                 )
             old_deployment = max(live, key=lambda dep: live[dep])
         validate_deployment_name(old_deployment, parameter="old_deployment")
-        values = _check_plan(steps, mirror_percent, old_deployment, new)
+        values = check_plan(steps, mirror_percent, old_deployment, new)
         deployments = {
             d.name.lower(): d
             for d in call(
@@ -305,10 +209,10 @@ class Rollout:
             "phase": "rolling_out",
             "stages_done": 0,
             "traffic": live,
-            "mirror_traffic": _shares(endpoint.mirror_traffic),
+            "mirror_traffic": shares(endpoint.mirror_traffic),
             "pending": None,
             "history": [],
-            "seq": 1 + max((int(p.get("seq", 0)) for p in _plans(journal)), default=0),
+            "seq": 1 + max((int(p.get("seq", 0)) for p in plans(journal)), default=0),
         }
         # The intent, before any create request: a kill from here on leaves the name journaled.
         journal.record_resource(
@@ -317,7 +221,7 @@ class Rollout:
             billable=True,
             state="creating",
             details={
-                _KEY: plan,
+                KEY: plan,
                 "endpoint": endpoint_name,
                 "instance_type": spec.instance_type,
                 "instance_count": spec.instance_count,
@@ -333,22 +237,7 @@ class Rollout:
     # ------------------------------------------------------------------ public API
     def status(self) -> RolloutStatus:
         """Where the rollout stands, from the journal (no request)."""
-        plan = self._plan()
-        return RolloutStatus(
-            endpoint_name=plan["endpoint"],
-            old_deployment=plan["old"],
-            new_deployment=plan["new"],
-            model=plan["model"],
-            steps=tuple(plan["steps"]),
-            mirror_percent=int(plan["mirror_percent"]),
-            delete_old=bool(plan["delete_old"]),
-            phase=plan["phase"],
-            stages_done=int(plan["stages_done"]),
-            stages=tuple(text for text, _ in self._stages(plan)),
-            traffic=dict(plan["traffic"]),
-            mirror_traffic=dict(plan["mirror_traffic"]),
-            history=tuple(plan["history"]),
-        )
+        return journaled_status(self._journal)
 
     def start(self) -> RolloutStatus:
         """Create the new deployment with no live traffic (and mirror to it if planned)."""
@@ -413,7 +302,7 @@ class Rollout:
 
     # ------------------------------------------------------------------ journal
     def _plan(self) -> dict[str, Any]:
-        found = _record_of(self._journal)
+        found = record_of(self._journal)
         assert found is not None  # checked in __init__; a journal never loses records
         return found
 
@@ -422,30 +311,23 @@ class Rollout:
         record = self._journal.resource("deployment", plan["new"])
         state = "creating" if record is None else record.state
         self._journal.record_resource(
-            "deployment", plan["new"], state=state, billable=True, details={_KEY: plan}
+            "deployment", plan["new"], state=state, billable=True, details={KEY: plan}
         )
         return plan
 
     # ------------------------------------------------------------------ stages
     def _stages(self, plan: Mapping[str, Any]) -> list[tuple[str, Callable[[], None]]]:
         old, new, mirror = plan["old"], plan["new"], int(plan["mirror_percent"])
-        shadow = f", {mirror}% of the traffic mirrored to it" if mirror else ""
-        stages: list[tuple[str, Callable[[], None]]] = [
-            (
-                f"create deployment {new} with 0% live traffic{shadow}",
-                lambda: self._create_and_apply({old: 100}, {new: mirror} if mirror else {}),
-            )
+        work: list[Callable[[], None]] = [
+            functools.partial(self._create_and_apply, {old: 100}, {new: mirror} if mirror else {})
         ]
-        for share in plan["steps"]:
-            stages.append(
-                (
-                    f"live traffic {old} {100 - share}% / {new} {share}%",
-                    functools.partial(self._apply, {old: 100 - share, new: share}, {}),
-                )
-            )
+        work += [
+            functools.partial(self._apply, {old: 100 - share, new: share}, {})
+            for share in plan["steps"]
+        ]
         if plan["delete_old"]:
-            stages.append((f"delete deployment {old}", lambda: self._delete(old)))
-        return stages
+            work.append(functools.partial(self._delete, old))
+        return list(zip(stage_texts(plan), work, strict=True))
 
     def _run_stage(self) -> None:
         plan = self._plan()
@@ -526,9 +408,9 @@ class Rollout:
         state the endpoint already has is not sent again."""
         plan = self._plan()
         name = plan["endpoint"]
-        wanted, shadow = _shares(traffic), _shares(mirror)
+        wanted, shadow = shares(traffic), shares(mirror)
         current = call(f"get endpoint {name!r}", lambda: self._ml.online_endpoints.get(name=name))
-        if _shares(current.traffic) != wanted or _shares(current.mirror_traffic) != shadow:
+        if shares(current.traffic) != wanted or shares(current.mirror_traffic) != shadow:
             self._save(pending={"traffic": wanted, "mirror_traffic": shadow})
             current.traffic = dict(traffic)
             current.mirror_traffic = dict(mirror)
@@ -579,30 +461,6 @@ def _spec_dict(spec: DeploymentSpec) -> dict[str, Any]:
     data = spec.to_dict()
     data["wait_timeout_s"] = spec.wait_timeout_s
     return data
-
-
-def _plans(journal: Journal) -> list[dict[str, Any]]:
-    out = []
-    for record in journal.resources(kind="deployment"):
-        plan = record.details.get(_KEY)
-        if isinstance(plan, Mapping):
-            out.append(dict(plan))
-    return out
-
-
-def _record_of(journal: Journal) -> dict[str, Any] | None:
-    """The plan and progress of the run's latest rollout (``None``: there was none)."""
-    plans = _plans(journal)
-    return max(plans, key=lambda p: int(p.get("seq", 0))) if plans else None
-
-
-def current_deployment(journal: Journal, default: str | None) -> str | None:
-    """The deployment that serves the run's endpoint after its rollouts: the new one of a
-    finished rollout, else ``default`` (the deploy step's)."""
-    plan = _record_of(journal)
-    if plan is not None and plan["phase"] == "done":
-        return str(plan["new"])
-    return default
 
 
 def rollout_for_session(
