@@ -122,7 +122,7 @@ def test_the_toml_keys_reach_the_spec(tmp_path: Any) -> None:
         ("liveness_period", 0, ">= 1"),
         ("readiness_timeout", -5, ">= 1"),
         ("readiness_initial_delay", -1, ">= 0"),
-        ("liveness_success_threshold", 2, "1"),
+        ("liveness_success_threshold", 2, "<= 1"),
         ("max_concurrent_requests_per_instance", 0, ">= 1"),
         ("max_queue_wait_ms", -1, ">= 0"),
         ("request_timeout_ms", 200_000, "180000"),
