@@ -257,3 +257,28 @@ def test_rollout_replies_follow_the_swagger(
     assert rollout.finish().phase == "done"
     assert captured.on("OnlineEndpointTrackedResource")
     assert captured.problems() == []
+
+
+def test_endpoint_patch_changes_tags_only(fake: FakeAzureML) -> None:
+    from azure.core.pipeline.transport import HttpRequest, RequestsTransport
+
+    _two_deployments(fake)
+    url = (
+        f"https://management.azure.com/subscriptions/{fake.subscription_id}/resourceGroups/"
+        f"{fake.resource_group}/providers/Microsoft.MachineLearningServices/workspaces/"
+        f"{fake.workspace_name}/onlineEndpoints/ep-raw?api-version=2023-04-01-preview"
+    )
+    token = fake.credential().get_token("https://management.azure.com/.default").token
+
+    def patch(body: dict[str, Any]) -> Any:
+        request = HttpRequest("PATCH", url, headers={"Authorization": f"Bearer {token}"})
+        request.set_json_body(body)
+        with RequestsTransport() as transport:
+            return transport.send(request)
+
+    refused = patch({"properties": {"traffic": {"green": 100}}})
+    assert refused.status_code == 400 and "PUT" in refused.text()
+    assert fake.endpoints["ep-raw"]["properties"]["traffic"] == {"blue": 100}
+    accepted = patch({"tags": {"team": "nlp"}})
+    assert accepted.status_code == 202 and accepted.headers["Location"]
+    assert fake.endpoints["ep-raw"]["tags"]["team"] == "nlp"

@@ -202,6 +202,34 @@ def _endpoint_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
     )
 
 
+def _endpoint_patch(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    """``OnlineEndpoints_Update``: the body is a PartialMinimalTrackedResourceWithIdentity (REST
+    spec), i.e. ``tags`` and ``identity`` only; traffic changes need the PUT."""
+    bad = check_workspace(store, m)
+    if bad is not None:
+        return bad
+    name = m["ep"]
+    existing = store.get_endpoint(name)
+    if existing is None:
+        return not_found("Online endpoint", name)
+    busy = conflict(store, f"onlineEndpoints/{name}")
+    if busy is not None:
+        return busy
+    sent = req.json if isinstance(req.json, dict) else {}
+    if "properties" in sent:
+        return azure_error(
+            400,
+            "BadArgument",
+            "An endpoint PATCH carries only 'tags' and 'identity'; change 'traffic' or "
+            "'mirrorTraffic' with a PUT of the whole endpoint.",
+        )
+    if isinstance(sent.get("tags"), dict):
+        existing["tags"] = {**existing.get("tags", {}), **sent["tags"]}
+    if isinstance(sent.get("identity"), dict) and sent["identity"].get("type"):
+        existing["identity"] = {**existing.get("identity", {}), "type": sent["identity"]["type"]}
+    return lro_accepted(store, 202, None, resource=f"onlineEndpoints/{name}")
+
+
 def _endpoint_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     bad = check_workspace(store, m)
     if bad is not None:
@@ -694,6 +722,7 @@ ROUTES = [
     route("endpoints.list", "GET", WS + r"/onlineEndpoints", _endpoint_list),
     route("endpoints.get", "GET", _EP, _endpoint_get),
     route("endpoints.create", "PUT", _EP, _endpoint_put),
+    route("endpoints.update", "PATCH", _EP, _endpoint_patch),
     route("endpoints.delete", "DELETE", _EP, _endpoint_delete),
     route("endpoints.list_keys", "POST", _EP + r"/listKeys", _keys),
     route("endpoints.regenerate_keys", "POST", _EP + r"/regenerateKeys", _regenerate),
