@@ -42,6 +42,7 @@ from phi_finetune.steps import (
 )
 
 if TYPE_CHECKING:
+    from phi_finetune.azure.rollout import Rollout
     from phi_finetune.azure.workspace import Workspace
     from phi_finetune.config import RunConfig
     from phi_finetune.endpoint import Endpoint
@@ -344,6 +345,16 @@ class FineTuneSession:
             return ScoreRecord(request=request, request_file=str(request_file), reply=result.text)
 
         return self._step("score", work, ScoreRecord, force=True)
+
+    def rollout(self, model: Any = None, **options: Any) -> Rollout:
+        """A safe rollout of ``model`` (a new version) on this run's endpoint, journaled in this
+        run; without ``model``, the rollout journaled before (to resume it). ``options``: see
+        :func:`phi_finetune.azure.rollout.rollout_for_session` (``deployment_name``, ``steps``,
+        ``mirror_percent``, ``delete_old``, deployment settings). Azure backend only."""
+        from phi_finetune.azure.rollout import rollout_for_session
+
+        self._endpoint = None  # the endpoint moves to another deployment
+        return rollout_for_session(self, model, **options)
 
     def teardown(self) -> list[str]:
         """Step 16: delete every billable resource this run created that is still alive.

@@ -207,6 +207,11 @@ def test_one_state_dir_option_for_every_journal_command() -> None:
         "endpoints list",
         "endpoints delete",
         "report",
+        "rollout start",
+        "rollout step",
+        "rollout finish",
+        "rollout rollback",
+        "rollout status",
     }
     assert set(found.values()) == {STATE_DIR_HELP}
 

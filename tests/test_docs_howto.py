@@ -145,6 +145,17 @@ def setup_teardown(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict
     return _deployed(fake, mp)
 
 
+def setup_rollout(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, Any]:
+    from phi_finetune import ModelRegistrar
+
+    namespace = _deployed(fake, mp)
+    fake.add_completed_job("calm_kiwi_v2")
+    namespace["new_model"] = ModelRegistrar(
+        namespace["ml_client"], check_job_output=False
+    ).register("calm_kiwi_v2", base_model="Phi-3-mini-4k-instruct")
+    return namespace
+
+
 SETUPS: dict[str, Callable[[FakeAzureML, pytest.MonkeyPatch, Path], dict[str, Any]]] = {
     "compute": setup_compute,
     "data": setup_data,
@@ -156,6 +167,7 @@ SETUPS: dict[str, Callable[[FakeAzureML, pytest.MonkeyPatch, Path], dict[str, An
     "score": setup_score,
     "teardown": setup_teardown,
     "cost": setup_resolve_only,
+    "rollout": setup_rollout,
 }
 
 

@@ -225,6 +225,7 @@ WRITABLE: dict[str, Any] = {
     "check_job_outputs": True,
     "keys_issued": [],
     "scoring_calls": [],
+    "mirrored_calls": [],
     "sleeps": [],
     "unrouted": [],
     "check_tokens": False,

@@ -402,12 +402,14 @@ class AzureBackend:
         deployed = ctx.deployment
         if deployed is None or not ctx.existing("endpoint"):
             return None
+        from phi_finetune.azure.rollout import current_deployment
         from phi_finetune.endpoint import Endpoint as AzureEndpoint
 
         return AzureEndpoint.from_name(
             self.workspace(ctx).ml_client,
             deployed.endpoint_name,
-            deployment_name=deployed.deployment_name,
+            # A finished rollout moved the endpoint to its new deployment.
+            deployment_name=current_deployment(ctx.journal, deployed.deployment_name),
             observer=ctx.observer,
         )
 

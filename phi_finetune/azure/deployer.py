@@ -420,27 +420,13 @@ class EndpointDeployer:
         """Create (or reuse) the deployment and send it all traffic; the traffic update's reply
         (the endpoint as it is now; ``None`` when the service sent none). ``endpoint``: the
         endpoint this process just created (its create reply), not read again."""
-        from azure.ai.ml.entities import (
-            ManagedOnlineDeployment,
-            OnlineRequestSettings,
-            ProbeSettings,
-        )
-
         deployment_name = spec.deployment_name
         if reuse and self._deployment_state(endpoint_name, deployment_name) == "succeeded":
             logger.info(
                 "deployment %s on %s already succeeded; reusing it", deployment_name, endpoint_name
             )
         else:
-            deployment = ManagedOnlineDeployment(
-                name=deployment_name,
-                endpoint_name=endpoint_name,
-                model=model_ref,
-                instance_type=spec.instance_type,
-                instance_count=spec.instance_count,
-                liveness_probe=ProbeSettings(initial_delay=spec.liveness_initial_delay),
-                request_settings=OnlineRequestSettings(request_timeout_ms=spec.request_timeout_ms),
-            )
+            deployment = spec.to_deployment(endpoint_name, model_ref)
             size = {"instance_type": spec.instance_type, "instance_count": spec.instance_count}
             observer.creating("deployment", deployment_name, billable=True, details=size)
             try:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_INSTANCE_TYPE",
     "MAX_REQUEST_TIMEOUT_MS",
+    "PROBE_AND_REQUEST_FIELDS",
     "DeploymentSpec",
     "check_instance_type",
     "parse_allow_list",
@@ -102,11 +103,40 @@ def _tags(value: Mapping[str, str] | None) -> Mapping[str, str]:
 
 
 def _check_int(name: str, value: Any, *, low: int, high: int | None = None) -> None:
+    from phi_finetune.config import DeployConfig
+
+    in_config = name in attrs.fields_dict(DeployConfig)
+    fix = f"set {name}=" + (f" (deploy.{name} in phi-finetune.toml)" if in_config else "")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(f"{name} must be an integer, got {value!r}", key=name)
+        raise ConfigurationError(
+            f"{name} must be an integer, got {value!r}; {fix} to a whole number", key=name
+        )
     if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ConfigurationError(f"{name} must be {bound}, got {value}", key=name)
+        bound = (
+            f">= {low}"
+            if high is None
+            else (f"exactly {low}" if low == high else f"between {low} and {high}")
+        )
+        raise ConfigurationError(
+            f"{name} must be {bound}, got {value}; {fix} to a value {bound}", key=name
+        )
+
+
+#: The probe and request settings beyond ``liveness_initial_delay`` and ``request_timeout_ms``
+#: (the fields of :class:`DeploymentSpec` and ``[deploy]`` of the same names).
+PROBE_AND_REQUEST_FIELDS = (
+    "liveness_period",
+    "liveness_timeout",
+    "liveness_failure_threshold",
+    "liveness_success_threshold",
+    "readiness_initial_delay",
+    "readiness_period",
+    "readiness_timeout",
+    "readiness_failure_threshold",
+    "readiness_success_threshold",
+    "max_concurrent_requests_per_instance",
+    "max_queue_wait_ms",
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +159,30 @@ class DeploymentSpec:
     )
     """Seconds before the liveness probe starts (model loading takes minutes)."""
     request_timeout_ms: int = attrs.field(factory=lambda: _config_default("request_timeout_ms"))
+    liveness_period: int = attrs.field(factory=lambda: _config_default("liveness_period"))
+    liveness_timeout: int = attrs.field(factory=lambda: _config_default("liveness_timeout"))
+    liveness_failure_threshold: int = attrs.field(
+        factory=lambda: _config_default("liveness_failure_threshold")
+    )
+    liveness_success_threshold: int = attrs.field(
+        factory=lambda: _config_default("liveness_success_threshold")
+    )
+    """Must be 1: a liveness probe restarts the container, it never waits for successes."""
+    readiness_initial_delay: int = attrs.field(
+        factory=lambda: _config_default("readiness_initial_delay")
+    )
+    readiness_period: int = attrs.field(factory=lambda: _config_default("readiness_period"))
+    readiness_timeout: int = attrs.field(factory=lambda: _config_default("readiness_timeout"))
+    readiness_failure_threshold: int = attrs.field(
+        factory=lambda: _config_default("readiness_failure_threshold")
+    )
+    readiness_success_threshold: int = attrs.field(
+        factory=lambda: _config_default("readiness_success_threshold")
+    )
+    max_concurrent_requests_per_instance: int = attrs.field(
+        factory=lambda: _config_default("max_concurrent_requests_per_instance")
+    )
+    max_queue_wait_ms: int = attrs.field(factory=lambda: _config_default("max_queue_wait_ms"))
     wait_timeout_s: float | None = None
     """How long deploying may take; ``None``: the deployer's ``wait_timeout_s``."""
     inference_allow_list: tuple[str, ...] | None = attrs.field(default=None, converter=_allow_list)
@@ -161,6 +215,7 @@ class DeploymentSpec:
             instance_count=config.instance_count,
             liveness_initial_delay=config.liveness_initial_delay,
             request_timeout_ms=config.request_timeout_ms,
+            **{name: getattr(config, name) for name in PROBE_AND_REQUEST_FIELDS},
             wait_timeout_s=float(config.wait_timeout_s),
             allow_retired_size=config.allow_retired_size,
             inference_allow_list=_allow_list(inference_allow_list),
@@ -180,9 +235,46 @@ class DeploymentSpec:
         _check_int(
             "request_timeout_ms", self.request_timeout_ms, low=1, high=MAX_REQUEST_TIMEOUT_MS
         )
+        for name in PROBE_AND_REQUEST_FIELDS:
+            low = 0 if name.endswith(("initial_delay", "queue_wait_ms")) else 1
+            high = 1 if name == "liveness_success_threshold" else None
+            _check_int(name, getattr(self, name), low=low, high=high)
         _check_int("log_lines", self.log_lines, low=0)
         if self.wait_timeout_s is not None and self.wait_timeout_s <= 0:
             raise ConfigurationError("wait_timeout_s must be > 0", key="wait_timeout_s")
+
+    def to_deployment(self, endpoint_name: str, model: str) -> Any:
+        """The SDK's ``ManagedOnlineDeployment`` of ``model`` on ``endpoint_name``: size, count,
+        liveness and readiness probes, request settings (``instance_type`` must be chosen)."""
+        from azure.ai.ml.entities import (
+            ManagedOnlineDeployment,
+            OnlineRequestSettings,
+            ProbeSettings,
+        )
+
+        def probe(kind: str) -> ProbeSettings:
+            return ProbeSettings(
+                initial_delay=getattr(self, f"{kind}_initial_delay"),
+                period=getattr(self, f"{kind}_period"),
+                timeout=getattr(self, f"{kind}_timeout"),
+                failure_threshold=getattr(self, f"{kind}_failure_threshold"),
+                success_threshold=getattr(self, f"{kind}_success_threshold"),
+            )
+
+        return ManagedOnlineDeployment(
+            name=self.deployment_name,
+            endpoint_name=endpoint_name,
+            model=model,
+            instance_type=self.instance_type,
+            instance_count=self.instance_count,
+            liveness_probe=probe("liveness"),
+            readiness_probe=probe("readiness"),
+            request_settings=OnlineRequestSettings(
+                request_timeout_ms=self.request_timeout_ms,
+                max_concurrent_requests_per_instance=self.max_concurrent_requests_per_instance,
+                max_queue_wait_ms=self.max_queue_wait_ms,
+            ),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)

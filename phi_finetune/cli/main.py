@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "demo",
     "serve",
     "report",
+    "rollout",
 )
 
 

@@ -452,6 +452,43 @@ class DeployConfig(_Section):
         default=3600,
         metadata=_spec(_NUM, "number (seconds)", check=_int_range(0, low_open=True)),
     )
+    # Probe and request settings (see docs/howto/rollout.md for the sources of the defaults):
+    # the azureml-examples chat-completion fine-tune notebook deploys with liveness
+    # initial_delay 600 and request_timeout_ms 90000; the large-model notebooks give the probes
+    # longer timeouts (foundation-models/nvidia-nemo/deploy_infer.ipynb).
+    liveness_period: int = attrs.field(
+        default=10, metadata=_spec(_INT, "integer (seconds)", check=_int_range(1))
+    )
+    liveness_timeout: int = attrs.field(
+        default=10, metadata=_spec(_INT, "integer (seconds)", check=_int_range(1))
+    )
+    liveness_failure_threshold: int = attrs.field(
+        default=30, metadata=_spec(_INT, "integer", check=_int_range(1))
+    )
+    liveness_success_threshold: int = attrs.field(
+        default=1, metadata=_spec(_INT, "integer", check=_int_range(1, 1), allowed="1")
+    )
+    readiness_initial_delay: int = attrs.field(
+        default=600, metadata=_spec(_INT, "integer (seconds)", check=_int_range(0))
+    )
+    readiness_period: int = attrs.field(
+        default=10, metadata=_spec(_INT, "integer (seconds)", check=_int_range(1))
+    )
+    readiness_timeout: int = attrs.field(
+        default=10, metadata=_spec(_INT, "integer (seconds)", check=_int_range(1))
+    )
+    readiness_failure_threshold: int = attrs.field(
+        default=30, metadata=_spec(_INT, "integer", check=_int_range(1))
+    )
+    readiness_success_threshold: int = attrs.field(
+        default=1, metadata=_spec(_INT, "integer", check=_int_range(1))
+    )
+    max_concurrent_requests_per_instance: int = attrs.field(
+        default=1, metadata=_spec(_INT, "integer", check=_int_range(1))
+    )
+    max_queue_wait_ms: int = attrs.field(
+        default=500, metadata=_spec(_INT, "integer (milliseconds)", check=_int_range(0))
+    )
 
 
 @attrs.frozen

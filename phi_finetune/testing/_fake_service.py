@@ -92,6 +92,9 @@ class FakeAzureML(FakeRealismKnobs, FakeServerlessKnobs):
     scoring_calls = Forward[list[tuple[str, str | None, Any]]](
         "_store", "``(endpoint, deployment or None, request JSON)`` of every accepted scoring call."
     )
+    mirrored_calls = Forward[list[tuple[str, str, Any]]](
+        "_store", "``(endpoint, shadow deployment, request JSON)`` of every mirrored scoring call."
+    )
 
     def __init__(
         self,

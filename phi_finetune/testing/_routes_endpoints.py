@@ -74,19 +74,64 @@ def _endpoint_view(body: dict[str, Any], req: FakeRequest) -> dict[str, Any]:
     return {**body, "properties": {k: v for k, v in props.items() if k not in absent}}
 
 
-def _check_traffic(store: FakeStore, name: str, traffic: dict[str, Any]) -> Reply | None:
-    total = 0
-    for dep, share in traffic.items():
-        if store.get_deployment(name, dep) is None:
+def _shares(name: str, kind: str, values: Any) -> dict[str, int] | Reply:
+    if not isinstance(values, dict):
+        return azure_error(400, "BadArgument", f"{kind} of endpoint {name!r} must be an object.")
+    out: dict[str, int] = {}
+    for dep, share in values.items():
+        if isinstance(share, bool) or not isinstance(share, int) or not 0 <= share <= 100:
             return azure_error(
                 400,
                 "BadArgument",
-                f"Deployment {dep!r} of endpoint {name!r} does not exist; traffic can only be "
-                "routed to existing deployments.",
+                f"{kind} value {share!r} for deployment {dep!r} must be an integer 0..100.",
             )
-        total += int(share)
-    if traffic and total not in (0, 100):
+        out[str(dep)] = share
+    return out
+
+
+def _check_traffic(
+    store: FakeStore, name: str, traffic: dict[str, Any], mirror: dict[str, Any] | None = None
+) -> Reply | None:
+    """The service's rules for ``traffic`` and ``mirrorTraffic`` (REST spec, OnlineEndpoint:
+    "Traffic values need to sum to 100", mirrored values "need to sum to utmost 50"; the safe
+    rollout article: one shadow deployment at a time, and not one that gets live traffic)."""
+    live = _shares(name, "traffic", traffic)
+    if isinstance(live, Reply):
+        return live
+    shadow = _shares(name, "mirrorTraffic", mirror or {})
+    if isinstance(shadow, Reply):
+        return shadow
+    for kind, values in (("traffic", live), ("mirrored traffic", shadow)):
+        for dep in values:
+            if store.get_deployment(name, dep) is None:
+                return azure_error(
+                    400,
+                    "BadArgument",
+                    f"Deployment {dep!r} of endpoint {name!r} does not exist; {kind} can only "
+                    "be routed to existing deployments.",
+                )
+    total = sum(live.values())
+    if live and total not in (0, 100):
         return azure_error(400, "BadArgument", f"Traffic values must sum to 0 or 100, not {total}.")
+    mirrored = {dep: share for dep, share in shadow.items() if share > 0}
+    if sum(mirrored.values()) > 50:
+        return azure_error(
+            400,
+            "BadArgument",
+            f"Mirror traffic values must sum to at most 50, not {sum(mirrored.values())}.",
+        )
+    if len(mirrored) > 1:
+        return azure_error(
+            400, "BadArgument", "Traffic can be mirrored to only one deployment at a time."
+        )
+    both = [dep for dep in mirrored if live.get(dep, 0) > 0]
+    if both:
+        return azure_error(
+            400,
+            "BadArgument",
+            f"Deployment {both[0]!r} cannot receive both live and mirrored traffic; set its "
+            "live traffic to 0 to mirror traffic to it.",
+        )
     return None
 
 
@@ -107,13 +152,14 @@ def _endpoint_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
     if busy is not None:
         return busy
     traffic = dict((sent.get("properties") or {}).get("traffic") or {})
+    mirror = (sent.get("properties") or {}).get("mirrorTraffic")
     existing = store.get_endpoint(name)
     if existing is None:
         reserved = _name_reserved(store, name)
         if reserved is not None:
             return reserved
     if existing is not None:
-        bad = _check_traffic(store, name, traffic)
+        bad = _check_traffic(store, name, traffic, mirror)
         if bad is not None:
             return bad
         props = sent.get("properties") or {}
@@ -136,8 +182,8 @@ def _endpoint_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
             on_done=updated,
             resource=f"onlineEndpoints/{name}",
         )
-    if traffic:
-        bad = _check_traffic(store, name, traffic)
+    if traffic or mirror:
+        bad = _check_traffic(store, name, traffic, mirror)
         if bad is not None:
             return bad
     body = _endpoint_body(store, name, sent)
@@ -154,6 +200,34 @@ def _endpoint_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
         resource=f"onlineEndpoints/{name}",
         action="Creating",
     )
+
+
+def _endpoint_patch(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+    """``OnlineEndpoints_Update``: the body is a PartialMinimalTrackedResourceWithIdentity (REST
+    spec), i.e. ``tags`` and ``identity`` only; traffic changes need the PUT."""
+    bad = check_workspace(store, m)
+    if bad is not None:
+        return bad
+    name = m["ep"]
+    existing = store.get_endpoint(name)
+    if existing is None:
+        return not_found("Online endpoint", name)
+    busy = conflict(store, f"onlineEndpoints/{name}")
+    if busy is not None:
+        return busy
+    sent = req.json if isinstance(req.json, dict) else {}
+    if "properties" in sent:
+        return azure_error(
+            400,
+            "BadArgument",
+            "An endpoint PATCH carries only 'tags' and 'identity'; change 'traffic' or "
+            "'mirrorTraffic' with a PUT of the whole endpoint.",
+        )
+    if isinstance(sent.get("tags"), dict):
+        existing["tags"] = {**existing.get("tags", {}), **sent["tags"]}
+    if isinstance(sent.get("identity"), dict) and sent["identity"].get("type"):
+        existing["identity"] = {**existing.get("identity", {}), "type": sent["identity"]["type"]}
+    return lro_accepted(store, 202, None, resource=f"onlineEndpoints/{name}")
 
 
 def _endpoint_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
@@ -261,6 +335,66 @@ def _quota_problem(store: FakeStore, instance_type: str, count: int) -> Reply | 
     )
 
 
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+#: ``requestSettings.requestTimeout``'s documented maximum on managed online endpoints (180000 ms).
+_MAX_REQUEST_TIMEOUT_S = 180.0
+
+
+def _seconds(value: Any) -> float | None:
+    """An ISO 8601 duration (``PT10M``, ``PT1M30S``) in seconds; ``None`` when it is not one."""
+    found = _DURATION.match(value) if isinstance(value, str) and value != "P" else None
+    if found is None or value.endswith("T"):
+        return None
+    days, hours, minutes, seconds = (float(part or 0) for part in found.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _settings_problem(props: dict[str, Any]) -> str | None:
+    """What the service refuses in a deployment's probes and request settings (types per the
+    REST spec's ProbeSettings and OnlineRequestSettings: durations in ISO 8601, counts integers),
+    ``None`` when they are fine."""
+    for key in ("livenessProbe", "readinessProbe"):
+        probe = props.get(key)
+        if probe is None:
+            continue
+        if not isinstance(probe, dict):
+            return f"properties.{key} must be an object"
+        for field in ("initialDelay", "period", "timeout"):
+            if field in probe and probe[field] is not None and _seconds(probe[field]) is None:
+                return f"properties.{key}.{field} {probe[field]!r} is not an ISO 8601 duration"
+        for field in ("period", "timeout"):
+            if field in probe and (_seconds(probe[field]) or 0) < 1:
+                return f"properties.{key}.{field} must be at least 1 second"
+        for field in ("failureThreshold", "successThreshold"):
+            value = probe.get(field)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                return f"properties.{key}.{field} must be an integer >= 1, not {value!r}"
+        if key == "livenessProbe" and probe.get("successThreshold") not in (None, 1):
+            return "properties.livenessProbe.successThreshold must be 1"
+    request = props.get("requestSettings")
+    if request is None:
+        return None
+    if not isinstance(request, dict):
+        return "properties.requestSettings must be an object"
+    for field in ("requestTimeout", "maxQueueWait"):
+        if request.get(field) is not None and _seconds(request[field]) is None:
+            return f"properties.requestSettings.{field} {request[field]!r} is not a duration"
+    timeout = _seconds(request.get("requestTimeout") or "PT5S") or 0.0
+    if not 0 < timeout <= _MAX_REQUEST_TIMEOUT_S:
+        return (
+            f"properties.requestSettings.requestTimeout must be more than 0 and at most "
+            f"{_MAX_REQUEST_TIMEOUT_S:g} seconds (180000 ms)"
+        )
+    concurrent = request.get("maxConcurrentRequestsPerInstance")
+    if concurrent is not None and (
+        isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1
+    ):
+        return f"properties.requestSettings.maxConcurrentRequestsPerInstance {concurrent!r} < 1"
+    return None
+
+
 def _deployment_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     bad = check_workspace(store, m)
     if bad is not None:
@@ -284,6 +418,9 @@ def _deployment_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Rep
     props = sent.get("properties")
     if not isinstance(props, dict):
         return azure_error(400, "UserError", "The request body has no 'properties'.")
+    problem = _settings_problem(props)
+    if problem is not None:
+        return azure_error(400, "BadArgument", f"Deployment {name!r}: {problem}.")
     sku = sent.get("sku") or {}
     count = int(sku.get("capacity") or 1)
     instance_type = str(props.get("instanceType") or "")
@@ -409,8 +546,40 @@ def _deployment_logs(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Re
 # ---------------------------------------------------------------------------- scoring
 
 
+def _pick(traffic: dict[str, Any], slot: int) -> str | None:
+    """The deployment of ``slot`` (0..99) in the traffic split, deployments in name order: over
+    any 100 consecutive calls each deployment gets exactly its share."""
+    edge = 0
+    for dep, share in sorted(traffic.items()):
+        edge += max(0, int(share))
+        if slot < edge:
+            return dep
+    return None
+
+
+def _calls_to(store: FakeStore, endpoint: str) -> int:
+    return sum(1 for name, _, _ in store.scoring_calls if name == endpoint)
+
+
+def _mirror(store: FakeStore, endpoint: str, payload: Any, call: int) -> None:
+    """Copy a call to the shadow deployment as ``mirrorTraffic`` says (its answer is dropped);
+    a call pinned with the ``azureml-model-deployment`` header is not mirrored."""
+    if store.raw_header("azureml-model-deployment"):
+        return
+    mirror = (store.get_endpoint(endpoint) or {}).get("properties", {}).get("mirrorTraffic") or {}
+    # 41 is prime to 100: over 100 calls, exactly ``share`` of them are mirrored.
+    shadow = _pick(mirror, (call * 41) % 100)
+    body = None if shadow is None else store.get_deployment(endpoint, shadow)
+    if shadow is None or body is None or body["properties"].get("provisioningState") != "Succeeded":
+        return
+    store.record_mirrored_call(endpoint, shadow, payload)
+    store.scorer(payload, shadow)
+
+
 def _routed(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply | tuple[str, str]:
-    """``(endpoint, deployment)`` a scoring call goes to, or the reply refusing it."""
+    """``(endpoint, deployment)`` a scoring call goes to, or the reply refusing it. Without the
+    ``azureml-model-deployment`` header, calls are spread by the traffic weights,
+    deterministically (call n of the endpoint takes slot ``37 n mod 100`` of the split)."""
     endpoint = store.find_endpoint(m["ep"])
     if endpoint is None:
         return Reply(status=404, json={"message": f"Endpoint {m['ep']!r} not found."})
@@ -427,8 +596,7 @@ def _routed(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply | tup
     if wanted:
         deployment: str | None = wanted
     else:
-        routed = [(int(share), dep) for dep, share in traffic.items() if int(share) > 0]
-        deployment = max(routed)[1] if routed else None
+        deployment = _pick(traffic, (_calls_to(store, endpoint) * 37) % 100)
     deployment_body = None if deployment is None else store.get_deployment(endpoint, deployment)
     if deployment is None or deployment_body is None:
         return Reply(
@@ -452,7 +620,9 @@ def _score(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     if isinstance(routed, Reply):
         return routed
     endpoint, deployment = routed
+    call = _calls_to(store, endpoint)
     store.record_scoring_call(endpoint, deployment, req.json)
+    _mirror(store, endpoint, req.json, call)
     answer = store.scorer(req.json, deployment)
     if isinstance(answer, Reply):
         return answer
@@ -475,7 +645,8 @@ def _chat(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     endpoint, deployment = routed
     if not _serves_chat(store, endpoint, deployment):
         return Reply(status=404, body=b"Not Found", headers={"content-type": "text/plain"})
-    return chat_completion_reply(
+    call = _calls_to(store, endpoint)
+    reply = chat_completion_reply(
         store,
         req.json,
         endpoint=endpoint,
@@ -483,12 +654,16 @@ def _chat(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
         model=deployment,
         headers={"azureml-model-deployment": deployment},
     )
+    if reply.status < 400:
+        _mirror(store, endpoint, req.json, call)
+    return reply
 
 
 ROUTES = [
     route("endpoints.list", "GET", WS + r"/onlineEndpoints", _endpoint_list),
     route("endpoints.get", "GET", _EP, _endpoint_get),
     route("endpoints.create", "PUT", _EP, _endpoint_put),
+    route("endpoints.update", "PATCH", _EP, _endpoint_patch),
     route("endpoints.delete", "DELETE", _EP, _endpoint_delete),
     route("endpoints.list_keys", "POST", _EP + r"/listKeys", _keys),
     route("endpoints.regenerate_keys", "POST", _EP + r"/regenerateKeys", _regenerate),

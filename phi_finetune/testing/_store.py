@@ -65,6 +65,9 @@ class FakeStore:
         """Every endpoint key ever issued, deleted endpoints' included (for leak scans)."""
         self.scoring_calls: list[tuple[str, str | None, Any]] = []
         """``(endpoint, deployment or None, request JSON)`` of every accepted scoring call."""
+        self.mirrored_calls: list[tuple[str, str, Any]] = []
+        """``(endpoint, shadow deployment, request JSON)`` of every call copied by
+        ``mirrorTraffic`` (the shadow's answer is dropped)."""
         self.scorer: Scorer = echo_scorer("output")
         self._ids = itertools.count(1)
         self._raw_headers: Mapping[str, str] = {}
@@ -418,6 +421,10 @@ class FakeStore:
     def record_scoring_call(self, endpoint: str, deployment: str | None, payload: Any) -> None:
         with self.lock:
             self.scoring_calls.append((endpoint, deployment, payload))
+
+    def record_mirrored_call(self, endpoint: str, deployment: str, payload: Any) -> None:
+        with self.lock:
+            self.mirrored_calls.append((endpoint, deployment, payload))
 
     # ------------------------------------------------------------------ long-running operations
 
