@@ -68,8 +68,9 @@ def registry_model_body(
         "jobName": None,
     }
     # The registry data plane (2021-10-01-dataplanepreview) defines neither ``stage`` nor
-    # ``labels`` on a model version (tests/data/contract/registryDataplane.*.json): ``labels``
-    # only steer the fake's label lookup. System metadata is the one key beyond that contract.
+    # ``labels`` on a model version (tests/data/contract/mfe.2021-10-01-dataplanepreview.json):
+    # ``labels`` only steer the fake's label lookup. System metadata is the one key beyond that
+    # contract.
     del labels
     if system_metadata:
         props["system_metadata"] = system_metadata
