@@ -150,17 +150,6 @@ def _null_context() -> Any:
     return contextlib.nullcontext()
 
 
-def our_batch_order(examples: list[Any], batch: int, steps: int) -> list[list[int]]:
-    """The batches :class:`LocalTrainer` trains on (seed 0), in order, for ``steps`` steps."""
-    from phi_finetune.local.examples import length_batches
-
-    rng = random.Random(0)
-    batches: list[list[int]] = []
-    while len(batches) < steps:
-        batches += length_batches(examples, batch, rng)
-    return batches[:steps]
-
-
 def _train_ours(
     model_dir: Path,
     work: Path,
@@ -238,7 +227,7 @@ def _train_anchor(
     collated: collections.deque[dict[str, int]] = collections.deque()
     same_batches = name.endswith("_same_batches")
     if same_batches:  # LocalTrainer's own batches, in its order
-        order = our_batch_order(examples, spec["batch"], spec["steps"])
+        order = A.our_batch_order(examples, spec["batch"], spec["steps"])
         examples = [examples[i] for b in order for i in b]
 
     class Timer(TrainerCallback):  # type: ignore[misc]
@@ -309,7 +298,7 @@ def _train_anchor(
                 for ids, mask in examples
             ]
         )
-        trl_kwargs = trl_settings(name, spec, examples)
+        trl_kwargs = A.trl_settings(name, spec, examples)
         config = SFTConfig(**{**common, **trl_kwargs})
         trainer = SFTTrainer(
             model=model,
@@ -330,47 +319,18 @@ def _train_anchor(
     return model
 
 
-def trl_settings(name: str, spec: dict[str, Any], examples: list[Any]) -> dict[str, Any]:
-    """SFTConfig for this job, as TRL's docs allow (see the README for why each is set).
-
-    - ``bf16=False``: SFTConfig defaults to bf16 autocast, which on a CPU without bf16
-      matmul units is emulated and slow; every trainer here runs fp32.
-    - ``gradient_checkpointing``: SFTConfig defaults it to True; here it is the same for all
-      trainers (off, or on with ``--memory``).
-    - ``completion_only_loss=True`` on ``completion_mask``: assistant tokens only.
-    - ``padding_free``: TRL refuses it with ``max_length`` set unless it packs; the inputs
-      are already truncated to ``max_seq_length`` (the same examples for all), so
-      ``max_length=None``.
-    - ``packing``: rows of ``max_length`` tokens; the batch is cut to as many rows as give the
-      same tokens per step as ``batch`` examples (TRL's docs: packing changes the effective
-      batch), so all trainers see about the same tokens per step.
-    """
-    settings: dict[str, Any] = {
-        "bf16": False,
-        "fp16": False,
-        "completion_only_loss": True,
-        "max_length": spec["max_seq_length"],
-        "dataset_num_proc": None,
-    }
-    if name == "trl_padding_free":
-        settings.update(padding_free=True, max_length=None)
-    if name == "trl_packing":
-        mean = sum(len(ids) for ids, _ in examples) / len(examples)
-        rows = max(1, round(spec["batch"] * mean / spec["max_seq_length"]))
-        settings.update(packing=True, per_device_train_batch_size=rows)
-    return settings
-
-
 # ----------------------------------------------------------------------------- the driver
 
 
-def prepare(args: argparse.Namespace) -> Path:
+def prepare(args: argparse.Namespace, work: Path | None = None) -> Path:
+    """The data, held-out set and model all trainers use (in ``work``, else a new temp dir)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from phi_finetune.local.tiny_model import build_tiny_model
 
-    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    work = work or Path(tempfile.mkdtemp(prefix="bench-train-"))
+    work.mkdir(parents=True, exist_ok=True)
     data = chat_data(args.examples, seed=0)
     for name, rows in (("train", data), ("held_out", chat_data(64, seed=1))):
         text = "".join(json.dumps(r) + "\n" for r in rows)
@@ -448,7 +408,7 @@ def main() -> int:
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         rounds.append({name: spawn(name, work, spec) for name in order})
-    report(rounds, names, args)
+    report(rounds, names, args, work)
     if args.same_batches:
         report_losses(rounds[0], names)
     return 0
@@ -475,15 +435,18 @@ def memory(work: Path, spec: dict[str, Any], names: list[str], rounds: int) -> i
     return 0
 
 
-def report(rounds: list[dict[str, dict[str, Any]]], names: list[str], args: Any) -> None:
+def report(
+    rounds: list[dict[str, dict[str, Any]]], names: list[str], args: Any, work: Path
+) -> None:
     def med(name: str, key: str) -> float:
         values = [r[name][key] for r in rounds if key in r[name]]
         return statistics.median(values) if values else float("nan")
 
     threads = med(names[0], "threads")
+    config = json.loads((work / "model" / "config.json").read_text(encoding="utf-8"))
     print(
         f"model: tiny Phi-3 hidden={args.hidden} layers={args.layers} "
-        f"vocab rows={args.model_vocab or 1024}; {args.steps} steps, batch {args.batch}, "
+        f"vocabulary rows={config['vocab_size']}; {args.steps} steps, batch {args.batch}, "
         f"max_seq_length {args.max_seq_length}, {args.rounds} interleaved rounds, "
         f"{threads:.0f} torch threads; load average {os.getloadavg()[0]:.1f} at the end"
     )

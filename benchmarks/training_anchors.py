@@ -7,6 +7,7 @@ Kept apart from the driver so that the pure parts (:func:`step_stats`, :func:`us
 from __future__ import annotations
 
 import itertools
+import random
 import statistics
 import time
 from collections.abc import Sequence
@@ -142,6 +143,51 @@ def _best_time(torch: Any, shape: tuple[int, int, int, int], repeats: int) -> fl
         torch.bmm(x, y)
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def our_batch_order(examples: list[Any], batch: int, steps: int) -> list[list[int]]:
+    """The batches ``LocalTrainer`` trains on (seed 0), in order, for ``steps`` steps."""
+    from phi_finetune.local.examples import length_batches
+
+    rng = random.Random(0)
+    batches: list[list[int]] = []
+    while len(batches) < steps:
+        batches += length_batches(examples, batch, rng)
+    return batches[:steps]
+
+
+def trl_settings(name: str, spec: dict[str, Any], examples: list[Any]) -> dict[str, Any]:
+    """SFTConfig for this job, as TRL's docs allow (see the README for why each is set).
+
+    - ``bf16=False``: SFTConfig defaults to bf16 autocast, which on a CPU without bf16
+      matmul units is emulated and slow; every trainer here runs fp32.
+    - ``gradient_checkpointing``: SFTConfig defaults it to True; here it is the same for all
+      trainers (off, or on with ``--memory``).
+    - ``completion_only_loss=True`` on ``completion_mask``: assistant tokens only.
+    - ``padding_free``: TRL refuses it with ``max_length`` set unless it packs; the inputs
+      are already truncated to ``max_seq_length`` (the same examples for all), so
+      ``max_length=None``.
+    - ``packing``: rows of ``max_length`` tokens; the batch is cut to as many rows as give the
+      same tokens per step as ``batch`` examples (TRL's docs: packing changes the effective
+      batch), so all trainers see about the same tokens per step.
+    """
+    settings: dict[str, Any] = {
+        "bf16": False,
+        "fp16": False,
+        "completion_only_loss": True,
+        "max_length": spec["max_seq_length"],
+        "dataset_num_proc": None,
+    }
+    if name == "trl_padding_free":
+        settings.update(padding_free=True, max_length=None)
+    if name == "trl_packing":
+        mean = sum(len(ids) for ids, _ in examples) / len(examples)
+        rows = max(1, round(spec["batch"] * mean / spec["max_seq_length"]))
+        settings.update(packing=True, per_device_train_batch_size=rows)
+    return settings
 
 
 # ----------------------------------------------------------------------------- batches seen
