@@ -459,7 +459,7 @@ def report(
     for name in names:
         errors = [r[name]["error"] for r in rounds if "error" in r[name]]
         if errors:
-            print(f"| {name} | failed: {errors[0]} | | | | | |")
+            print(f"| {name} | failed: {errors[0]} | | | | | | |")
             continue
         ratios = [
             r["ours"]["tokens_per_s"] / r[name]["tokens_per_s"]
@@ -472,7 +472,14 @@ def report(
             f"| {name} | {med(name, 'tokens_per_s'):,.0f} | {mid:.2f}x ({low:.2f}-{high:.2f}) "
             f"| {med(name, 'peak_fraction'):.2f} | {med(name, 'shape_peak_fraction'):.2f} "
             f"| {loss:.4f} ({(loss / ours_loss - 1) * 100:+.2f}%) "
-            f"| {med(name, 'peak_rss_mb'):,.0f} |"
+            f"| {med(name, 'peak_rss_mb'):,.0f} | {med(name, 'tokens_per_step'):,.0f} |"
+        )
+    per_step = [med(name, "tokens_per_step") for name in names]
+    if per_step and max(per_step) > 1.1 * min(per_step):
+        print(
+            "note: the timed steps hold different numbers of tokens per trainer (different batch "
+            "composition); larger batches run faster per token. Use --steps of a whole epoch "
+            "or --same-batches for a per-token comparison free of that."
         )
     print(
         f"peaks (median): 1024^3 matmul {med(names[0], 'square_peak_flops') / 1e9:.1f} GFLOP/s, "
