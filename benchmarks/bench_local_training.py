@@ -11,17 +11,26 @@ sequence length, batch, steps, learning rate, schedule and seed:
   pre-tokenized examples with ``completion_mask`` = our assistant mask
   (``completion_only_loss=True``).
 
+Every side starts from the same LoRA weights, runs fp32 with the same gradient checkpointing
+setting and threads (``--threads``), and none clips gradients. TRL: ``bf16=False`` (its
+default bf16 is emulated on this kind of CPU), ``padding_free`` with ``max_length=None`` (the
+inputs are already truncated), ``packing`` with as many rows as hold the same tokens per step
+(see :func:`training_anchors.trl_settings`).
+
 Each (round, trainer) runs in a fresh process (so peak memory is its own); rounds are
-interleaved and their order rotated. Per trainer: steady-state non-pad tokens/s (first 3 steps
-excluded), the held-out loss (the same evaluation code for all), the peak RSS, and the fraction
-of a torch fp32 matmul peak measured in the same process. FLOPs per step count, per non-pad
-token, 4 x frozen body weights + 6 x LoRA weights + attention, and 4 x the LM head per scored
-token (the physical minimum; padding, packing overhead and scoring unscored positions are
-waste). The table shows, against each anchor, the median of the per-round speed ratios with
-min-max.
+interleaved and their order rotated. Timed region for all: from the end of step 3 to the end
+of the last step (imports, loading, dataset preparation and warm-up are outside). Per
+trainer: non-pad tokens/s, the held-out loss (one evaluation function for all), the peak RSS,
+tokens per timed step, and the fraction of two fp32 matmul peaks measured in the same
+process: a 1024^3 matmul and the model's own matmul shapes
+(:func:`training_anchors.model_shape_peak_flops`); the useful FLOPs are in
+:func:`training_anchors.useful_flops`. The table shows, against each anchor, the median of the
+per-round speed ratios with min-max. ``--same-batches`` trains the anchors on LocalTrainer's
+own batches in its order (equal work per step; the losses must match ours).
 
     python benchmarks/bench_local_training.py --rounds 3 --steps 20
     python benchmarks/bench_local_training.py --rounds 3 --steps 20 --model-vocab 32064
+    python benchmarks/bench_local_training.py --same-batches --rounds 3
     python benchmarks/bench_local_training.py --memory     # gradient checkpointing on vs off
 
 Goals (issue 17): >= 1.5x the best anchor at Phi-3 vocabulary and >= 1.2x on the tiny model,
