@@ -11,17 +11,26 @@ sequence length, batch, steps, learning rate, schedule and seed:
   pre-tokenized examples with ``completion_mask`` = our assistant mask
   (``completion_only_loss=True``).
 
+Every side starts from the same LoRA weights, runs fp32 with the same gradient checkpointing
+setting and threads (``--threads``), and none clips gradients. TRL: ``bf16=False`` (its
+default bf16 is emulated on this kind of CPU), ``padding_free`` with ``max_length=None`` (the
+inputs are already truncated), ``packing`` with as many rows as hold the same tokens per step
+(see :func:`training_anchors.trl_settings`).
+
 Each (round, trainer) runs in a fresh process (so peak memory is its own); rounds are
-interleaved and their order rotated. Per trainer: steady-state non-pad tokens/s (first 3 steps
-excluded), the held-out loss (the same evaluation code for all), the peak RSS, and the fraction
-of a torch fp32 matmul peak measured in the same process. FLOPs per step count, per non-pad
-token, 4 x frozen body weights + 6 x LoRA weights + attention, and 4 x the LM head per scored
-token (the physical minimum; padding, packing overhead and scoring unscored positions are
-waste). The table shows, against each anchor, the median of the per-round speed ratios with
-min-max.
+interleaved and their order rotated. Timed region for all: from the end of step 3 to the end
+of the last step (imports, loading, dataset preparation and warm-up are outside). Per
+trainer: non-pad tokens/s, the held-out loss (one evaluation function for all), the peak RSS,
+tokens per timed step, and the fraction of two fp32 matmul peaks measured in the same
+process: a 1024^3 matmul and the model's own matmul shapes
+(:func:`training_anchors.model_shape_peak_flops`); the useful FLOPs are in
+:func:`training_anchors.useful_flops`. The table shows, against each anchor, the median of the
+per-round speed ratios with min-max. ``--same-batches`` trains the anchors on LocalTrainer's
+own batches in its order (equal work per step; the losses must match ours).
 
     python benchmarks/bench_local_training.py --rounds 3 --steps 20
     python benchmarks/bench_local_training.py --rounds 3 --steps 20 --model-vocab 32064
+    python benchmarks/bench_local_training.py --same-batches --rounds 3
     python benchmarks/bench_local_training.py --memory     # gradient checkpointing on vs off
 
 Goals (issue 17): >= 1.5x the best anchor at Phi-3 vocabulary and >= 1.2x on the tiny model,
@@ -41,17 +50,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PHI_FINETUNE_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import training_anchors as A
 
 TRAINERS = ("ours", "hf_group_by_length", "trl_default", "trl_padding_free", "trl_packing")
+SAME_BATCHES = ("ours", "hf_same_batches", "trl_same_batches")
 WARM = 3
 LR = 3e-3
-TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
 
 
 def chat_data(n: int, seed: int) -> list[dict[str, Any]]:
@@ -87,52 +99,18 @@ def chat_data(n: int, seed: int) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- one run
 
 
-def matmul_peak_flops(n: int = 1024, repeats: int = 5) -> float:
-    """Best fp32 matmul FLOP/s of this process (the 'physical limit' the fraction is of)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def useful_flops(model: Any, examples: list[Any], steps_batches: list[list[int]]) -> float:
-    """FLOPs of the scored work of the given batches (see the module docstring)."""
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    body = sum(
-        p.numel()
-        for n, p in model.named_parameters()
-        if "lora_" not in n and "embed_tokens" not in n and "lm_head" not in n
-    )
-    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
-    total = 0.0
-    for batch in steps_batches:
-        for i in batch:
-            ids, mask = examples[i]
-            n = len(ids)
-            scored = sum(mask[1:])
-            # attention scores + values, causal (half), forward + backward (x3)
-            attention = 3 * 2 * 2 * layers * h * n * n / 2
-            total += n * (4 * body + 6 * lora) + attention + scored * 4 * h * vocab
-    return total
-
-
 def run_one(name: str, work: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """Train with ``name`` and measure; runs in its own process."""
     import torch
 
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
     from phi_finetune.local.evaluation import evaluation_loss
     from phi_finetune.local.examples import encode_examples, load_conversations
     from phi_finetune.local.model_loading import load_model_and_tokenizer
 
     torch.manual_seed(0)
-    peak = matmul_peak_flops()
+    square_peak = A.square_peak_flops()
     model_dir = work / "model"
     train = load_conversations(work / "train.jsonl")
     held = load_conversations(work / "held_out.jsonl")
@@ -140,17 +118,21 @@ def run_one(name: str, work: Path, spec: dict[str, Any]) -> dict[str, Any]:
     examples, _ = encode_examples(tokenizer, train, spec["max_seq_length"])
     eval_examples, _ = encode_examples(tokenizer, held, spec["max_seq_length"])
     step_ends: list[float] = []
-    step_tokens: list[int] = []
+    steps: list[dict[str, int]] = []
+    losses: list[float] = []
     if name == "ours":
-        model, batches = _train_ours(model_dir, work, spec, step_ends, step_tokens)
+        model = _train_ours(model_dir, work, spec, step_ends, steps, losses)
     else:
-        model, batches = _train_anchor(
-            name, model_dir, tokenizer, examples, spec, step_ends, step_tokens
-        )
-    # Steady state: from the end of step WARM to the end of the last step.
+        model = _train_anchor(name, model_dir, tokenizer, examples, spec, step_ends, steps, losses)
+    # Steady state: from the end of step WARM to the end of the last step. Everything before
+    # (imports, model load, dataset preparation, the first WARM steps) is outside for all.
     seconds = step_ends[-1] - step_ends[WARM - 1]
-    tokens = sum(step_tokens[WARM:])
-    flops = useful_flops(model, examples, batches[WARM:]) if batches else float("nan")
+    steady = steps[WARM : len(step_ends)]
+    tokens = sum(s["tokens"] for s in steady)
+    sizes = A.model_sizes(model)
+    flops = A.useful_flops(sizes, steady)
+    typical = sorted(steady, key=lambda s: s["tokens"])[len(steady) // 2]
+    shape_peak = A.model_shape_peak_flops(model, typical)
     loss = evaluation_loss(
         model, eval_examples, 16, int(tokenizer.pad_token_id), "cpu", _null_context
     )
@@ -158,11 +140,16 @@ def run_one(name: str, work: Path, spec: dict[str, Any]) -> dict[str, Any]:
         "trainer": name,
         "tokens_per_s": tokens / seconds,
         "achieved_flops": flops / seconds,
-        "matmul_peak_flops": peak,
-        "peak_fraction": flops / seconds / peak,
+        "square_peak_flops": square_peak,
+        "shape_peak_flops": shape_peak,
+        "peak_fraction": flops / seconds / square_peak,
+        "shape_peak_fraction": flops / seconds / shape_peak,
         "held_out_loss": loss,
+        "train_losses": losses,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "steps": len(step_ends),
+        "tokens_per_step": tokens / max(1, len(steady)),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -173,15 +160,23 @@ def _null_context() -> Any:
 
 
 def _train_ours(
-    model_dir: Path, work: Path, spec: dict[str, Any], ends: list[float], tokens: list[int]
-) -> tuple[Any, list[list[int]]]:
+    model_dir: Path,
+    work: Path,
+    spec: dict[str, Any],
+    ends: list[float],
+    steps: list[dict[str, int]],
+    losses: list[float],
+) -> Any:
     from phi_finetune.local import training
 
-    batches: list[list[int]] = []
     real_step = training.LocalTrainer._optimizer_step
 
     def step(self: Any, run: Any, group: Any, epoch: float) -> Any:
-        batches.extend(list(b) for b in group)
+        ex = run.examples
+        indices = [i for b in group for i in b]
+        steps.append(
+            A.step_stats([len(ex[i][0]) for i in indices], sum(sum(ex[i][1][1:]) for i in indices))
+        )
         return real_step(self, run, group, epoch)
 
     training.LocalTrainer._optimizer_step = step  # type: ignore[method-assign]
@@ -203,13 +198,13 @@ def _train_ours(
 
     def on_step(m: Any) -> None:
         ends.append(time.perf_counter())
-        tokens.append(m.tokens)
+        losses.append(m.loss)
 
     trainer = training.LocalTrainer(
         model_dir, output_dir=work / "out-ours", parameters=params, device="cpu", on_step=on_step
     )
     trainer.train(work / "train.jsonl")
-    return trainer.model, batches
+    return trainer.model
 
 
 def _train_anchor(
@@ -219,27 +214,40 @@ def _train_anchor(
     examples: list[Any],
     spec: dict[str, Any],
     ends: list[float],
-    tokens: list[int],
-) -> tuple[Any, list[list[int]]]:
+    steps: list[dict[str, int]],
+    losses: list[float],
+) -> Any:
+    import collections
+
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, TrainerCallback
 
-    torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     lora = LoraConfig(
-        r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=TARGETS
+        r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=A.TARGETS
     )
+    # Seeded right before the adapters are made, as LocalTrainer does: the same initial LoRA
+    # weights (loading the model draws from the generator).
+    torch.manual_seed(0)
     model = get_peft_model(base, lora)
-    counted: list[int] = []
+    if spec.get("gradient_checkpointing"):
+        base.config.use_cache = False
+    collated: collections.deque[dict[str, int]] = collections.deque()
+    same_batches = name.endswith("_same_batches")
+    if same_batches:  # LocalTrainer's own batches, in its order
+        order = A.our_batch_order(examples, spec["batch"], spec["steps"])
+        examples = [examples[i] for b in order for i in b]
 
     class Timer(TrainerCallback):  # type: ignore[misc]
-        seen: ClassVar[int] = 0
-
         def on_step_end(self, *a: Any, **k: Any) -> None:
             ends.append(time.perf_counter())
-            tokens.append(sum(counted[Timer.seen :]))
-            Timer.seen = len(counted)
+            # Dataloaders may collate a batch ahead: step k trained on the k-th batch collated.
+            steps.append(collated.popleft())
+
+        def on_log(self, *a: Any, logs: Any = None, **k: Any) -> None:
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
 
     common = {
         "output_dir": str(model_dir.parent / f"out-{name}"),
@@ -249,15 +257,21 @@ def _train_anchor(
         "lr_scheduler_type": "linear",
         "warmup_steps": 0,
         "weight_decay": 0.0,
+        # LocalTrainer does not clip gradients; Trainer's default clips at 1.0.
+        "max_grad_norm": 0.0,
         "seed": 0,
         "report_to": [],
         "save_strategy": "no",
-        "logging_steps": 10_000,
+        # Per-step training loss only when comparing losses (logging costs a sync per step).
+        "logging_steps": 1 if same_batches else 10_000,
         "disable_tqdm": True,
         "use_cpu": True,
         "dataloader_num_workers": 0,
+        "gradient_checkpointing": bool(spec.get("gradient_checkpointing", False)),
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "train_sampling_strategy": "sequential" if same_batches else "group_by_length",
     }
-    if name == "hf_group_by_length":
+    if name.startswith("hf_"):
         from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
         features = [
@@ -272,14 +286,10 @@ def _train_anchor(
 
         def counting(batch: list[dict[str, Any]]) -> Any:
             out = collator(batch)
-            counted.append(int(out["attention_mask"].sum()))
+            collated.append(A.collated_stats(out))
             return out
 
-        args = TrainingArguments(
-            **common,
-            remove_unused_columns=False,
-            train_sampling_strategy="group_by_length",
-        )
+        args = TrainingArguments(**common, remove_unused_columns=False)
         trainer: Any = Trainer(
             model=model,
             args=args,
@@ -297,13 +307,8 @@ def _train_anchor(
                 for ids, mask in examples
             ]
         )
-        config = SFTConfig(
-            **common,
-            max_length=spec["max_seq_length"],
-            completion_only_loss=True,
-            padding_free=name == "trl_padding_free",
-            packing=name == "trl_packing",
-        )
+        trl_kwargs = A.trl_settings(name, spec, examples)
+        config = SFTConfig(**{**common, **trl_kwargs})
         trainer = SFTTrainer(
             model=model,
             args=config,
@@ -315,49 +320,26 @@ def _train_anchor(
 
         def counting_sft(batch: list[dict[str, Any]]) -> Any:
             out = inner(batch)
-            labels = out["labels"]
-            if "attention_mask" in out:
-                counted.append(int(out["attention_mask"].sum()))
-            else:  # padding-free: one row, no pads
-                counted.append(int(labels.numel()))
+            collated.append(A.collated_stats(out))
             return out
 
         trainer.data_collator = counting_sft
     trainer.train()
-    # Useful FLOPs are counted on the same examples: the anchors draw other batches of the same
-    # data, so the mean work per example is the fair figure (scaled to the tokens they saw).
-    per_token_batches = _batches_like(examples, tokens, WARM)
-    return model, per_token_batches
-
-
-def _batches_like(examples: list[Any], tokens: list[int], warm: int) -> list[list[int]]:
-    """Example index lists whose non-pad token count matches each step's (for FLOP counting)."""
-    order = list(range(len(examples)))
-    random.Random(0).shuffle(order)
-    batches: list[list[int]] = []
-    k = 0
-    for count in tokens:
-        batch: list[int] = []
-        seen = 0
-        while seen < count:
-            i = order[k % len(order)]
-            k += 1
-            batch.append(i)
-            seen += len(examples[i][0])
-        batches.append(batch)
-    return batches
+    return model
 
 
 # ----------------------------------------------------------------------------- the driver
 
 
-def prepare(args: argparse.Namespace) -> Path:
+def prepare(args: argparse.Namespace, work: Path | None = None) -> Path:
+    """The data, held-out set and model all trainers use (in ``work``, else a new temp dir)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from phi_finetune.local.tiny_model import build_tiny_model
 
-    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    work = work or Path(tempfile.mkdtemp(prefix="bench-train-"))
+    work.mkdir(parents=True, exist_ok=True)
     data = chat_data(args.examples, seed=0)
     for name, rows in (("train", data), ("held_out", chat_data(64, seed=1))):
         text = "".join(json.dumps(r) + "\n" for r in rows)
@@ -402,8 +384,14 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--max-seq-length", type=int, default=512)
     parser.add_argument("--model-vocab", type=int, default=None, help="Phi-3: 32064")
-    parser.add_argument("--trainers", default=",".join(TRAINERS))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
+    parser.add_argument("--trainers", default=None)
     parser.add_argument("--memory", action="store_true", help="gradient checkpointing on vs off")
+    parser.add_argument(
+        "--same-batches",
+        action="store_true",
+        help="loss equivalence: the anchors train on LocalTrainer's own batches, in its order",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -412,58 +400,118 @@ def main() -> int:
     if args.one:
         print(json.dumps(run_one(args.one, Path(args.work), json.loads(args.spec))))
         return 0
-    spec = {"steps": args.steps, "batch": args.batch, "max_seq_length": args.max_seq_length}
+    spec = {
+        "steps": args.steps,
+        "batch": args.batch,
+        "max_seq_length": args.max_seq_length,
+        "threads": args.threads,
+    }
     work = prepare(args)
+    default = "ours,hf_group_by_length" if args.memory else ",".join(TRAINERS)
+    if args.same_batches:
+        default = ",".join(SAME_BATCHES)
+    names = (args.trainers or default).split(",")
     if args.memory:
-        rows = [
-            {**spawn("ours", work, {**spec, "gradient_checkpointing": gc}), "gc": gc}
-            for gc in (False, True)
-        ]
-        for row in rows:
-            rss = row.get("peak_rss_mb", 0)
-            print(
-                f"gradient_checkpointing={row['gc']!s:5}  peak RSS {rss:7.0f} MB"
-                f"  {row.get('tokens_per_s', 0):8.0f} tokens/s  held-out loss "
-                f"{row.get('held_out_loss', float('nan')):.4f}"
-            )
-        return 0
-    names = args.trainers.split(",")
+        return memory(work, spec, names, args.rounds)
     rounds: list[dict[str, dict[str, Any]]] = []
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         rounds.append({name: spawn(name, work, spec) for name in order})
-    report(rounds, names, args)
+    report(rounds, names, args, work)
+    if args.same_batches:
+        report_losses(rounds[0], names)
     return 0
 
 
-def report(rounds: list[dict[str, dict[str, Any]]], names: list[str], args: Any) -> None:
+def memory(work: Path, spec: dict[str, Any], names: list[str], rounds: int) -> int:
+    """Peak RSS with gradient checkpointing off and on, per trainer (median of rounds)."""
+    runs = [(name, gc) for name in names for gc in (False, True)]
+    results: dict[tuple[str, bool], list[dict[str, Any]]] = {run: [] for run in runs}
+    for r in range(rounds):
+        for name, gc in runs[r % len(runs) :] + runs[: r % len(runs)]:
+            results[(name, gc)].append(spawn(name, work, {**spec, "gradient_checkpointing": gc}))
+    print("| trainer | gradient_checkpointing | peak RSS MB | tokens/s | held-out loss |")
+    print("|---|---|---|---|---|")
+    for name, gc in runs:
+        ok = [row for row in results[(name, gc)] if "error" not in row]
+        if not ok:
+            print(f"| {name} | {gc} | failed: {results[(name, gc)][0]['error']} | | |")
+            continue
+        rss = statistics.median(row["peak_rss_mb"] for row in ok)
+        speed = statistics.median(row["tokens_per_s"] for row in ok)
+        loss = statistics.median(row["held_out_loss"] for row in ok)
+        print(f"| {name} | {gc} | {rss:,.0f} | {speed:,.0f} | {loss:.4f} |")
+    return 0
+
+
+def report(
+    rounds: list[dict[str, dict[str, Any]]], names: list[str], args: Any, work: Path
+) -> None:
     def med(name: str, key: str) -> float:
         values = [r[name][key] for r in rounds if key in r[name]]
         return statistics.median(values) if values else float("nan")
 
+    threads = med(names[0], "threads")
+    config = json.loads((work / "model" / "config.json").read_text(encoding="utf-8"))
     print(
         f"model: tiny Phi-3 hidden={args.hidden} layers={args.layers} "
-        f"vocab rows={args.model_vocab or 1024}; {args.steps} steps, batch {args.batch}, "
-        f"max_seq_length {args.max_seq_length}, {args.rounds} interleaved rounds"
+        f"vocabulary rows={config['vocab_size']}; {args.steps} steps, batch {args.batch}, "
+        f"max_seq_length {args.max_seq_length}, {args.rounds} interleaved rounds, "
+        f"{threads:.0f} torch threads; load average {os.getloadavg()[0]:.1f} at the end"
     )
     print(
-        "| trainer | tokens/s (median) | ours / it: median (min-max) | fraction of matmul peak "
-        "| held-out loss | peak RSS MB |"
+        "| trainer | tokens/s (median) | ours / it: median (min-max) | fraction of 1024^3 "
+        "peak | fraction of model-shape peak | held-out loss (vs ours) | peak RSS MB |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
+    ours_loss = med("ours", "held_out_loss") if "ours" in names else float("nan")
     for name in names:
         errors = [r[name]["error"] for r in rounds if "error" in r[name]]
         if errors:
-            print(f"| {name} | failed: {errors[0]} | | | | |")
+            print(f"| {name} | failed: {errors[0]} | | | | | | |")
             continue
-        ratios = [r["ours"]["tokens_per_s"] / r[name]["tokens_per_s"] for r in rounds]
+        ratios = [
+            r["ours"]["tokens_per_s"] / r[name]["tokens_per_s"]
+            for r in rounds
+            if "tokens_per_s" in r.get("ours", {})
+        ]
+        mid, low, high = A.ratio_summary(ratios) if ratios else (float("nan"),) * 3
+        loss = med(name, "held_out_loss")
         print(
-            f"| {name} | {med(name, 'tokens_per_s'):,.0f} | {statistics.median(ratios):.2f}x "
-            f"({min(ratios):.2f}-{max(ratios):.2f}) | {med(name, 'peak_fraction'):.2f} "
-            f"| {med(name, 'held_out_loss'):.4f} | {med(name, 'peak_rss_mb'):,.0f} |"
+            f"| {name} | {med(name, 'tokens_per_s'):,.0f} | {mid:.2f}x ({low:.2f}-{high:.2f}) "
+            f"| {med(name, 'peak_fraction'):.2f} | {med(name, 'shape_peak_fraction'):.2f} "
+            f"| {loss:.4f} ({(loss / ours_loss - 1) * 100:+.2f}%) "
+            f"| {med(name, 'peak_rss_mb'):,.0f} | {med(name, 'tokens_per_step'):,.0f} |"
         )
+    per_step = [med(name, "tokens_per_step") for name in names]
+    if per_step and max(per_step) > 1.1 * min(per_step):
+        print(
+            "note: the timed steps hold different numbers of tokens per trainer (different batch "
+            "composition); larger batches run faster per token. Use --steps of a whole epoch "
+            "or --same-batches for a per-token comparison free of that."
+        )
+    print(
+        f"peaks (median): 1024^3 matmul {med(names[0], 'square_peak_flops') / 1e9:.1f} GFLOP/s, "
+        f"the model's own matmul shapes {med(names[0], 'shape_peak_flops') / 1e9:.1f} GFLOP/s"
+    )
     if args.json:
         print(json.dumps(rounds, indent=2))
+
+
+def report_losses(first: dict[str, dict[str, Any]], names: list[str]) -> None:
+    """Per-step training losses of the first round: the same batches must give the same loss."""
+    ours = first["ours"].get("train_losses", [])
+    for name in names[1:]:
+        theirs = first[name].get("train_losses", [])
+        if not ours or not theirs:
+            print(f"{name}: no per-step losses")
+            continue
+        worst = max(abs(a / b - 1) for a, b in zip(ours, theirs, strict=False))
+        print(
+            f"{name}: {len(theirs)} steps, largest per-step training-loss difference to ours "
+            f"{worst * 100:.3f}%; first {theirs[0]:.4f} vs {ours[0]:.4f}, "
+            f"last {theirs[-1]:.4f} vs {ours[-1]:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = trainer.train(spec["train"], validation=spec["validation"], merge=spec["merge"])
         if rank == 0:
-            atomic_write_json(spec["result"], distributed._result_to_json(result))
+            atomic_write_json(spec["result"], result.to_dict())
     finally:
         dist.destroy_process_group()
     return 0

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,7 +137,7 @@ def train_in_processes(
     _wait(workers, work)
     from phi_finetune.local.results import TrainingResult
 
-    result = _result_from_json(json.loads(result_file.read_text(encoding="utf-8")))
+    result = TrainingResult.from_dict(json.loads(result_file.read_text(encoding="utf-8")))
     # The parameters the launcher ignored are what the user passed (workers got resolved ones).
     result = attrs.evolve(result, ignored=(*trainer.ignored, *result.ignored))
     assert isinstance(result, TrainingResult)
@@ -254,53 +254,3 @@ def _tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
-
-
-def _result_to_json(result: TrainingResult) -> dict[str, Any]:
-    return {
-        "adapter_dir": str(result.adapter_dir),
-        "merged_dir": None if result.merged_dir is None else str(result.merged_dir),
-        "checkpoints": [str(c) for c in result.checkpoints],
-        "history": result.metrics,
-        "eval_loss": result.eval_loss,
-        "ignored": [i.to_dict() for i in result.ignored],
-        "parameters": dict(result.parameters),
-        "tokens_trained": result.tokens_trained,
-        "steps": result.steps,
-        "duration_s": result.duration_s,
-        "device": result.device,
-        "precision": result.precision,
-        "mlflow_run_id": result.mlflow_run_id,
-        "skipped_examples": result.skipped_examples,
-        "stopped_early": result.stopped_early,
-        "resumed_from": None if result.resumed_from is None else str(result.resumed_from),
-        "processes": result.processes,
-    }
-
-
-def _result_from_json(value: Mapping[str, Any]) -> TrainingResult:
-    from phi_finetune.local.parameters import IgnoredParameter
-    from phi_finetune.local.results import StepMetrics, TrainingResult
-
-    def path(v: Any) -> Path | None:
-        return None if v is None else Path(v)
-
-    return TrainingResult(
-        adapter_dir=Path(value["adapter_dir"]),
-        merged_dir=path(value["merged_dir"]),
-        checkpoints=tuple(Path(c) for c in value["checkpoints"]),
-        history=tuple(StepMetrics(**m) for m in value["history"]),
-        eval_loss=value["eval_loss"],
-        ignored=tuple(IgnoredParameter(**i) for i in value["ignored"]),
-        parameters=value["parameters"],
-        tokens_trained=value["tokens_trained"],
-        steps=value["steps"],
-        duration_s=value["duration_s"],
-        device=value["device"],
-        precision=value["precision"],
-        mlflow_run_id=value["mlflow_run_id"],
-        skipped_examples=value["skipped_examples"],
-        stopped_early=value["stopped_early"],
-        resumed_from=path(value["resumed_from"]),
-        processes=value["processes"],
-    )

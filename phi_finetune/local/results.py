@@ -80,3 +80,56 @@ class TrainingResult:
     def metrics(self) -> list[dict[str, Any]]:
         """History as ``[{step, epoch, loss, tokens_per_s, ...}, ...]``."""
         return [m.to_dict() for m in self.history]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the result (paths as strings); :meth:`from_dict` reads it."""
+        return {
+            "adapter_dir": str(self.adapter_dir),
+            "merged_dir": _str_or_none(self.merged_dir),
+            "checkpoints": [str(c) for c in self.checkpoints],
+            "history": self.metrics,
+            "eval_loss": self.eval_loss,
+            "ignored": [i.to_dict() for i in self.ignored],
+            "parameters": dict(self.parameters),
+            "tokens_trained": self.tokens_trained,
+            "steps": self.steps,
+            "duration_s": self.duration_s,
+            "device": self.device,
+            "precision": self.precision,
+            "mlflow_run_id": self.mlflow_run_id,
+            "skipped_examples": self.skipped_examples,
+            "stopped_early": self.stopped_early,
+            "resumed_from": _str_or_none(self.resumed_from),
+            "processes": self.processes,
+        }
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> TrainingResult:
+        """The result :meth:`to_dict` wrote."""
+        return cls(
+            adapter_dir=Path(value["adapter_dir"]),
+            merged_dir=_path_or_none(value["merged_dir"]),
+            checkpoints=tuple(Path(c) for c in value["checkpoints"]),
+            history=tuple(StepMetrics(**m) for m in value["history"]),
+            eval_loss=value["eval_loss"],
+            ignored=tuple(IgnoredParameter(**i) for i in value["ignored"]),
+            parameters=value["parameters"],
+            tokens_trained=value["tokens_trained"],
+            steps=value["steps"],
+            duration_s=value["duration_s"],
+            device=value["device"],
+            precision=value["precision"],
+            mlflow_run_id=value["mlflow_run_id"],
+            skipped_examples=value["skipped_examples"],
+            stopped_early=value["stopped_early"],
+            resumed_from=_path_or_none(value["resumed_from"]),
+            processes=value["processes"],
+        )
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _path_or_none(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
