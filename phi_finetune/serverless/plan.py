@@ -225,7 +225,7 @@ def cost_line(endpoint_name: str) -> str:
 
 def plan_serverless(
     config: RunConfig,
-    prepared: PreparedDataRecord,
+    prepared: PreparedDataRecord | None,
     *,
     run_id: str,
     model: ModelFacts | None = None,
@@ -233,7 +233,8 @@ def plan_serverless(
 ) -> PlanRecord:
     """The checked plan. ``model``/``workspace`` ``None``: offline (pinned facts and the
     ``[serverless]`` keys ``region`` and ``workspace_kind``; what they do not give is not
-    checked, with a warning)."""
+    checked, with a warning). ``prepared`` ``None``: the data is checked when a run prepares
+    it (``phi-finetune plan`` prepares nothing)."""
     s = config.serverless
     warnings: list[str] = []
     online = model is not None
@@ -273,7 +274,10 @@ def plan_serverless(
             "AI hub and point [workspace] workspace_name at it, or use backend = 'azure'",
             key="serverless.workspace_kind" if workspace is None else "workspace.workspace_name",
         )
-    _check_data(prepared)
+    if prepared is not None:
+        _check_data(prepared)
+    else:
+        warnings.append("data not checked: a run checks train and validation data first")
     parameters = check_hyperparameters(config)
     names = serverless_names(config, run_id, facts.name)
     subscribe = (
@@ -325,6 +329,18 @@ def plan_serverless(
             "cost": cost,
         },
     )
+
+
+def plan_from_config(config: RunConfig, *, workspace: Any = None) -> PlanRecord:
+    """``phi-finetune plan`` for the serverless backend: offline without ``workspace`` (a
+    :class:`~phi_finetune.azure.workspace.Workspace`), else with the model's tags and the
+    workspace's facts. Names are shown for a placeholder run id."""
+    from phi_finetune.serverless.backend import online_facts
+
+    model = facts = None
+    if workspace is not None:
+        model, facts = online_facts(config, workspace)
+    return plan_serverless(config, None, run_id="RUN_ID", model=model, workspace=facts)
 
 
 def _training_where(compute: str | None, instance_types: Any, tier: str | None) -> str:
