@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -29,6 +31,14 @@ DISCOVERY = "discovery"
 # ``properties.system_metadata`` (``_restclient/model_dataplane/operations/_patch.py``) and the
 # azureml-assets spec.yaml of the model publishes it; the camelCase spelling is the fake's knob.
 REGISTRY_MODEL_EXTENSIONS = ("system_metadata", "systemMetadata")
+
+# api-version -> vendored files whose definitions extend (and override) that version's
+# mfe.<version>.json: serverless endpoints, marketplace subscriptions and fine-tuning jobs, read
+# at a later commit of the same api-version folder (tests/data/contract/README.md)
+SUPPLEMENTS: dict[str, tuple[str, ...]] = {
+    "2024-01-01-preview": ("maas.2024-01-01-preview.json",),
+    "2024-10-01-preview": ("finetuning.2024-10-01-preview.json",),
+}
 
 # (method, path pattern, where the contract lives, definition)
 # where: an api-version file (swagger), DERIVED, REGISTRY or DISCOVERY
@@ -92,7 +102,43 @@ ROUTES: list[tuple[str, str, str, str]] = [
         DISCOVERY,
         "RegistryDiscoveryDto",
     ),
+    ("PUT", rf"{WS}/serverlessEndpoints/[^/]+$", "swagger", "ServerlessEndpointTrackedResource"),
+    ("GET", rf"{WS}/serverlessEndpoints/[^/]+$", "swagger", "ServerlessEndpointTrackedResource"),
+    (
+        "GET",
+        rf"{WS}/serverlessEndpoints$",
+        "swagger",
+        "ServerlessEndpointTrackedResourceArmPaginatedResult",
+    ),
+    ("POST", rf"{WS}/serverlessEndpoints/[^/]+/listKeys$", "swagger", "EndpointAuthKeys"),
+    ("POST", rf"{WS}/serverlessEndpoints/[^/]+/regenerateKeys$", "swagger", "EndpointAuthKeys"),
+    ("PUT", rf"{WS}/marketplaceSubscriptions/[^/]+$", "swagger", "MarketplaceSubscriptionResource"),
+    ("GET", rf"{WS}/marketplaceSubscriptions/[^/]+$", "swagger", "MarketplaceSubscriptionResource"),
+    (
+        "GET",
+        rf"{WS}/marketplaceSubscriptions$",
+        "swagger",
+        "MarketplaceSubscriptionResourceArmPaginatedResult",
+    ),
 ]
+
+
+@cache
+def swagger_for(api_version: str) -> Path | None:
+    """The vendored swagger of an api-version, with its supplements merged in (a file written
+    once per process), ``None`` when that version is not vendored."""
+    base = contract.BY_API_VERSION.get(api_version)
+    extra = SUPPLEMENTS.get(api_version, ())
+    if base is None or not extra:
+        return base
+    doc = json.loads(base.read_text(encoding="utf-8"))
+    for name in extra:
+        supplement = json.loads((contract.CONTRACT_DIR / name).read_text(encoding="utf-8"))
+        doc["definitions"].update(supplement["definitions"])
+        doc["_vendored"].setdefault("supplementedBy", []).append(name)
+    merged = Path(tempfile.mkdtemp(prefix="phi-contract-")) / f"{base.stem}+supplements.json"
+    merged.write_text(json.dumps(doc), encoding="utf-8")
+    return merged
 
 
 def route_of(method: str, path: str) -> tuple[str, str] | None:
@@ -117,7 +163,7 @@ def contract_for(method: str, path: str, api_version: str | None) -> tuple[Path,
         return contract.REGISTRY_FILE, name
     if where == DISCOVERY:
         return contract.DISCOVERY_FILE, name
-    source = contract.BY_API_VERSION.get(api_version or "")
+    source = swagger_for(api_version or "")
     if source is None:
         return f"{method} {path}: no swagger vendored for api-version {api_version!r}"
     if not contract.has_definition(name, source):

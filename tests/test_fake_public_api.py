@@ -40,7 +40,8 @@ EXPORTS = {
         "canceled: 'bool' = False, children: 'list[dict[str, Any]]' = NOTHING, "
         "cancel_polls: 'int' = 0, hold: 'Hold | None' = None, "
         "waiting: 'Callable[[], bool] | None' = None, created: 'int' = 0, "
-        "node: 'str' = 'chat_completion_pipeline') -> None"
+        "node: 'str' = 'chat_completion_pipeline', "
+        "on_completed: 'Callable[[], None] | None' = None) -> None"
     ),
     "Reply": (
         "(status: 'int' = 200, json: 'Any' = None, body: 'bytes | None' = None, "
@@ -167,6 +168,18 @@ METHODS = {
     ),
     "release_endpoint_name": "(self, name: 'str') -> 'None'",
     "serve": "(self) -> 'FakeServer'",
+    # serverless, models as a service (0.2.0)
+    "add_maas_models": "(self, *, registry: 'str' = 'azureml') -> 'None'",
+    "add_serverless_model": (
+        "(self, name: 'str', version: 'str | int', *, deploy_regions: 'list[str] | None', "
+        "registry: 'str' = 'azureml', publisher: 'str' = 'Microsoft', "
+        "archived: 'bool' = False) -> 'dict[str, Any]'"
+    ),
+    "serverless_endpoint_keys": "(self, name: 'str') -> 'tuple[str, str]'",
+    "set_workspace_kind": (
+        "(self, kind: \"Literal['Default', 'Project', 'Hub']\", *, "
+        "hub_name: 'str' = 'hub-phi-fake') -> 'None'"
+    ),
 }
 
 READ_ONLY = {
@@ -187,9 +200,11 @@ STATE_VIEWS = (
     "deployments",
     "endpoints",
     "jobs",
+    "marketplace_subscriptions",
     "models",
     "registry_components",
     "registry_models",
+    "serverless_endpoints",
 )
 
 # attribute -> a value to write (users' tests assign some of these, e.g. ``fake.lro_polls``)
@@ -213,6 +228,7 @@ WRITABLE: dict[str, Any] = {
     "sleeps": [],
     "unrouted": [],
     "check_tokens": False,
+    "serverless_needs_hub": False,
 }
 
 

@@ -29,6 +29,7 @@ def all_routes() -> list[Route]:
         _routes_endpoints,
         _routes_jobs,
         _routes_registry,
+        _routes_serverless,
         _routes_workspace,
     )
 
@@ -38,6 +39,7 @@ def all_routes() -> list[Route]:
         *_routes_jobs.ROUTES,
         *_routes_assets.ROUTES,
         *_routes_endpoints.ROUTES,
+        *_routes_serverless.ROUTES,
     ]
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from phi_finetune.testing import _catalog
 from phi_finetune.testing._dispatch import Dispatcher, all_routes
 from phi_finetune.testing._fake_knobs import FakeRealismKnobs
+from phi_finetune.testing._fake_serverless import FakeServerlessKnobs
 from phi_finetune.testing._forward import Forward
 from phi_finetune.testing._http import FakeRequest
 from phi_finetune.testing._scope import FakeScope
@@ -39,7 +40,7 @@ _active_lock = threading.Lock()
 _active: FakeAzureML | None = None
 
 
-class FakeAzureML(FakeRealismKnobs):
+class FakeAzureML(FakeRealismKnobs, FakeServerlessKnobs):
     """A fake Azure ML service that the real ``azure-ai-ml`` talks to, in process.
 
     Use it as a context manager (or through the ``fake_azureml`` pytest fixture)::
@@ -338,6 +339,7 @@ class FakeAzureML(FakeRealismKnobs):
         meta = {k: phi4[k] for k in ("tags", "system_metadata", "archived")}
         self.add_model(phi4["name"], phi4["version"], **meta)
         self.add_reference_model()
+        self.add_maas_models()
         for name, (vcpus, gpus, family, memory) in _catalog.DEFAULT_VM_SIZES.items():
             self.add_vm_size(name, vcpus, gpus, family, memory)
             if self._store.get_usage(family) is None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
+from phi_finetune.testing._openai_chat import chat_completion_reply
 from phi_finetune.testing._router import WS, not_found, paged, route, system_data
 from phi_finetune.testing._routes_workspace import check_workspace, conflict, lro_accepted
 from phi_finetune.testing._state import DeploymentScript
@@ -467,15 +467,6 @@ def _serves_chat(store: FakeStore, endpoint: str, deployment: str) -> bool:
     return True
 
 
-def _chat_text(answer: Any) -> str:
-    if isinstance(answer, dict) and "output" in answer:
-        output = answer["output"]
-        return str(output[0] if isinstance(output, list) and output else output)
-    if isinstance(answer, list) and answer and isinstance(answer[0], dict):
-        return str(next(iter(answer[0].values()), ""))
-    return str(answer)
-
-
 def _chat(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     """``/v1/chat/completions``: the scorer's answer to the same messages, OpenAI-shaped."""
     routed = _routed(store, req, m)
@@ -484,66 +475,14 @@ def _chat(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     endpoint, deployment = routed
     if not _serves_chat(store, endpoint, deployment):
         return Reply(status=404, body=b"Not Found", headers={"content-type": "text/plain"})
-    sent = req.json if isinstance(req.json, dict) else {}
-    messages = sent.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return Reply(
-            status=400,
-            json={
-                "error": {
-                    "message": "messages must be a non-empty list",
-                    "type": "invalid_request_error",
-                    "param": "messages",
-                    "code": None,
-                }
-            },
-        )
-    store.record_scoring_call(endpoint, deployment, req.json)
-    answer = store.scorer(
-        {"input_data": {"input_string": [messages], "parameters": {}}}, deployment
+    return chat_completion_reply(
+        store,
+        req.json,
+        endpoint=endpoint,
+        deployment=deployment,
+        model=deployment,
+        headers={"azureml-model-deployment": deployment},
     )
-    if isinstance(answer, Reply):
-        return answer
-    text = _chat_text(answer)
-    wanted_n = sent.get("n")
-    n = wanted_n if isinstance(wanted_n, int) and wanted_n > 0 else 1
-    ident = f"chatcmpl-fake-{store.next_id()}"
-    headers = {"azureml-model-deployment": deployment}
-    base = {"id": ident, "created": 1_700_000_000, "model": deployment}
-    if sent.get("stream") is True:
-        events = []
-        for index in range(n):
-            for delta, finish in (
-                ({"role": "assistant", "content": ""}, None),
-                *(({"content": word}, None) for word in re.findall(r"\S+\s*", text)),
-                ({}, "stop"),
-            ):
-                chunk = {
-                    **base,
-                    "object": "chat.completion.chunk",
-                    "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
-                }
-                events.append(f"data: {json.dumps(chunk)}\n\n")
-        events.append("data: [DONE]\n\n")
-        return Reply(
-            body="".join(events).encode(), headers={**headers, "content-type": "text/event-stream"}
-        )
-    words = len(text.split())
-    body = {
-        **base,
-        "object": "chat.completion",
-        "choices": [
-            {
-                "index": index,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }
-            for index in range(n)
-        ],
-        "usage": {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words},
-    }
-    return Reply(json=body, headers=headers)
 
 
 ROUTES = [

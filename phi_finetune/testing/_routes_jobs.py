@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
 from phi_finetune.testing._router import WS, not_found, paged, route
+from phi_finetune.testing._routes_finetuning import finetuning_put, is_finetuning, job_view
 from phi_finetune.testing._routes_registry import created_system_data
 from phi_finetune.testing._routes_workspace import check_workspace, lro_accepted
 from phi_finetune.testing._state import JobScript, JobState
@@ -108,6 +109,8 @@ def _job_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     props = sent.get("properties")
     if not isinstance(props, dict):
         return azure_error(400, "UserError", "The request body has no 'properties'.")
+    if is_finetuning(sent):
+        return finetuning_put(store, req, m)
     existing = store.get_job(name)
     if existing is not None:
         for key in ("displayName", "description", "tags"):
@@ -212,14 +215,14 @@ def _job_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
             return not_found("Job", m["name"])
         return Reply(json=_child_arm_body(store, *child))
     status = job.advance()
-    return Reply(json=_refresh(job, status))
+    return Reply(json=job_view(_refresh(job, status), req))
 
 
 def _job_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     bad = check_workspace(store, m)
     if bad is not None:
         return bad
-    return paged(store, req, [_refresh(j) for j in store.list_jobs()])
+    return paged(store, req, [job_view(_refresh(j), req) for j in store.list_jobs()])
 
 
 def _job_cancel(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:

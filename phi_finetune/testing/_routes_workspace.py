@@ -122,7 +122,7 @@ def workspace_body(scope: FakeScope) -> dict[str, Any]:
         "name": scope.workspace_name,
         "type": "Microsoft.MachineLearningServices/workspaces",
         "location": scope.location,
-        "kind": "Default",
+        "kind": scope.workspace_kind,
         "tags": {},
         "identity": {
             "type": "SystemAssigned",
@@ -144,6 +144,7 @@ def workspace_body(scope: FakeScope) -> dict[str, Any]:
             "hbiWorkspace": False,
             "publicNetworkAccess": "Enabled",
             "v1LegacyMode": False,
+            **({"hubResourceId": scope.hub_resource_id} if scope.hub_resource_id else {}),
         },
         "systemData": system_data(),
     }

@@ -36,6 +36,10 @@ class FakeScope:
     """The naming form of usages added without an explicit one (``set_usage``)."""
     system_metadata_key: SystemMetadataKey = "system_metadata"
     """The key registry model versions carry their system metadata under (see docs/testing.md)."""
+    workspace_kind: str = "Default"
+    """The workspace's ``kind``: ``Default`` (a plain workspace) or ``Project`` (hub-based)."""
+    hub_resource_id: str | None = None
+    """``properties.hubResourceId`` of a hub-based project (``None`` for a plain workspace)."""
 
     @property
     def api_host(self) -> str:

@@ -229,6 +229,8 @@ class JobState:
     """Creation order (the job list answers newest first)."""
     node: str = "chat_completion_pipeline"
     """Name of the pipeline-component node whose children are the steps."""
+    on_completed: Callable[[], None] | None = None
+    """Runs once, when the job reaches ``Completed`` (a fine-tuning job registers its model)."""
 
     @property
     def status(self) -> str:
@@ -263,7 +265,14 @@ class JobState:
         status = self.status
         if self.position < len(self.script.statuses) - 1:
             self.position += 1
+        self.notify_completed()
         return status
+
+    def notify_completed(self) -> None:
+        """Run ``on_completed`` (once) if the job has reached ``Completed``."""
+        if self.on_completed is not None and self.status == "Completed":
+            done, self.on_completed = self.on_completed, None
+            done()
 
     def _held(self) -> bool:
         return self.hold is not None and self.hold.active

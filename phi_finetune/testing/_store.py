@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Literal
 
+from phi_finetune.testing._maas_store import ServerlessStore
 from phi_finetune.testing._scope import FakeScope
 from phi_finetune.testing._scoring import Scorer, echo_scorer
 from phi_finetune.testing._state import DeploymentScript, Hold, JobScript, JobState, Operation
@@ -92,6 +93,10 @@ class FakeStore:
         self._holds: list[Hold] = []
         self._reserved_names: dict[str, float] = {}
         self._request: tuple[str, str] = ("", "")
+        self.serverless = ServerlessStore(self.lock, lambda key: self.keys_issued.append(key))
+        """Serverless endpoints and marketplace subscriptions (``_routes_serverless``)."""
+        self.serverless_needs_hub = True
+        """Refuse serverless fine-tuning and endpoints outside a hub-based project."""
 
     def next_id(self) -> int:
         """A number unique within this fake (ids, creation stamps)."""
@@ -359,7 +364,7 @@ class FakeStore:
             for name, job in self._jobs.items()
             if job.status not in _FINAL_JOB_STATES and not job.canceled
         ]
-        return left
+        return left + self.serverless.billable()
 
     # ------------------------------------------------------------------ deployments
 
