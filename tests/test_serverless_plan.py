@@ -271,3 +271,14 @@ def test_deploy_disabled_plan_says_so() -> None:
         serverless=ServerlessConfig(region="eastus2", workspace_kind="project"),
     )
     assert "(deploy disabled)" in str(_plan(config))
+
+
+@pytest.mark.parametrize(
+    "raw", ["['eastus2', 'westus3']", "eastus2, westus3", ["eastus2", "westus3"]]
+)
+def test_region_tag_forms(raw: Any) -> None:
+    from types import SimpleNamespace
+
+    entity = SimpleNamespace(name="Phi-4-mini-instruct", version="1", id="x", tags={})
+    entity.tags = {"maas-finetuning-deploy-regions": raw}
+    assert ModelFacts.from_registry(entity, "azureml").regions == ("eastus2", "westus3")

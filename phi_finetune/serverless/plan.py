@@ -138,8 +138,11 @@ def _text(value: Any) -> str | None:
 
 
 def _regions(raw: Any) -> tuple[str, ...]:
-    items = raw if isinstance(raw, list | tuple) else str(raw).replace(";", ",").split(",")
-    return tuple(str(r).strip().lower() for r in items if str(r).strip())
+    """A region list tag: the registry serves a list as its Python-literal text
+    (``"['eastus2', 'eastus']"``); a comma-separated string is read too."""
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    cleaned = (str(r).strip().strip("[]").strip().strip("'\"").strip().lower() for r in items)
+    return tuple(r for r in cleaned if r)
 
 
 def serverless_names(config: RunConfig, run_id: str, model_name: str) -> dict[str, str]:
