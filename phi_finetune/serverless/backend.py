@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -79,17 +80,16 @@ class ServerlessBackend:
     def prepare_data(self, ctx: StepContext) -> PreparedDataRecord:
         from phi_finetune.azure.data_assets import PIPELINE_INPUTS, asset_version, register_file
 
-        prepared, record = _prepare_with_validation(ctx)
-        files = {r: p for r, p in prepared.files().items() if r in _ROLES}
-        if "validation" not in files:
-            from phi_finetune.serverless.plan import _check_data
+        record = _prepare_with_validation(ctx)
+        files = {r: Path(p) for r, p in record.files.items() if r in _ROLES}
+        from phi_finetune.serverless.plan import _check_data
 
-            _check_data(record)  # raises: the plan could not run without it either
+        _check_data(record)  # without both splits the job cannot run: fail before uploading
         ml_client = self.workspace(ctx).ml_client
         names = {role: f"{_DATA_PREFIX}-{role}" for role in files}
         for role in files:
             ctx.observer.creating(
-                "data_asset", names[role], asset_version(prepared.sha256[role]), billable=False
+                "data_asset", names[role], asset_version(record.sha256[role]), billable=False
             )
         assets: dict[str, str] = {}
         for role, path in files.items():
@@ -98,8 +98,8 @@ class ServerlessBackend:
                 path,
                 role=role,
                 name=names[role],
-                sha256=prepared.sha256[role],
-                tags={"rows": str(prepared.counts[role]), "role": role},
+                sha256=record.sha256[role],
+                tags={"rows": str(record.counts[role]), "role": role},
             )
             ctx.observer.created("data_asset", asset.name, str(asset.version), billable=False)
             assets[PIPELINE_INPUTS[role]] = asset.uri
@@ -351,17 +351,33 @@ def _version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if version.isdigit() else (1, version)
 
 
-def _prepare_with_validation(ctx: StepContext) -> tuple[Any, PreparedDataRecord]:
+def _prepare_with_validation(ctx: StepContext) -> PreparedDataRecord:
     """``prepare_data_files``, carving :data:`DEFAULT_VALIDATION_PC` % of the training split
     off as validation data when the user set no ``validation_pc`` and the data has no
-    validation split (the serverless job needs one)."""
+    validation split (the serverless job needs one). When the carve holds no row (a small
+    sample), the prepared ``test`` split is the validation data."""
     data = ctx.config.data
     if data.validation_pc is not None:
-        return prepare_data_files(ctx)
+        return prepare_data_files(ctx)[1]
     carving = attrs.evolve(ctx.config, data=attrs.evolve(data, validation_pc=DEFAULT_VALIDATION_PC))
     try:
-        return prepare_data_files(attrs.evolve(ctx, config=carving))
+        record = prepare_data_files(attrs.evolve(ctx, config=carving))[1]
     except ConfigurationError as exc:
         if exc.key != "validation_pc":
             raise
-        return prepare_data_files(ctx)  # the data has its own validation split
+        record = prepare_data_files(ctx)[1]  # the data has its own validation split
+    if record.counts.get("validation") or not record.counts.get("test"):
+        return record
+    logger.warning(
+        "the %s%% validation carve of %d training rows is empty; using the test split (%d rows) "
+        "as validation data (set [data] validation_pc higher to carve one instead)",
+        f"{DEFAULT_VALIDATION_PC:g}",
+        record.counts.get("train", 0),
+        record.counts["test"],
+    )
+    return attrs.evolve(
+        record,
+        files={**record.files, "validation": record.files["test"]},
+        counts={**record.counts, "validation": record.counts["test"]},
+        sha256={**record.sha256, "validation": record.sha256["test"]},
+    )
