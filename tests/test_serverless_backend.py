@@ -258,3 +258,40 @@ def test_endpoint_handle_reports_a_missing_route_instead_of_trying_score() -> No
     with pytest.raises(InvocationError, match="HTTP 404"):
         handle.chat([{"role": "user", "content": "hi"}])
     assert [c["url"] for c in gone.calls] == ["https://ep-two.example/v1/chat/completions"]
+
+
+def test_cli_teardown_deletes_the_subscription_only_with_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from phi_finetune import session as session_module
+    from phi_finetune.cli.main import main as cli
+
+    stub = ServerlessStub(regions="westus3", location="westus3", author="Meta")
+    chat = ChatSession()
+    monkeypatch.setattr(
+        session_module, "_make_backend", lambda config, workspace=None: _backend(stub, chat)
+    )
+    config = attrs_evolve_deploy(_config(tmp_path, model="Llama-3.1-8b-instruct"))
+    session = FineTuneSession(config, backend=_backend(stub, chat))
+    session.run()
+    assert list(stub.subscriptions) == ["Llama-3-1-8b-instruct-sub"]
+    state = str(session.state_dir)
+    # The endpoint is kept (keep_endpoint); a plain teardown leaves the subscription alone.
+    assert cli(["teardown", session.run_id, "--state-dir", state, "--yes", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"] == [
+        f"endpoint:{session.plan().details['serverless']['endpoint_name']}"
+    ]
+    assert list(stub.subscriptions) == ["Llama-3-1-8b-instruct-sub"]
+    flag = "--delete-marketplace-subscription"
+    assert cli(["teardown", session.run_id, "--state-dir", state, "--yes", flag, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["deleted"] == ["marketplace_subscription:Llama-3-1-8b-instruct-sub"]
+    assert stub.subscriptions == {} and stub.billable() == []
+
+
+def attrs_evolve_deploy(config: RunConfig) -> RunConfig:
+    import attrs
+
+    return attrs.evolve(config, deploy=attrs.evolve(config.deploy, keep_endpoint=True))

@@ -27,10 +27,8 @@ from phi_finetune.steps import JobRecord, ModelRef, PlanRecord, PreparedDataReco
 
 if TYPE_CHECKING:
     from phi_finetune.azure.workspace import Workspace
-    from phi_finetune.config import RunConfig
     from phi_finetune.endpoint import Endpoint
     from phi_finetune.journal import ResourceRecord
-    from phi_finetune.serverless.plan import ModelFacts, WorkspaceFacts
 
 __all__ = ["DEFAULT_VALIDATION_PC", "ServerlessBackend"]
 
@@ -112,6 +110,8 @@ class ServerlessBackend:
 
         model = workspace = None
         if not self.offline_plan:
+            from phi_finetune.serverless.plan import online_facts
+
             model, workspace = online_facts(ctx.config, self.workspace(ctx))
         return plan_serverless(
             ctx.config, ctx.prepared, run_id=ctx.journal.run_id, model=model, workspace=workspace
@@ -321,22 +321,6 @@ class ServerlessBackend:
             except Exception as exc:
                 if exc.__cause__ is None or not is_not_found(exc.__cause__):
                     raise
-
-
-def online_facts(config: RunConfig, ws: Workspace) -> tuple[ModelFacts, WorkspaceFacts]:
-    """The model's serverless facts from its registry tags, and the workspace's facts."""
-    from phi_finetune.azure.boundary import call
-    from phi_finetune.serverless.plan import ModelFacts, WorkspaceFacts
-
-    registry = config.model.registry
-    client = ws.registry_client_for(registry)
-    name = config.serverless.model
-    selector = config.model.selector if config.model.name == name else {"label": "latest"}
-    entity = call(
-        f"get model {name!r} from registry {registry!r}",
-        lambda: client.models.get(name, **selector),
-    )
-    return ModelFacts.from_registry(entity, registry), WorkspaceFacts.read(ws.ml_client)
 
 
 def _registry_path(registry: str, name: str) -> str:

@@ -99,7 +99,7 @@ def wait_endpoint(
     *,
     timeout_s: float,
     poll_interval_s: float,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> Any:
     """Poll a reattached endpoint until it has succeeded."""
     started = time.monotonic()
@@ -117,7 +117,9 @@ def wait_endpoint(
                 f"serverless endpoint {name!r} is still {state} after {timeout_s:g} s; "
                 "resume the run to keep waiting"
             )
-        sleep(poll_interval_s)
+        from phi_finetune.azure.boundary import _do_sleep
+
+        _do_sleep(sleep or time.sleep, poll_interval_s)
 
 
 def endpoint_keys(ml_client: Any, name: str) -> str:

@@ -338,12 +338,25 @@ def plan_from_config(config: RunConfig, *, workspace: Any = None) -> PlanRecord:
     """``phi-finetune plan`` for the serverless backend: offline without ``workspace`` (a
     :class:`~phi_finetune.azure.workspace.Workspace`), else with the model's tags and the
     workspace's facts. Names are shown for a placeholder run id."""
-    from phi_finetune.serverless.backend import online_facts
-
     model = facts = None
     if workspace is not None:
         model, facts = online_facts(config, workspace)
     return plan_serverless(config, None, run_id="RUN_ID", model=model, workspace=facts)
+
+
+def online_facts(config: RunConfig, ws: Any) -> tuple[ModelFacts, WorkspaceFacts]:
+    """The model's serverless facts from its registry tags, and the workspace's facts."""
+    from phi_finetune.azure.boundary import call
+
+    registry = config.model.registry
+    client = ws.registry_client_for(registry)
+    name = config.serverless.model
+    selector = config.model.selector if config.model.name == name else {"label": "latest"}
+    entity = call(
+        f"get model {name!r} from registry {registry!r}",
+        lambda: client.models.get(name, **selector),
+    )
+    return ModelFacts.from_registry(entity, registry), WorkspaceFacts.read(ws.ml_client)
 
 
 def _training_where(compute: str | None, instance_types: Any, tier: str | None) -> str:
