@@ -119,3 +119,24 @@ def test_plain_workspace_is_refused_online(
     with pytest.raises(NotHubWorkspaceError):
         session.plan()
     assert _jobs_created(fake) == []
+
+
+def test_endpoint_chat_stream_and_invoke_against_the_fake(
+    tmp_path: Path, workspace: Workspace, fake: FakeAzureML
+) -> None:
+    from phi_finetune.scoring import ScoreResult
+
+    session = FineTuneSession(_config(tmp_path, keep_endpoint=True), backend=_backend(workspace))
+    session.register()
+    endpoint = session.deploy()
+    messages = [{"role": "user", "content": "Say something about tea."}]
+    chat = endpoint.chat(messages, max_tokens=16, temperature=0)
+    assert isinstance(chat, ScoreResult) and chat.shape == "chat" and chat.text
+    pieces = list(endpoint.stream(messages, max_tokens=16))
+    assert pieces and "".join(pieces)
+    invoked = endpoint.invoke(messages, max_new_tokens=16)
+    assert invoked.text
+    chat_posts = [r for r in fake.requests if r.method == "POST" and "models.ai.azure.com" in r.url]
+    assert chat_posts and all(r.url.endswith("/v1/chat/completions") for r in chat_posts)
+    session.teardown()
+    assert fake.billable() == []
