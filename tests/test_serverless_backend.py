@@ -173,6 +173,8 @@ def test_a_failed_job_is_replaced_by_a_new_name_on_resume(tmp_path: Path) -> Non
     stub.ml_client.jobs.get.side_effect = failing
     with pytest.raises(JobFailedError):
         session.run()
+    failed = session.journal.resource("job", stub.submitted[0].name)
+    assert failed is not None and not failed.billable and failed.details["status"] == "Failed"
     stub.ml_client.jobs.get.side_effect = real_get
     result = _resume(session, stub, chat).run()
     first, second = (j.name for j in stub.submitted)

@@ -165,9 +165,16 @@ class ServerlessBackend:
         else:
             logger.info("reattached to job %s instead of submitting again", name)
             ctx.observer.created("job", name, billable=True)
-        finished = wait_job(
-            ml_client, name, poll_interval_s=self.poll_interval_s, timeout_s=self.job_timeout_s
-        )
+        from phi_finetune.errors import JobFailedError
+
+        try:
+            finished = wait_job(
+                ml_client, name, poll_interval_s=self.poll_interval_s, timeout_s=self.job_timeout_s
+            )
+        except JobFailedError as exc:
+            # An ended job bills nothing: journal it so, and so the next attempt takes a new name.
+            ctx.observer.created("job", name, billable=False, details={"status": exc.status})
+            raise
         ctx.observer.created("job", name, billable=False, details={"status": "Completed"})
         from phi_finetune.serverless.job import registered_model_name
 
