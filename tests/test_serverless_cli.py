@@ -132,3 +132,25 @@ def test_cli_endpoints_delete_a_serverless_endpoint(
     out = json.loads(capsys.readouterr().out)
     assert out["deleted"] is True and len(out["runs"]) == 1
     assert dict(fake.serverless_endpoints) == {} and fake.billable() == []
+
+
+def test_cli_plan_online_reads_the_model_tags_and_the_workspace(
+    tmp_path: Path,
+    fake: FakeAzureML,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from phi_finetune.cli import plan as plan_cli
+
+    ws = Workspace.from_clients(fake.workspace_client(), fake.registry_client())
+    monkeypatch.setattr(plan_cli, "_make_workspace", lambda config: ws)
+    path = tmp_path / "phi-finetune.toml"
+    path.write_text('backend = "serverless"\n')
+    assert cli(["plan", "--config", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    details = out["details"]["serverless"]
+    assert details["online"] is True and details["location"] == "eastus2"
+    assert details["workspace_kind"] == "project" and "eastus2" in details["regions"]
+    fake.set_workspace_kind("Default")
+    assert cli(["plan", "--config", str(path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"] == "NotHubWorkspaceError"
