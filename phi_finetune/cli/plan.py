@@ -10,6 +10,10 @@ size table; cluster state and quota are not checked. The plan also shows the dep
 (``deploy.instance_type``, or the first size of the model's inference allow list that is not
 retired and has quota) and a cost estimate (``[cost]``; ``--price-file``,
 ``--tokens-per-gpu-second``). Exit 0 with the plan, 1 with every problem found.
+
+With ``backend = "serverless"`` the plan checks the serverless route instead: the model offers
+serverless fine-tuning, the region, a hub-based project, the four accepted hyperparameters
+(``--offline``: from pinned facts and ``[serverless] region`` / ``workspace_kind``).
 """
 
 from __future__ import annotations
