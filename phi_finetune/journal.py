@@ -86,6 +86,7 @@ RESOURCE_KINDS: tuple[str, ...] = (
     "deployment",
     "local_server",
     "local_model",
+    "marketplace_subscription",
 )
 #: Kinds that cost money while they exist (the default of ``record_resource(billable=...)``).
 BILLABLE_KINDS = frozenset({"compute", "endpoint", "deployment"})

@@ -27,6 +27,7 @@ ResourceKind = Literal[
     "deployment",
     "local_server",
     "local_model",
+    "marketplace_subscription",
 ]
 ResourceState = Literal["creating", "created", "deleted"]
 

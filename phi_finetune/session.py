@@ -154,7 +154,8 @@ class FineTuneSession:
     ) -> FineTuneSession:
         """A new run from a config object or a ``phi-finetune.toml`` path.
 
-        ``backend`` (``"azure"`` or ``"local"``, or a backend object) overrides the config's.
+        ``backend`` (``"azure"``, ``"local"`` or ``"serverless"``, or a backend object)
+        overrides the config's.
         """
         from phi_finetune.config import RunConfig, load_run_config
 
@@ -478,4 +479,8 @@ def _make_backend(config: RunConfig, *, workspace: Workspace | None) -> Backend:
         from phi_finetune.azure.backend import AzureBackend
 
         return AzureBackend(workspace=workspace)
-    raise RunStateError(f"unknown backend {config.backend!r}; use 'azure' or 'local'")
+    if config.backend == "serverless":
+        from phi_finetune.serverless.backend import ServerlessBackend
+
+        return ServerlessBackend(workspace=workspace)
+    raise RunStateError(f"unknown backend {config.backend!r}; use 'azure', 'local' or 'serverless'")

@@ -156,6 +156,25 @@ def setup_rollout(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[
     return namespace
 
 
+def setup_serverless(fake: FakeAzureML, mp: pytest.MonkeyPatch, tmp: Path) -> dict[str, Any]:
+    """A hub-based project, a ``phi-finetune.toml`` for the demo data, the session's backend
+    on the fake (no poll waits)."""
+    from phi_finetune import session as session_module
+    from phi_finetune.serverless.backend import ServerlessBackend
+
+    fake.set_workspace_kind("Project")
+    ws = _workspace(fake, mp)
+
+    def make_backend(config: Any, *, workspace: Any = None) -> Any:
+        return ServerlessBackend(workspace=ws, poll_interval_s=0)
+
+    mp.setattr(session_module, "_make_backend", make_backend)
+    (tmp / "phi-finetune.toml").write_text(
+        'backend = "serverless"\n[data]\nsource = "demo"\nsplit_pc = 100\n', encoding="utf-8"
+    )
+    return {}
+
+
 SETUPS: dict[str, Callable[[FakeAzureML, pytest.MonkeyPatch, Path], dict[str, Any]]] = {
     "compute": setup_compute,
     "data": setup_data,
@@ -168,6 +187,7 @@ SETUPS: dict[str, Callable[[FakeAzureML, pytest.MonkeyPatch, Path], dict[str, An
     "teardown": setup_teardown,
     "cost": setup_resolve_only,
     "rollout": setup_rollout,
+    "serverless": setup_serverless,
 }
 
 

@@ -120,6 +120,13 @@ def collect(args: Any) -> list[dict[str, Any]]:
     remote = call(
         "list the workspace's online endpoints", lambda: list(ml_client.online_endpoints.list())
     )
+    # Serverless endpoints are listed only when a journal here has a serverless run (one more
+    # request otherwise for nothing).
+    if any(e["backend"] == "serverless" for entries in index.values() for e in entries):
+        remote += call(
+            "list the workspace's serverless endpoints",
+            lambda: list(ml_client.serverless_endpoints.list()),
+        )
     seen: set[str] = set()
     for endpoint in sorted(remote, key=lambda e: str(e.name)):
         name = str(endpoint.name)
@@ -156,7 +163,11 @@ def collect(args: Any) -> list[dict[str, Any]]:
         )
     for name, entries in sorted(index.items()):
         final = entries[-1]
-        if name in seen or final["kind"] != "endpoint" or final["backend"] != "azure":
+        if (
+            name in seen
+            or final["kind"] != "endpoint"
+            or final["backend"] not in ("azure", "serverless")
+        ):
             continue
         if final["journal_state"] == "deleted":
             continue
@@ -213,11 +224,20 @@ def run_delete(args: Any) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             sys.stderr.write("not deleted\n")
             return 1
-    deployer = EndpointDeployer(_ml_client(args))
-    existed = deployer.exists(name)
-    if existed:
-        deployer.delete(name)
     state_dir = resolve_state_dir(args)
+    entries = _journal_index(state_dir).get(name) or [{}]
+    if entries[-1].get("backend") == "serverless":
+        from phi_finetune.serverless.endpoint import delete_endpoint, get_endpoint
+
+        ml_client = _ml_client(args)
+        existed = get_endpoint(ml_client, name) is not None
+        if existed:
+            delete_endpoint(ml_client, name)
+    else:
+        deployer = EndpointDeployer(_ml_client(args))
+        existed = deployer.exists(name)
+        if existed:
+            deployer.delete(name)
     runs = []
     for run in list_runs(state_dir):
         if run.error is not None:

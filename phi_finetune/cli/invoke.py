@@ -160,6 +160,17 @@ def endpoint_for(args: Any) -> Endpoint:
             )
         details = dict(record.details)
         deployment = args.deployment or details.get("deployment") or _deployment_of(journal)
+        if kind == "endpoint" and journal.backend == "serverless":
+            from phi_finetune.serverless.endpoint import ServerlessEndpointHandle
+
+            uri = details.get("scoring_uri")
+            if args.key_env and uri:
+                return ServerlessEndpointHandle(
+                    record.name, str(uri), _key_from_env(args.key_env), **options
+                )
+            return ServerlessEndpointHandle.from_serverless(
+                _ml_client(args), record.name, **options
+            )
         if kind == "endpoint" and journal.backend == "azure":
             if args.key_env:
                 uri = details.get("scoring_uri")

@@ -10,6 +10,10 @@ size table; cluster state and quota are not checked. The plan also shows the dep
 (``deploy.instance_type``, or the first size of the model's inference allow list that is not
 retired and has quota) and a cost estimate (``[cost]``; ``--price-file``,
 ``--tokens-per-gpu-second``). Exit 0 with the plan, 1 with every problem found.
+
+With ``backend = "serverless"`` the plan checks the serverless route instead: the model offers
+serverless fine-tuning, the region, a hub-based project, the four accepted hyperparameters
+(``--offline``: from pinned facts and ``[serverless] region`` / ``workspace_kind``).
 """
 
 from __future__ import annotations
@@ -170,6 +174,8 @@ def run_plan(args: Any) -> int:
     if not getattr(args, "config", None):
         raise ConfigurationError("plan needs --config FILE (a phi-finetune.toml)")
     config = _with_cost_flags(load_run_config(args.config), args)
+    if config.backend == "serverless":
+        return _run_serverless_plan(config, args)
     try:
         plan = build_job(config, offline=bool(args.offline)).plan()
     except PhiFinetuneError as exc:
@@ -187,4 +193,23 @@ def run_plan(args: Any) -> int:
                 sys.stderr.write(f"{note}\n")
         return 1
     emit(args, {"ok": True, **plan.to_dict()}, plan.to_table())
+    return 0
+
+
+def _run_serverless_plan(config: Any, args: Any) -> int:
+    """The serverless backend's plan (see :mod:`phi_finetune.serverless.plan`)."""
+    from phi_finetune.cli._common import emit
+    from phi_finetune.errors import PhiFinetuneError
+    from phi_finetune.serverless.plan import plan_from_config
+
+    try:
+        workspace = None if args.offline else _make_workspace(config)
+        plan = plan_from_config(config, workspace=workspace)
+    except PhiFinetuneError as exc:
+        if getattr(args, "json", False):
+            emit(args, {"ok": False, "error": type(exc).__name__, "problems": [str(exc)]})
+        else:
+            sys.stderr.write(f"error: {exc}\n")
+        return 1
+    emit(args, {"ok": True, **plan.to_dict()}, plan.table)
     return 0

@@ -15,7 +15,9 @@ def register(subparsers: Any) -> None:
         description="Run the whole workflow from a configuration file, journaling every step.",
     )
     parser.add_argument(
-        "--backend", choices=("azure", "local"), help="override the config's backend"
+        "--backend",
+        choices=("azure", "local", "serverless"),
+        help="override the config's backend",
     )
     add_state_dir_option(parser)
     parser.add_argument(

@@ -16,6 +16,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("run_id")
     add_state_dir_option(parser)
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--delete-marketplace-subscription",
+        action="store_true",
+        help="serverless runs: also delete the model's marketplace subscription the run made",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -25,6 +30,10 @@ def handle(args: argparse.Namespace) -> int:
 
     journal = Journal.load(args.state_dir, args.run_id)
     alive = journal.resources(billable_only=True, alive_only=True)
+    if journal.backend == "serverless":
+        from phi_finetune.serverless.teardown import subscriptions_to_delete
+
+        alive += subscriptions_to_delete(journal, flag=args.delete_marketplace_subscription)
     if not alive:
         emit(args, {"run_id": args.run_id, "deleted": []}, "nothing billable left to delete")
         return 0
@@ -37,6 +46,11 @@ def handle(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in {"y", "yes"}:
             sys.stderr.write("nothing deleted\n")
             return 1
-    deleted = FineTuneSession.teardown_run(args.run_id, state_dir=args.state_dir)
+    if journal.backend == "serverless" and args.delete_marketplace_subscription:
+        from phi_finetune.serverless.teardown import teardown_with_subscription
+
+        deleted = teardown_with_subscription(args.run_id, state_dir=args.state_dir)
+    else:
+        deleted = FineTuneSession.teardown_run(args.run_id, state_dir=args.state_dir)
     emit(args, {"run_id": args.run_id, "deleted": deleted}, "deleted: " + ", ".join(deleted))
     return 0

@@ -38,6 +38,7 @@ from phi_finetune.config.sections import (
     ScoreConfig,
     _default_state_dir,
 )
+from phi_finetune.config.serverless import ServerlessConfig
 from phi_finetune.config.workspace import _SCOPE_FIELDS, WorkspaceConfig
 from phi_finetune.errors import ConfigurationError
 
@@ -59,7 +60,7 @@ class RunConfig(_Section):
     """Everything a run needs; one attribute per section of ``phi-finetune.toml``."""
 
     backend: str = attrs.field(
-        default="local", metadata=_spec(_STR, "string", choices=("azure", "local"))
+        default="local", metadata=_spec(_STR, "string", choices=("azure", "local", "serverless"))
     )
     state_dir: Path = attrs.field(
         factory=_default_state_dir,
@@ -100,6 +101,10 @@ class RunConfig(_Section):
     )
     cost: CostConfig = attrs.field(
         factory=CostConfig, metadata=_spec((CostConfig,), "CostConfig", section=CostConfig)
+    )
+    serverless: ServerlessConfig = attrs.field(
+        factory=ServerlessConfig,
+        metadata=_spec((ServerlessConfig,), "ServerlessConfig", section=ServerlessConfig),
     )
 
     @property

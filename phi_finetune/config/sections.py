@@ -36,6 +36,7 @@ from phi_finetune.config.checks import (
     _to_path,
     _to_str_version,
 )
+from phi_finetune.config.serverless import ServerlessConfig
 from phi_finetune.config.workspace import WorkspaceConfig
 from phi_finetune.constants import DEFAULT_STATE_DIR, state_dir_from_env
 from phi_finetune.names import COMPUTE_NAME_PATTERN, REGISTRY_NAME_PATTERN, endpoint_name_problems
@@ -637,4 +638,5 @@ SECTIONS: dict[str, type] = {
     "score": ScoreConfig,
     "local": LocalConfig,
     "cost": CostConfig,
+    "serverless": ServerlessConfig,
 }
