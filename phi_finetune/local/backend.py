@@ -190,6 +190,7 @@ class LocalBackend:
 
     def deploy(self, ctx: StepContext) -> Endpoint:
         from phi_finetune._atomic import atomic_write_text
+        from phi_finetune.local.registry import resolve_model_folder
         from phi_finetune.local.server import LocalServer
 
         # A server of an earlier (crashed) attempt of this run is stopped first.
@@ -201,10 +202,13 @@ class LocalBackend:
         key_file = ctx.run_dir / "endpoint.key"
         atomic_write_text(key_file, key, mode=0o600)
         name = ctx.config.deploy.endpoint_name or f"local-{ctx.journal.run_id[-12:]}"
+        # Resolved here, once: the server then loads the folder without MLflow (seconds less).
+        model_dir = resolve_model_folder(model.uri, tracking_uri=model.tracking_uri)
         server = LocalServer(
             model.uri,
             key=key,
             tracking_uri=model.tracking_uri,
+            model_dir=model_dir,
             port=ctx.config.local.port,
             log_path=ctx.run_dir / "server.log",
             key_file=key_file,
