@@ -18,22 +18,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from phi_finetune.constants import ENV_CACHE_DIR, cache_dir
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ENV_CACHE_DIR", "schema_cache_dir", "seed_sqlite_store"]
 
-#: Where the cached schemas live (default: ``$XDG_CACHE_HOME/phi_finetune`` or ``~/.cache/...``).
-ENV_CACHE_DIR = "PHI_FINETUNE_CACHE_DIR"
 _PREFIX = "sqlite:///"
 
 
 def schema_cache_dir() -> Path:
-    """The folder holding the cached empty MLflow schemas."""
-    explicit = os.environ.get(ENV_CACHE_DIR)
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "phi_finetune"
+    """The folder holding the cached empty MLflow schemas (``$PHI_FINETUNE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/phi_finetune`` or ``~/.cache/phi_finetune``)."""
+    return cache_dir()
 
 
 def seed_sqlite_store(uri: str) -> bool:
