@@ -7,9 +7,10 @@ Run from the repository root:
 
 Each round runs the demo of the old tree and of this tree, each in a fresh process (imports
 count, as for a user), in alternating order; the table gives each part's median seconds and
-the median of the per-round ratios new/old. Parts: start-up and imports (wall time the steps do
-not account for), prepare data, plan, fine-tune, register, endpoint start (the deploy step),
-score, teardown. Without ``--old-tree`` only this tree runs.
+the median of the per-round ratios new/old, and the CPU seconds the demo and its server used
+(less sensitive to other work on a shared machine than the wall time). Parts: start-up and
+imports (wall time the steps do not account for), prepare data, plan, fine-tune, register,
+endpoint start (the deploy step), score, teardown. Without ``--old-tree`` only this tree runs.
 
 The floors are measured alone, in fresh processes: ``python -c pass`` plus the CLI import
 (start-up); ``import torch, transformers, peft`` (the fine-tune step's fixed part before any
@@ -61,6 +62,7 @@ def run_demo(tree: Path, cache: Path | None, max_steps: int | None) -> dict[str,
         command = [sys.executable, "-m", "phi_finetune.cli.main", "demo", "--workdir", workdir]
         if max_steps is not None:
             command += ["--max-steps", str(max_steps)]
+        cpu_before = _children_cpu()
         started = time.perf_counter()
         done = subprocess.run(
             [*command, "--json"],
@@ -79,7 +81,16 @@ def run_demo(tree: Path, cache: Path | None, max_steps: int | None) -> dict[str,
     parts = {name: float(timings.get(key, 0.0)) for name, key in PARTS.items() if key}
     parts["start-up, imports, output"] = total - sum(timings.values())
     parts["total"] = total
+    parts["total CPU (user+sys)"] = _children_cpu() - cpu_before
     return parts
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the reaped child processes (the demo and the server it started)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 _FLOOR_LOAD = """
@@ -171,7 +182,7 @@ def main() -> None:
                 results[name].append(parts)
                 print(f"round {round_index + 1} {name}: {parts['total']:.1f} s", flush=True)
     floor = floors(args.max_steps)
-    names = [*PARTS, "total"]
+    names = [*PARTS, "total", "total CPU (user+sys)"]
     header = f"{'part':28} {'new s':>8}"
     if "old" in trees:
         header += f" {'old s':>8} {'new/old':>8}"
