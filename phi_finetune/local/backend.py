@@ -190,6 +190,7 @@ class LocalBackend:
 
     def deploy(self, ctx: StepContext) -> Endpoint:
         from phi_finetune._atomic import atomic_write_text
+        from phi_finetune.errors import ModelNotFoundError
         from phi_finetune.local.registry import resolve_model_folder
         from phi_finetune.local.server import LocalServer
 
@@ -203,7 +204,11 @@ class LocalBackend:
         atomic_write_text(key_file, key, mode=0o600)
         name = ctx.config.deploy.endpoint_name or f"local-{ctx.journal.run_id[-12:]}"
         # Resolved here, once: the server then loads the folder without MLflow (seconds less).
-        model_dir = resolve_model_folder(model.uri, tracking_uri=model.tracking_uri)
+        # A model the registry cannot find is left to the server, which fails as before.
+        try:
+            model_dir = resolve_model_folder(model.uri, tracking_uri=model.tracking_uri)
+        except ModelNotFoundError:
+            model_dir = None
         server = LocalServer(
             model.uri,
             key=key,
