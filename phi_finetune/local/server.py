@@ -281,8 +281,9 @@ class LocalServer:
 
     def __getattr__(self, name: str) -> Any:
         # The limits were attributes of their own before ServerLimits; keep reading them.
-        if name in _LIMIT_NAMES:
-            return getattr(self.__dict__["limits"], name)
+        limits = self.__dict__.get("limits")
+        if limits is not None and name in _LIMIT_NAMES:
+            return getattr(limits, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
