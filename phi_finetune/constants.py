@@ -30,6 +30,7 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "ENV_CACHE_DIR",
     "ENV_FAKE_AZUREML_URL",
     "ENV_HF_HUB_OFFLINE",
     "ENV_MLFLOW_TRACKING_URI",
@@ -41,6 +42,7 @@ __all__ = [
     "NO_PROGRESS_ENVS",
     "STATE_DIR_ENV",
     "WORKSPACE_ENVS",
+    "cache_dir",
     "default_state_dir",
     "env_flag",
     "env_value",
@@ -119,3 +121,17 @@ def workspace_env(environ: Mapping[str, str] | None = None) -> dict[str, str | N
     """WorkspaceConfig field -> its variable's value (``None``: not set; ``""``: set empty)."""
     env = os.environ if environ is None else environ
     return {field: env.get(var) for field, var in WORKSPACE_ENVS.items()}
+
+
+#: The library's cache folder (the local backend's cached empty MLflow schema).
+ENV_CACHE_DIR = "PHI_FINETUNE_CACHE_DIR"
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$PHI_FINETUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/phi_finetune``, else
+    ``~/.cache/phi_finetune``."""
+    configured = env_value(ENV_CACHE_DIR, environ)
+    if configured:
+        return Path(configured).expanduser()
+    base = env_value("XDG_CACHE_HOME", environ)
+    return (Path(base) if base else Path.home() / ".cache") / "phi_finetune"

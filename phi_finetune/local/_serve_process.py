@@ -9,8 +9,10 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import attrs
 
 from phi_finetune._atomic import atomic_write_json
 from phi_finetune.errors import LocalBackendError
@@ -18,7 +20,7 @@ from phi_finetune.local.batching import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BAT
 
 logger = logging.getLogger("phi_finetune.local.server")
 
-__all__ = ["create_app", "run_server"]
+__all__ = ["ServerLimits", "create_app", "run_server"]
 
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -32,32 +34,74 @@ DEFAULT_MAX_CONNECTIONS = 256
 HOST = "127.0.0.1"
 
 
+@attrs.frozen
+class ServerLimits:
+    """The request, connection and batching limits of one local server (one object instead of
+    eleven keyword arguments; see :mod:`phi_finetune.local.server` for what each bounds)."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
+    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+
+    @classmethod
+    def of(cls, limits: ServerLimits | None, overrides: Mapping[str, Any]) -> ServerLimits:
+        """``limits`` (or the defaults) with the keyword arguments that were given."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return attrs.evolve(limits or cls(), **given)
+
+
 def create_app(
     model: Any,
     tokenizer: Any,
     *,
     key: str,
     model_name: str = "model",
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    limits: ServerLimits | None = None,
+    max_body_bytes: int | None = None,
+    max_new_tokens_limit: int | None = None,
+    max_batch: int | None = None,
+    max_prompt_chars: int | None = None,
+    max_num_beams: int | None = None,
+    body_timeout: float | None = None,
+    batch_window_ms: float | None = None,
+    max_batch_size: int | None = None,
 ) -> Any:
-    """The FastAPI app serving ``model`` (see the module docstring for the contract)."""
+    """The FastAPI app serving ``model`` (see the module docstring for the contract).
+
+    ``limits`` bounds requests; the single keyword arguments (kept for compatibility) override
+    its fields.
+    """
     from phi_finetune.local._app import build_app
     from phi_finetune.local._chat import context_length
     from phi_finetune.local.request_limits import RequestLimits
 
-    limits = RequestLimits(
-        max_body_bytes=max_body_bytes,
-        max_new_tokens=max_new_tokens_limit,
-        max_batch=max_batch,
-        max_prompt_chars=max_prompt_chars,
-        max_num_beams=max_num_beams,
+    chosen = ServerLimits.of(
+        limits,
+        {
+            "max_body_bytes": max_body_bytes,
+            "max_new_tokens_limit": max_new_tokens_limit,
+            "max_batch": max_batch,
+            "max_prompt_chars": max_prompt_chars,
+            "max_num_beams": max_num_beams,
+            "body_timeout": body_timeout,
+            "batch_window_ms": batch_window_ms,
+            "max_batch_size": max_batch_size,
+        },
+    )
+    request_limits = RequestLimits(
+        max_body_bytes=chosen.max_body_bytes,
+        max_new_tokens=chosen.max_new_tokens_limit,
+        max_batch=chosen.max_batch,
+        max_prompt_chars=chosen.max_prompt_chars,
+        max_num_beams=chosen.max_num_beams,
         context_length=context_length(model),
     )
     return build_app(
@@ -65,13 +109,13 @@ def create_app(
         tokenizer,
         key=key,
         model_name=model_name,
-        max_body_bytes=max_body_bytes,
-        max_new_tokens_limit=max_new_tokens_limit,
-        max_batch=max_batch,
-        limits=limits,
-        body_timeout=body_timeout,
-        batch_window_ms=batch_window_ms,
-        max_batch_size=max_batch_size,
+        max_body_bytes=chosen.max_body_bytes,
+        max_new_tokens_limit=chosen.max_new_tokens_limit,
+        max_batch=chosen.max_batch,
+        limits=request_limits,
+        body_timeout=chosen.body_timeout,
+        batch_window_ms=chosen.batch_window_ms,
+        max_batch_size=chosen.max_batch_size,
     )
 
 
@@ -99,25 +143,49 @@ def run_server(
     key: str,
     port: int = 0,
     tracking_uri: str | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    max_body_bytes: int | None = None,
+    max_new_tokens_limit: int | None = None,
+    max_batch: int | None = None,
     ready_file: str | None = None,
     on_ready: Callable[[int], None] | None = None,
     threads: int | None = None,
-    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_prompt_chars: int | None = None,
+    max_num_beams: int | None = None,
+    header_timeout: float | None = None,
+    body_timeout: float | None = None,
+    keep_alive_timeout: int | None = None,
+    max_connections: int | None = None,
+    batch_window_ms: float | None = None,
+    max_batch_size: int | None = None,
+    limits: ServerLimits | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
 ) -> None:
     """Load ``model_uri`` and serve it on 127.0.0.1 until SIGTERM/SIGINT (blocking).
 
+    ``model_dir``, when given, is the model folder ``model_uri`` was resolved to (by the
+    launcher, from the registry): it is loaded directly, without MLflow. Otherwise a
+    ``models:/`` URI is resolved to its artifact folder through the registry, and only a model
+    that is not a phi_finetune chat model goes through a full MLflow pyfunc load.
     ``threads`` sets torch's intra-op threads (1 is fastest for tiny models on a busy CPU).
+    ``limits`` bounds requests and connections; the single keyword arguments (kept for
+    compatibility) override its fields.
     """
+    chosen = ServerLimits.of(
+        limits,
+        {
+            "max_body_bytes": max_body_bytes,
+            "max_new_tokens_limit": max_new_tokens_limit,
+            "max_batch": max_batch,
+            "max_prompt_chars": max_prompt_chars,
+            "max_num_beams": max_num_beams,
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "keep_alive_timeout": keep_alive_timeout,
+            "max_connections": max_connections,
+            "batch_window_ms": batch_window_ms,
+            "max_batch_size": max_batch_size,
+        },
+    )
     import uvicorn
 
     from phi_finetune.local._connection_guard import guarded_protocol
@@ -129,21 +197,8 @@ def run_server(
 
     from phi_finetune.local.registry import load_chat_model
 
-    model, tokenizer = load_chat_model(model_uri, tracking_uri=tracking_uri)
-    app = create_app(
-        model,
-        tokenizer,
-        key=key,
-        model_name=model_uri,
-        max_body_bytes=max_body_bytes,
-        max_new_tokens_limit=max_new_tokens_limit,
-        max_batch=max_batch,
-        max_prompt_chars=max_prompt_chars,
-        max_num_beams=max_num_beams,
-        body_timeout=body_timeout,
-        batch_window_ms=batch_window_ms,
-        max_batch_size=max_batch_size,
-    )
+    model, tokenizer = load_chat_model(model_uri, tracking_uri=tracking_uri, model_dir=model_dir)
+    app = create_app(model, tokenizer, key=key, model_name=model_uri, limits=chosen)
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when
     # the socket says TCP; without it every response waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -161,11 +216,13 @@ def run_server(
         lifespan="off",
         server_header=False,
         timeout_graceful_shutdown=3,
-        timeout_keep_alive=keep_alive_timeout,
+        timeout_keep_alive=chosen.keep_alive_timeout,
         # The guard bounds connections (uvicorn's limit_concurrency would count idle ones and
         # answer 503 to real clients); one request runs per connection, so tasks are bounded too.
         limit_concurrency=None,
-        http=guarded_protocol(header_timeout=header_timeout, max_connections=max_connections),
+        http=guarded_protocol(
+            header_timeout=chosen.header_timeout, max_connections=chosen.max_connections
+        ),
     )
     server = uvicorn.Server(config)
     if ready_file:

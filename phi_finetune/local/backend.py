@@ -190,6 +190,8 @@ class LocalBackend:
 
     def deploy(self, ctx: StepContext) -> Endpoint:
         from phi_finetune._atomic import atomic_write_text
+        from phi_finetune.errors import ModelNotFoundError
+        from phi_finetune.local.registry import resolve_model_folder
         from phi_finetune.local.server import LocalServer
 
         # A server of an earlier (crashed) attempt of this run is stopped first.
@@ -201,10 +203,17 @@ class LocalBackend:
         key_file = ctx.run_dir / "endpoint.key"
         atomic_write_text(key_file, key, mode=0o600)
         name = ctx.config.deploy.endpoint_name or f"local-{ctx.journal.run_id[-12:]}"
+        # Resolved here, once: the server then loads the folder without MLflow (seconds less).
+        # A model the registry cannot find is left to the server, which fails as before.
+        try:
+            model_dir = resolve_model_folder(model.uri, tracking_uri=model.tracking_uri)
+        except ModelNotFoundError:
+            model_dir = None
         server = LocalServer(
             model.uri,
             key=key,
             tracking_uri=model.tracking_uri,
+            model_dir=model_dir,
             port=ctx.config.local.port,
             log_path=ctx.run_dir / "server.log",
             key_file=key_file,

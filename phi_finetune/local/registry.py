@@ -37,8 +37,11 @@ __all__ = [
     "ChatPyfuncModel",
     "LocalRegistry",
     "RegisteredModel",
+    "chat_model_folder",
     "conversations_from_input",
     "generate",
+    "load_chat_model",
+    "resolve_model_folder",
 ]
 
 _PIP_REQUIREMENTS = ["mlflow", "torch", "transformers", "safetensors", "tokenizers", "phi-finetune"]
@@ -240,7 +243,8 @@ class LocalRegistry:
     """An MLflow tracking store and model registry in ``state_dir``.
 
     ``state_dir/mlflow.db`` (sqlite) holds runs and registered models; logged models live in
-    ``state_dir/mlartifacts``. Creating the database takes 1-2 s the first time.
+    ``state_dir/mlartifacts``. A new database starts from a cached empty schema (milliseconds;
+    building that cache, once per MLflow version, takes 1-2 s).
     """
 
     def __init__(self, state_dir: str | os.PathLike[str], *, experiment: str = DEFAULT_EXPERIMENT):
@@ -260,7 +264,10 @@ class LocalRegistry:
             no_mlflow_telemetry()
             from mlflow.tracking import MlflowClient
 
+            from phi_finetune.local._mlflow_store import seed_sqlite_store
+
             self.state_dir.mkdir(parents=True, exist_ok=True)
+            seed_sqlite_store(self.tracking_uri)
             self._client = MlflowClient(
                 tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
             )
@@ -441,16 +448,115 @@ def load_pyfunc(model_uri: str, *, tracking_uri: str | None = None) -> Any:
         ) from exc
 
 
-def load_chat_model(model_uri: str, *, tracking_uri: str | None = None) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a registered pyfunc model URI or a plain model folder."""
-    path = Path(model_uri)
-    if path.is_dir() and (path / "config.json").is_file():
-        from phi_finetune.local.model_loading import load_model_and_tokenizer
+def resolve_model_folder(model_uri: str, *, tracking_uri: str | None = None) -> Path | None:
+    """The merged model folder inside a registered phi_finetune chat model, or ``None``.
 
-        device = "cuda" if _cuda_available() else "cpu"
-        model, tokenizer = load_model_and_tokenizer(path, device=device)
-        model.eval()
-        return model, tokenizer
+    ``models:/name@alias`` and ``models:/name/N`` are looked up once in the registry at
+    ``tracking_uri`` (default: MLflow's); the version's local artifact folder is read from its
+    ``MLmodel`` file, with no pyfunc load and no requirement checks. ``None`` when the URI is
+    not a ``models:/`` URI, the artifacts are not on a local disk, or the model is not one this
+    library logged (then a full :func:`load_pyfunc` is the way).
+    """
+    name, version, alias = _parse_models_uri(model_uri)
+    if name is None:
+        return None
+    no_mlflow_telemetry()
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        store = Path(tracking_uri[len("sqlite:///") :])
+        if not store.is_file():  # MLflow would create an empty store just to fail
+            raise ModelNotFoundError(
+                f"cannot resolve {model_uri!r}: there is no MLflow store at {store}; pass the "
+                "tracking URI the model was registered in"
+            )
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        if alias is not None:
+            version = str(client.get_model_version_by_alias(name, alias).version)
+        location = str(client.get_model_version_download_uri(name, str(version)))
+    except MlflowException as exc:
+        raise ModelNotFoundError(
+            f"cannot resolve {model_uri!r} in {tracking_uri or 'the default MLflow store'}: "
+            f"{str(exc).splitlines()[0][:300]}"
+        ) from exc
+    return chat_model_folder(location)
+
+
+def _parse_models_uri(model_uri: str) -> tuple[str | None, str | None, str | None]:
+    """``(name, version, alias)`` of ``models:/name/N`` or ``models:/name@alias``."""
+    prefix = "models:/"
+    if not model_uri.startswith(prefix):
+        return None, None, None
+    rest = model_uri[len(prefix) :].strip("/")
+    if "@" in rest:
+        name, _, alias = rest.partition("@")
+        return (name, None, alias) if name and alias else (None, None, None)
+    name, _, version = rest.rpartition("/")
+    if not name or not version.isdigit():
+        return None, None, None  # e.g. models:/name/latest or a stage: MLflow resolves those
+    return name, version, None
+
+
+def chat_model_folder(model_location: str | os.PathLike[str]) -> Path | None:
+    """The merged model folder of a logged phi_finetune pyfunc model at ``model_location``
+    (a local path or ``file:`` URI of the folder holding ``MLmodel``), else ``None``."""
+    location = os.fspath(model_location)
+    if location.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        location = unquote(urlparse(location).path)
+    elif "://" in location:
+        return None  # not on this disk
+    root = Path(location)
+    try:
+        import yaml  # type: ignore[import-untyped]
+
+        meta = yaml.safe_load((root / "MLmodel").read_text(encoding="utf-8"))
+    except (OSError, ValueError, ImportError):
+        return None
+    pyfunc = (meta or {}).get("flavors", {}).get("python_function", {})
+    code = str(pyfunc.get("model_code_path") or "")
+    artifact = (pyfunc.get("artifacts") or {}).get("model") or {}
+    if not code.endswith("_pyfunc_entry.py") or not isinstance(artifact, Mapping):
+        return None
+    folder = root / str(artifact.get("path", ""))
+    return folder if (folder / "config.json").is_file() else None
+
+
+def load_chat_model(
+    model_uri: str,
+    *,
+    tracking_uri: str | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for a registered pyfunc model URI or a plain model folder.
+
+    ``model_dir`` (the folder ``model_uri`` resolves to, from :func:`resolve_model_folder`)
+    skips the registry. A registered phi_finetune model is loaded from its artifact folder;
+    only other pyfunc models get a full MLflow load.
+    """
+    path = Path(model_dir) if model_dir is not None else Path(model_uri)
+    if not (path.is_dir() and (path / "config.json").is_file()):
+        if model_dir is not None:
+            raise LocalBackendError(
+                f"model folder {model_dir} (resolved from {model_uri!r}) has no config.json; "
+                "register the model again or serve its URI without a folder"
+            )
+        folder = resolve_model_folder(model_uri, tracking_uri=tracking_uri)
+        if folder is None:
+            return _load_through_pyfunc(model_uri, tracking_uri)
+        path = folder
+    from phi_finetune.local.model_loading import load_model_and_tokenizer
+
+    device = "cuda" if _cuda_available() else "cpu"
+    model, tokenizer = load_model_and_tokenizer(path, device=device)
+    model.eval()
+    return model, tokenizer
+
+
+def _load_through_pyfunc(model_uri: str, tracking_uri: str | None) -> tuple[Any, Any]:
     pyfunc = load_pyfunc(model_uri, tracking_uri=tracking_uri)
     inner = pyfunc.unwrap_python_model()
     if getattr(inner, "model", None) is None:

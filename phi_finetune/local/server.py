@@ -68,6 +68,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from phi_finetune._redact import redact
 from phi_finetune.constants import ENV_SERVER_KEY
 from phi_finetune.errors import LocalBackendError, PhiFinetuneError, WaitTimeoutError
@@ -82,6 +84,7 @@ from phi_finetune.local._serve_process import (
     DEFAULT_MAX_NUM_BEAMS,
     DEFAULT_MAX_PROMPT_CHARS,
     HOST,
+    ServerLimits,
     _watch_parent,
     create_app,
     run_server,
@@ -107,6 +110,7 @@ __all__ = [
     "HOST",
     "KEY_ENV",
     "LocalServer",
+    "ServerLimits",
     "create_app",
     "main",
     "remove_server_files",
@@ -126,16 +130,15 @@ _OFFLINE_ENV = {
 # --------------------------------------------------------------------------- the process
 
 
-_LIMIT_OPTIONS: dict[str, float] = {
-    "max_prompt_chars": DEFAULT_MAX_PROMPT_CHARS,
-    "max_num_beams": DEFAULT_MAX_NUM_BEAMS,
-    "header_timeout": DEFAULT_HEADER_TIMEOUT,
-    "body_timeout": DEFAULT_BODY_TIMEOUT,
-    "keep_alive_timeout": DEFAULT_KEEP_ALIVE_TIMEOUT,
-    "max_connections": DEFAULT_MAX_CONNECTIONS,
-    "batch_window_ms": DEFAULT_BATCH_WINDOW_MS,
-    "max_batch_size": DEFAULT_MAX_BATCH_SIZE,
-}
+#: Every :class:`ServerLimits` field is one command-line option of the server process.
+_LIMIT_FIELDS: tuple[attrs.Attribute[Any], ...] = tuple(attrs.fields(ServerLimits))
+
+
+_LIMIT_NAMES = frozenset(f.name for f in _LIMIT_FIELDS)
+
+
+def _limit_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,16 +147,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--model", required=True, help="models:/name@alias, models:/name/N or a folder"
     )
+    parser.add_argument(
+        "--model-dir", default=None, help="the folder --model resolves to (skips the registry)"
+    )
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tracking-uri", default=None)
-    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    parser.add_argument("--max-new-tokens-limit", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
     parser.add_argument("--ready-file", default=None)
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
-    for name, default in _LIMIT_OPTIONS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+    for field in _LIMIT_FIELDS:
+        parser.add_argument(
+            _limit_flag(field.name), type=type(field.default), default=field.default
+        )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -164,18 +169,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.parent_pid:
         _watch_parent(args.parent_pid)
+    limits = ServerLimits(**{f.name: getattr(args, f.name) for f in _LIMIT_FIELDS})
     try:
         run_server(
             args.model,
             key=key,
             port=args.port,
             tracking_uri=args.tracking_uri,
-            max_body_bytes=args.max_body_bytes,
-            max_new_tokens_limit=args.max_new_tokens_limit,
-            max_batch=args.max_batch,
             ready_file=args.ready_file,
             threads=args.threads,
-            **{name: getattr(args, name) for name in _LIMIT_OPTIONS},
+            limits=limits,
+            model_dir=args.model_dir,
         )
     except PhiFinetuneError as exc:
         sys.stderr.write(f"error: {redact(str(exc), [key])}\n")
@@ -207,11 +211,13 @@ class LocalServer:
     ``atexit`` hook and a parent-pid watchdog in the server are the safety nets. Use it as a
     context manager to be sure. ``threads`` sets the server's torch intra-op threads.
 
-    The request and connection limits (``max_prompt_chars``, ``max_num_beams``,
-    ``header_timeout``, ``body_timeout``, ``keep_alive_timeout``, ``max_connections``) are
-    described in the module docstring. :meth:`stop` removes the log file when this object chose
-    it (no ``log_path`` given; a failed start keeps it, its error names it) and ``key_file``, a
-    file holding this server's key, when one is given.
+    The request, connection and batching limits are one :class:`ServerLimits` (``limits``);
+    the single keyword arguments (``max_prompt_chars``, ``header_timeout``, ...) override its
+    fields and stay readable as attributes. ``model_dir``, the folder ``model_uri`` resolves to
+    (:func:`~phi_finetune.local.registry.resolve_model_folder`), makes the server load it
+    directly, without MLflow in the server process. :meth:`stop` removes the log file when this
+    object chose it (no ``log_path`` given; a failed start keeps it, its error names it) and
+    ``key_file``, a file holding this server's key, when one is given.
     """
 
     def __init__(
@@ -222,46 +228,63 @@ class LocalServer:
         tracking_uri: str | None = None,
         port: int = 0,
         startup_timeout: float = 120.0,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_body_bytes: int | None = None,
+        max_new_tokens_limit: int | None = None,
+        max_batch: int | None = None,
         log_path: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         threads: int | None = None,
-        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
-        max_num_beams: int = DEFAULT_MAX_NUM_BEAMS,
-        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-        body_timeout: float = DEFAULT_BODY_TIMEOUT,
-        keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_prompt_chars: int | None = None,
+        max_num_beams: int | None = None,
+        header_timeout: float | None = None,
+        body_timeout: float | None = None,
+        keep_alive_timeout: int | None = None,
+        max_connections: int | None = None,
         key_file: str | os.PathLike[str] | None = None,
-        batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        batch_window_ms: float | None = None,
+        max_batch_size: int | None = None,
+        limits: ServerLimits | None = None,
+        model_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        self.limits = ServerLimits.of(
+            limits,
+            {
+                "max_body_bytes": max_body_bytes,
+                "max_new_tokens_limit": max_new_tokens_limit,
+                "max_batch": max_batch,
+                "max_prompt_chars": max_prompt_chars,
+                "max_num_beams": max_num_beams,
+                "header_timeout": header_timeout,
+                "body_timeout": body_timeout,
+                "keep_alive_timeout": keep_alive_timeout,
+                "max_connections": max_connections,
+                "batch_window_ms": batch_window_ms,
+                "max_batch_size": max_batch_size,
+            },
+        )
+        """Request, connection and batching limits (:class:`ServerLimits`)."""
         self.threads = threads
-        self.batch_window_ms = batch_window_ms
-        self.max_batch_size = max_batch_size
-        self.max_prompt_chars = max_prompt_chars
-        self.max_num_beams = max_num_beams
-        self.header_timeout = header_timeout
-        self.body_timeout = body_timeout
-        self.keep_alive_timeout = keep_alive_timeout
-        self.max_connections = max_connections
         self.key_file = Path(key_file) if key_file else None
         self.model_uri = os.fspath(model_uri)
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        """The folder ``model_uri`` resolves to, loaded directly when given."""
         self._key = key or secrets.token_urlsafe(32)
         self.tracking_uri = tracking_uri
         self.requested_port = port
         self.startup_timeout = startup_timeout
-        self.max_body_bytes = max_body_bytes
-        self.max_new_tokens_limit = max_new_tokens_limit
-        self.max_batch = max_batch
         self.log_path = Path(log_path) if log_path else None
         self._own_log = False
         self.extra_env = dict(env or {})
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # The limits were attributes of their own before ServerLimits; keep reading them.
+        limits = self.__dict__.get("limits")
+        if limits is not None and name in _LIMIT_NAMES:
+            return getattr(limits, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}, scoring_uri={self.scoring_uri!r}" if self.running else "stopped"
@@ -328,20 +351,11 @@ class LocalServer:
         options: dict[str, object] = {
             "--model": self.model_uri,
             "--port": self.requested_port,
-            "--max-body-bytes": self.max_body_bytes,
-            "--max-new-tokens-limit": self.max_new_tokens_limit,
-            "--max-batch": self.max_batch,
             "--ready-file": ready,
             "--parent-pid": os.getpid(),
-            "--max-prompt-chars": self.max_prompt_chars,
-            "--max-num-beams": self.max_num_beams,
-            "--header-timeout": self.header_timeout,
-            "--body-timeout": self.body_timeout,
-            "--keep-alive-timeout": self.keep_alive_timeout,
-            "--max-connections": self.max_connections,
-            "--batch-window-ms": self.batch_window_ms,
-            "--max-batch-size": self.max_batch_size,
         }
+        for field in _LIMIT_FIELDS:
+            options[_limit_flag(field.name)] = getattr(self.limits, field.name)
         command = [sys.executable, "-m", "phi_finetune.local.server"]
         for flag, value in options.items():
             command += [flag, str(value)]
@@ -349,6 +363,8 @@ class LocalServer:
             command += ["--tracking-uri", self.tracking_uri]
         if self.threads:
             command += ["--threads", str(self.threads)]
+        if self.model_dir is not None:
+            command += ["--model-dir", str(self.model_dir)]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 command,

@@ -2,7 +2,8 @@
 
 Everything goes through ``MlflowClient`` (no global mlflow state); without a tracking URI the
 tracker does nothing. A ``sqlite:///`` store gets its artifacts beside the database file, the
-layout :class:`~phi_finetune.local.registry.LocalRegistry` uses.
+layout :class:`~phi_finetune.local.registry.LocalRegistry` uses; a new one starts from a cached
+empty schema (:mod:`phi_finetune.local._mlflow_store`).
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ class MlflowTracker:
         if uri is None:
             return cls(None, None, False)
         from phi_finetune.local._chat import no_mlflow_telemetry
+        from phi_finetune.local._mlflow_store import seed_sqlite_store
 
         no_mlflow_telemetry()
         from mlflow.tracking import MlflowClient
 
+        seed_sqlite_store(uri)  # a new SQLite store from the cached schema, not 50 migrations
         client = MlflowClient(tracking_uri=uri)
         if run_id is not None:
             return cls(client, run_id, False)
