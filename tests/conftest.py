@@ -27,8 +27,14 @@ def _is_loopback(address: Any) -> bool:
     return isinstance(address, str | bytes)  # unix sockets are local
 
 
+@pytest.fixture(scope="session")
+def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder (e.g. the MLflow schema copy) per test session, never ``~/.cache``."""
+    return tmp_path_factory.mktemp("phi-finetune-cache")
+
+
 @pytest.fixture(autouse=True)
-def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def block_network(monkeypatch: pytest.MonkeyPatch, _session_cache_dir: Path) -> Iterator[list[str]]:
     """Fail any test that tries to connect or resolve a name outside the loopback interface."""
     attempts: list[str] = []
     real_connect = socket.socket.connect
@@ -70,6 +76,7 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("PHI_FINETUNE_CACHE_DIR", str(_session_cache_dir))
     yield attempts
     if attempts:
         pytest.fail(f"the test tried to use the network: {attempts}")
@@ -87,7 +94,7 @@ def library_backoff_not_slept() -> Iterator[list[float]]:
 
 @pytest.fixture(scope="session")
 def shared_trained_run(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, _session_cache_dir: Path
 ) -> Iterator[tuple[Journal, Path]]:
     """``(journal, root)`` of one demo run trained up to ``fine_tune`` (see tests/_local_runs.py).
 
@@ -99,6 +106,7 @@ def shared_trained_run(
     with pytest.MonkeyPatch.context() as mp:
         # Session-scoped, so outside ``block_network``: the same guard, for the training only.
         attempts = _guard_network(mp)
+        mp.setenv("PHI_FINETUNE_CACHE_DIR", str(_session_cache_dir))
         journal = train_shared_run(root)
     assert attempts == [], f"training the shared run tried to use the network: {attempts}"
     store = root / "state" / "mlflow.db"
