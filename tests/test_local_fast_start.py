@@ -35,6 +35,12 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+@pytest.fixture
+def nothing_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for an MLflow version the package ships no schema for: the cache path is used."""
+    monkeypatch.setattr(_mlflow_store, "_SHIPPED_DIR", tmp_path / "no-shipped-schemas")
+
+
 def _no_migrations(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make MLflow's schema migrations fail: a store must not be built by them."""
     from mlflow.store.db import utils as db_utils
@@ -50,7 +56,7 @@ def _no_migrations(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.slow
 def test_new_tracking_store_comes_from_the_cached_schema_and_keeps_everything(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, nothing_shipped: None
 ) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -80,8 +86,14 @@ def test_new_tracking_store_comes_from_the_cached_schema_and_keeps_everything(
 
 
 @pytest.mark.slow
-def test_seeded_store_has_mlflows_own_schema(tmp_path: Path, cache_dir: Path) -> None:
+@pytest.mark.parametrize("source", ["shipped", "cached"])
+def test_seeded_store_has_mlflows_own_schema(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
     from mlflow.tracking import MlflowClient
+
+    if source == "cached":
+        monkeypatch.setattr(_mlflow_store, "_SHIPPED_DIR", tmp_path / "no-shipped-schemas")
 
     own = tmp_path / "own.db"
     MlflowClient(tracking_uri=f"sqlite:///{own}").search_experiments()  # MLflow's migrations
@@ -117,7 +129,7 @@ def test_seeding_never_touches_an_existing_store_or_other_uris(
 
 
 def test_unusable_cache_falls_back_to_mlflows_own_creation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nothing_shipped: None
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -125,6 +137,35 @@ def test_unusable_cache_falls_back_to_mlflows_own_creation(
     target = tmp_path / "store" / "mlflow.db"
     assert seed_sqlite_store(f"sqlite:///{target}") is False
     assert not target.exists()
+
+
+def test_the_pinned_mlflow_has_a_shipped_schema() -> None:
+    from importlib import metadata
+
+    constraints = (Path(__file__).resolve().parents[1] / "constraints.txt").read_text()
+    pinned = next(
+        line.split("==", 1)[1].strip()
+        for line in constraints.splitlines()
+        if line.startswith("mlflow==")
+    )
+    shipped = _mlflow_store.shipped_schema_path(pinned)
+    assert shipped.is_file(), f"run `python scripts/dump_mlflow_schema.py` for MLflow {pinned}"
+    assert metadata.version("mlflow") == pinned  # so the shape test checks the shipped file
+
+
+@pytest.mark.slow
+def test_first_store_on_a_fresh_machine_runs_no_migrations(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    _no_migrations(monkeypatch)
+    uri = f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}"
+    tracker = MlflowTracker.start(uri)
+    tracker.log_metric("loss", 2.0, 1)
+    tracker.finish("FINISHED")
+    assert MlflowClient(tracking_uri=uri).get_run(str(tracker.run_id)).data.metrics == {"loss": 2.0}
+    assert not cache_dir.exists()  # nothing built: the shipped schema was enough
 
 
 # --------------------------------------------------------------------------- model resolution

@@ -1,12 +1,14 @@
-"""A new SQLite MLflow store from a cached empty schema instead of MLflow's migrations.
+"""A new SQLite MLflow store from a known empty schema instead of MLflow's migrations.
 
 MLflow builds a new ``sqlite:///`` store by running every alembic migration (1.4-8 s on a
 2-core machine, most of the local fine-tune step's overhead). The resulting empty schema is
-the same for every store of one MLflow version, so it is built once per version in the user's
-cache folder and copied (milliseconds). MLflow then finds the schema current and only adds its
-``Default`` experiment, exactly as for a store it built itself. Anything unexpected (an MLflow
-without the helper, an unwritable cache, another process creating the same store) falls back
-to MLflow's own creation.
+the same for every store of one MLflow version. For the MLflow version the project pins, the
+package ships it as SQL (``_mlflow_schema/mlflow-<version>.sql``, written by
+``scripts/dump_mlflow_schema.py``), so even the first store is made in milliseconds; for any
+other version it is built once in the user's cache folder and copied. MLflow then finds the
+schema current and only adds its ``Default`` experiment, exactly as for a store it built
+itself. Anything unexpected (an MLflow without the helper, an unwritable cache, another process
+creating the same store) falls back to MLflow's own creation.
 """
 
 from __future__ import annotations
@@ -15,16 +17,25 @@ import contextlib
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 from phi_finetune.constants import ENV_CACHE_DIR, cache_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENV_CACHE_DIR", "schema_cache_dir", "seed_sqlite_store"]
+__all__ = ["ENV_CACHE_DIR", "schema_cache_dir", "seed_sqlite_store", "shipped_schema_path"]
 
 _PREFIX = "sqlite:///"
+_SHIPPED_DIR = Path(__file__).with_name("_mlflow_schema")
+
+
+def shipped_schema_path(mlflow_version: str) -> Path:
+    """Where the package keeps the empty schema (SQL) of ``mlflow_version``."""
+    return _SHIPPED_DIR / f"mlflow-{mlflow_version}.sql"
 
 
 def schema_cache_dir() -> Path:
@@ -45,11 +56,16 @@ def seed_sqlite_store(uri: str) -> bool:
     if str(target) in ("", ":memory:") or target.exists():
         return False
     try:
+        shipped = shipped_schema_path(metadata.version("mlflow"))
+        if shipped.is_file():
+            sql = shipped.read_text(encoding="utf-8")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return _write_exclusive(target, lambda tmp: _execute(sql, tmp))
         template = _template()
         if template is None:
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
-        return _copy_exclusive(template, target)
+        return _write_exclusive(target, lambda tmp: shutil.copyfile(template, tmp))
     except Exception as exc:  # a speed-up only: any failure leaves the usual path
         logger.debug("no cached MLflow schema for %s: %s", uri, exc)
         return False
@@ -89,13 +105,23 @@ def _template() -> Path | None:
     return template
 
 
-def _copy_exclusive(template: Path, target: Path) -> bool:
-    """Copy ``template`` to ``target`` unless ``target`` appears meanwhile (never overwrite)."""
+def _execute(sql: str, path: Path) -> None:
+    """Build the SQLite database at ``path`` (an empty file) from ``sql``."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.executescript(sql)
+    finally:
+        connection.close()
+
+
+def _write_exclusive(target: Path, fill: Callable[[Path], object]) -> bool:
+    """Fill a temporary file with ``fill`` and link it to ``target`` unless ``target`` appears
+    meanwhile (never overwrite)."""
     fd, tmp_name = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        shutil.copyfile(template, tmp)
+        fill(tmp)
         try:
             os.link(tmp, target)  # fails if another process created the store first
         except FileExistsError:
