@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from phi_finetune.testing._http import FakeRequest, Reply, azure_error
 from phi_finetune.testing._maas_catalog import publisher
 from phi_finetune.testing._openai_chat import chat_completion_reply
-from phi_finetune.testing._router import WS, not_found, paged, route, system_data
+from phi_finetune.testing._router import WS, Handler, not_found, paged, route, system_data
 from phi_finetune.testing._routes_workspace import check_workspace, conflict, lro_accepted
 
 if TYPE_CHECKING:
@@ -245,24 +246,6 @@ def _endpoint_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply
     )
 
 
-def _endpoint_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(store, m)
-    if bad is not None:
-        return bad
-    store.tick(f"serverlessEndpoints/{m['name']}")
-    body = store.serverless.get_endpoint(m["name"])
-    if body is None:
-        return not_found("Serverless endpoint", m["name"])
-    return Reply(json=body)
-
-
-def _endpoint_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(store, m)
-    if bad is not None:
-        return bad
-    return paged(store, req, store.serverless.list_endpoints())
-
-
 def _endpoint_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     bad = check_workspace(store, m)
     if bad is not None:
@@ -430,24 +413,6 @@ def _subscription_put(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> R
     )
 
 
-def _subscription_get(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(store, m)
-    if bad is not None:
-        return bad
-    store.tick(f"marketplaceSubscriptions/{m['name']}")
-    body = store.serverless.get_subscription(m["name"])
-    if body is None:
-        return not_found("Marketplace subscription", m["name"])
-    return Reply(json=body)
-
-
-def _subscription_list(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
-    bad = check_workspace(store, m)
-    if bad is not None:
-        return bad
-    return paged(store, req, store.serverless.list_subscriptions())
-
-
 def _subscription_delete(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     bad = check_workspace(store, m)
     if bad is not None:
@@ -515,6 +480,42 @@ def _chat(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
     return chat_completion_reply(
         store, req.json, endpoint=name, deployment=None, model=model, headers={}
     )
+
+
+def _get(collection: str, label: str, find: Callable[[FakeStore, str], Any]) -> Handler:
+    """GET of one ``collection`` resource: advances its operation, 404 when missing."""
+
+    def handler(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+        bad = check_workspace(store, m)
+        if bad is not None:
+            return bad
+        store.tick(f"{collection}/{m['name']}")
+        body = find(store, m["name"])
+        return not_found(label, m["name"]) if body is None else Reply(json=body)
+
+    return handler
+
+
+def _list(everything: Callable[[FakeStore], list[Any]]) -> Handler:
+    """Paged list of a collection."""
+
+    def handler(store: FakeStore, req: FakeRequest, m: re.Match[str]) -> Reply:
+        bad = check_workspace(store, m)
+        return bad if bad is not None else paged(store, req, everything(store))
+
+    return handler
+
+
+_endpoint_get = _get(
+    "serverlessEndpoints", "Serverless endpoint", lambda st, n: st.serverless.get_endpoint(n)
+)
+_endpoint_list = _list(lambda st: st.serverless.list_endpoints())
+_subscription_get = _get(
+    "marketplaceSubscriptions",
+    "Marketplace subscription",
+    lambda st, n: st.serverless.get_subscription(n),
+)
+_subscription_list = _list(lambda st: st.serverless.list_subscriptions())
 
 
 ROUTES = [
