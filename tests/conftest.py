@@ -27,6 +27,18 @@ def _is_loopback(address: Any) -> bool:
     return isinstance(address, str | bytes)  # unix sockets are local
 
 
+@pytest.fixture
+def restore_cli_logger_levels() -> Iterator[None]:
+    """The CLI quietens some libraries' loggers; keep that from leaking into other tests."""
+    import logging
+
+    noisy = ("azure", "urllib3", "mlflow", "httpx", "filelock")
+    saved = {name: logging.getLogger(name).level for name in noisy}
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache folder (e.g. the MLflow schema copy) per test session, never ``~/.cache``."""

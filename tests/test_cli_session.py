@@ -23,16 +23,7 @@ from phi_finetune.errors import PhiFinetuneError
 from phi_finetune.journal import Journal
 from phi_finetune.testing import FakeAzureML
 
-_NOISY = ("azure", "urllib3", "mlflow", "httpx", "filelock")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logger_levels() -> Iterator[None]:
-    """The CLI quietens some libraries' loggers; keep that from leaking into other tests."""
-    saved = {name: logging.getLogger(name).level for name in _NOISY}
-    yield
-    for name, level in saved.items():
-        logging.getLogger(name).setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_cli_logger_levels")
 
 
 @pytest.fixture

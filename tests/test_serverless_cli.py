@@ -6,7 +6,6 @@ pointed at the fake)."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,7 @@ from phi_finetune.config import DataConfig, DeployConfig, RunConfig
 from phi_finetune.serverless.backend import ServerlessBackend
 from phi_finetune.testing import FakeAzureML
 
-_NOISY = ("azure", "urllib3", "mlflow", "httpx", "filelock")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logger_levels() -> Iterator[None]:
-    saved = {name: logging.getLogger(name).level for name in _NOISY}
-    yield
-    for name, level in saved.items():
-        logging.getLogger(name).setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_cli_logger_levels")
 
 
 @pytest.fixture
