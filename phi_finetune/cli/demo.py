@@ -38,7 +38,8 @@ def demo_config(workdir: str | Path, *, max_steps: int | None = None) -> Any:
         # The reference's learning rate (5e-6) is tuned for a 3.8B model; the tiny random test
         # model needs a larger one, and ~200 steps (a few seconds), to visibly learn.
         finetune=FinetuneConfig(parameters=DEMO_PARAMETERS),
-        local=LocalConfig(max_steps=max_steps),
+        # The endpoint's imports run beside training: deploy then only loads the model.
+        local=LocalConfig(max_steps=max_steps, prestart_server=True),
     )
 
 

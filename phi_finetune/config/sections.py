@@ -590,6 +590,8 @@ class LocalConfig(_Section):
         metadata=_spec(_INT, "integer", check=_int_range(1, 256), allowed="1 (no batching) .. 256"),
     )
     """The most conversations the local endpoint generates in one call."""
+    prestart_server: bool = attrs.field(default=False, metadata=_spec(_BOOL, "boolean"))
+    """Start the local endpoint's process (its imports) while the model trains."""
 
 
 @attrs.frozen

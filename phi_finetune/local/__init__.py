@@ -10,7 +10,8 @@ Submodules (each imports torch / transformers / mlflow / fastapi only when calle
   :mod:`~phi_finetune.local.tracking` (MLflow) and :mod:`~phi_finetune.local.results`.
 - :mod:`~phi_finetune.local.registry`: MLflow sqlite registry, pyfunc model and :func:`generate`.
 - :mod:`~phi_finetune.local.server`: the HTTP endpoint speaking the Azure scoring contract
-  (:class:`LocalServer` starts it as a subprocess).
+  (:class:`LocalServer` starts it as a subprocess); :mod:`~phi_finetune.local.standby` starts
+  that process ahead, while the model trains (:class:`ServerStandby`).
 
 This package is cheap to import: names below are resolved lazily on first access.
 """
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from phi_finetune.local.registry import LocalRegistry, RegisteredModel, generate
     from phi_finetune.local.results import StepMetrics, TrainingResult
     from phi_finetune.local.server import LocalServer
+    from phi_finetune.local.standby import ServerStandby
     from phi_finetune.local.tiny_model import build_tiny_model
     from phi_finetune.local.training import LocalTrainer, train_lora
 
@@ -34,6 +36,7 @@ __all__ = [
     "LocalServer",
     "LocalTrainer",
     "RegisteredModel",
+    "ServerStandby",
     "StepMetrics",
     "TrainingResult",
     "build_tiny_model",
@@ -52,6 +55,7 @@ _WHERE = {
     "RegisteredModel": "registry",
     "generate": "registry",
     "LocalServer": "server",
+    "ServerStandby": "standby",
 }
 
 

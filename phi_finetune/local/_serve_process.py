@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -32,6 +33,22 @@ DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_KEEP_ALIVE_TIMEOUT = 5
 DEFAULT_MAX_CONNECTIONS = 256
 HOST = "127.0.0.1"
+#: Set in every server process: it never reaches a hub and MLflow sends no telemetry.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+
+def server_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server process: this one's, offline, with this package importable."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, **OFFLINE_ENV, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
 
 
 @attrs.frozen

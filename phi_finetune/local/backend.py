@@ -13,10 +13,12 @@ machine, no cloud.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import signal
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from phi_finetune.endpoint import Endpoint
     from phi_finetune.journal import ResourceRecord
     from phi_finetune.local.server import LocalServer
+    from phi_finetune.local.standby import ServerStandby
 
 __all__ = ["LocalBackend"]
 
@@ -52,6 +55,7 @@ class LocalBackend:
 
     def __init__(self) -> None:
         self._servers: dict[str, LocalServer] = {}
+        self._standby: ServerStandby | None = None
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -99,6 +103,17 @@ class LocalBackend:
         )
 
     def fine_tune(self, ctx: StepContext) -> JobRecord:
+        local = ctx.config.local
+        if local.prestart_server:
+            # Before this process imports torch: both imports then share the machine's cores.
+            self._start_standby(ctx)
+        try:
+            return self._fine_tune(ctx)
+        except BaseException:
+            self._stop_standby()
+            raise
+
+    def _fine_tune(self, ctx: StepContext) -> JobRecord:
         from phi_finetune.local.training import LocalTrainer
 
         _follow_progress_switch()
@@ -230,9 +245,15 @@ class LocalBackend:
                 "model_uri": model.uri,
                 "tracking_uri": model.tracking_uri,
                 "key_file": str(key_file),
+                **({"standby_pid": self._standby.pid} if self._standby is not None else {}),
             },
         )
-        server.start()
+        standby, self._standby = self._standby, None
+        try:
+            server.start(standby=standby)
+        finally:
+            if standby is not None:
+                standby.stop()  # a no-op once launched; stops one the server did not take
         self._servers[name] = server
         ctx.observer.created(
             SERVER_KIND,
@@ -268,9 +289,26 @@ class LocalBackend:
             details = resource.details
             for orphan in _servers_serving(details["model_uri"], details.get("tracking_uri")):
                 _stop_orphan(orphan)
+            _stop_orphan(details.get("standby_pid"))  # started from a standby: no --model
         else:
             _stop_orphan(pid)
         remove_server_files(key_file=resource.details.get("key_file"))
+
+    def _start_standby(self, ctx: StepContext) -> None:
+        from phi_finetune.local.standby import ServerStandby
+
+        self._stop_standby()
+        standby = ServerStandby(
+            ctx.run_dir / "server.log", model_type=_model_type(ctx.config.local.base_model)
+        ).start()
+        self._standby = standby
+        # A session dropped before deploy does not keep its waiting process.
+        weakref.finalize(self, standby.stop)
+
+    def _stop_standby(self) -> None:
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            standby.stop()
 
     def _endpoint(self, name: str, scoring_uri: str, key: str, server: LocalServer) -> Endpoint:
         from phi_finetune.endpoint import Endpoint
@@ -319,6 +357,22 @@ def _training_texts(train_file: str, limit: int = 2000) -> list[str]:
     return texts
 
 
+#: Command-line words of a local server process (started directly or from a standby).
+_SERVER_MARKERS = (b"phi_finetune.local.server", b"phi_finetune.local.standby")
+
+
+def _model_type(base_model: str | None) -> str | None:
+    """The transformers ``model_type`` of a local base model folder (the tiny model: phi3)."""
+    if base_model is None:
+        return "phi3"
+    try:
+        config = json.loads((Path(base_model) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a hub id or an unreadable folder: the standby imports only the common part
+    value = config.get("model_type") if isinstance(config, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _stop_orphan(pid: Any) -> None:
     """Stop a server left by a killed process, only if that pid really is our server."""
     if not isinstance(pid, int):
@@ -327,7 +381,7 @@ def _stop_orphan(pid: Any) -> None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return  # already gone (or not Linux: the server's watchdog stops it anyway)
-    if b"phi_finetune.local.server" not in cmdline:
+    if not any(marker in cmdline for marker in _SERVER_MARKERS):
         return
     try:
         os.kill(pid, signal.SIGTERM)

@@ -66,7 +66,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -88,10 +88,14 @@ from phi_finetune.local._serve_process import (
     _watch_parent,
     create_app,
     run_server,
+    server_environment,
 )
 from phi_finetune.local._server_files import remove_server_files
 from phi_finetune.local.batching import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH_SIZE
 from phi_finetune.scoring import ScoreResult, parse_response
+
+if TYPE_CHECKING:
+    from phi_finetune.local.standby import ServerStandby
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +123,6 @@ __all__ = [
 
 #: Environment variable that carries the endpoint key to the server process.
 KEY_ENV = ENV_SERVER_KEY
-_OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-}
 
 
 # --------------------------------------------------------------------------- the process
@@ -331,23 +329,19 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> LocalServer:
-        """Start the process and wait until it is healthy."""
+    def start(self, standby: ServerStandby | None = None) -> LocalServer:
+        """Start the process and wait until it is healthy.
+
+        ``standby``, a :class:`~phi_finetune.local.standby.ServerStandby` started earlier
+        (its imports done while the model trained), becomes the server process instead of a
+        new one; when it is gone, or ``env`` was given, a new process starts as usual.
+        """
         global _ATEXIT_REGISTERED
         if self.running:
             return self
+        self.port = None  # a restarted server gets the port its new process binds
         self._tmpdir = tempfile.TemporaryDirectory(prefix="phi-finetune-server-")
         ready = Path(self._tmpdir.name) / "ready.json"
-        if self.log_path is None or self._own_log:
-            self.log_path = Path(self._tmpdir.name) / "server.log"
-            self._own_log = True
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, **_OFFLINE_ENV, **self.extra_env, KEY_ENV: self._key}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p
-        )
-        env.setdefault("PYTHONUNBUFFERED", "1")
         options: dict[str, object] = {
             "--model": self.model_uri,
             "--port": self.requested_port,
@@ -356,24 +350,32 @@ class LocalServer:
         }
         for field in _LIMIT_FIELDS:
             options[_limit_flag(field.name)] = getattr(self.limits, field.name)
-        command = [sys.executable, "-m", "phi_finetune.local.server"]
+        arguments: list[str] = []
         for flag, value in options.items():
-            command += [flag, str(value)]
+            arguments += [flag, str(value)]
         if self.tracking_uri:
-            command += ["--tracking-uri", self.tracking_uri]
+            arguments += ["--tracking-uri", self.tracking_uri]
         if self.threads:
-            command += ["--threads", str(self.threads)]
+            arguments += ["--threads", str(self.threads)]
         if self.model_dir is not None:
-            command += ["--model-dir", str(self.model_dir)]
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            arguments += ["--model-dir", str(self.model_dir)]
+        self._process = self._launch_standby(standby, arguments)
+        if self._process is None:
+            if self.log_path is None or self._own_log:
+                self.log_path = Path(self._tmpdir.name) / "server.log"
+                self._own_log = True
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            env = server_environment({**self.extra_env, KEY_ENV: self._key})
+            command = [sys.executable, "-m", "phi_finetune.local.server", *arguments]
+            with self.log_path.open("ab") as log:
+                self._process = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         _LIVE.add(self)
         if not _ATEXIT_REGISTERED:
             atexit.register(_stop_all)
@@ -385,6 +387,21 @@ class LocalServer:
             raise
         logger.info("local endpoint %s ready (pid %s)", self.scoring_uri, self.pid)
         return self
+
+    def _launch_standby(
+        self, standby: ServerStandby | None, arguments: list[str]
+    ) -> subprocess.Popen[bytes] | None:
+        if standby is None or self.extra_env:
+            return None
+        try:
+            process = standby.launch(arguments, self._key)
+        except LocalBackendError as exc:
+            logger.info("%s; starting a new server process", exc)
+            return None
+        # The standby writes where it was told to; that is this server's log now.
+        self.log_path = standby.log_path
+        self._own_log = False
+        return process
 
     def _wait_ready(self, ready: Path) -> None:
         deadline = time.monotonic() + self.startup_timeout
