@@ -461,9 +461,10 @@ def report(
     )
     print(
         "| trainer | tokens/s (median) | ours / it: median (min-max) | fraction of 1024^3 "
-        "peak | fraction of model-shape peak | held-out loss (vs ours) | peak RSS MB |"
+        "peak | fraction of model-shape peak | held-out loss (vs ours) | peak RSS MB "
+        "| tokens/step |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     ours_loss = med("ours", "held_out_loss") if "ours" in names else float("nan")
     for name in names:
         errors = [r[name]["error"] for r in rounds if "error" in r[name]]
