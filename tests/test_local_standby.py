@@ -219,6 +219,11 @@ def test_a_kill_while_the_standby_starts_the_server_is_cleaned_up_on_resume(
     standby = ServerStandby(tmp_path / "s.log").start()
     process = standby._process
     assert process is not None
+    # As after a fine-tune step: the standby is up and waiting (Python has set its signals).
+    deadline = time.monotonic() + 60
+    while "SigIgn:\t0000000000000000" in Path(f"/proc/{process.pid}/status").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     record = ResourceRecord(
         SERVER_KIND,
         "local-x",

@@ -103,6 +103,7 @@ class LocalBackend:
         )
 
     def fine_tune(self, ctx: StepContext) -> JobRecord:
+        _follow_progress_switch()  # first: the standby inherits this environment
         local = ctx.config.local
         if local.prestart_server:
             # Before this process imports torch: both imports then share the machine's cores.
@@ -115,8 +116,6 @@ class LocalBackend:
 
     def _fine_tune(self, ctx: StepContext) -> JobRecord:
         from phi_finetune.local.training import LocalTrainer
-
-        _follow_progress_switch()
 
         local = ctx.config.local
         model_dir = local.base_model
@@ -249,10 +248,12 @@ class LocalBackend:
             },
         )
         standby, self._standby = self._standby, None
-        try:
-            server.start(standby=standby)
-        finally:
-            if standby is not None:
+        if standby is None:
+            server.start()
+        else:
+            try:
+                server.start(standby=standby)
+            finally:
                 standby.stop()  # a no-op once launched; stops one the server did not take
         self._servers[name] = server
         ctx.observer.created(
