@@ -260,7 +260,8 @@ def test_a_streaming_client_that_goes_away_stops_generation(server: LocalServer)
 
 def test_a_waiting_client_that_goes_away_stops_generation(server: LocalServer) -> None:
     body = {"messages": RAMBLE, "temperature": 0, "max_tokens": LONG}
-    before = int(_health(server)["tokens_generated"])
+    health = _health(server)
+    before, batches = int(health["tokens_generated"]), int(health["batches"])
     assert server.port is not None
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     connection.request(
@@ -269,7 +270,11 @@ def test_a_waiting_client_that_goes_away_stops_generation(server: LocalServer) -
         json.dumps(body).encode(),
         {"Content-Type": "application/json", "Authorization": f"Bearer {server.key}"},
     )
-    time.sleep(0.2)
+    # Leave once its generation is under way (a fixed sleep outlasted it on a fast machine).
+    for _ in range(500):
+        if int(_health(server)["batches"]) > batches:
+            break
+        time.sleep(0.002)
     connection.close()
     made = _tokens_after(server, before)
     assert made < LONG, made
