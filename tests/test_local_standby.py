@@ -32,10 +32,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("standby") / "tiny")
 
 
-def _exit_code(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
-    return process.wait(timeout=timeout)
-
-
 def _reply(server: LocalServer) -> str:
     return server.score(CHAT, GREEDY).text
 
@@ -132,12 +128,12 @@ def test_a_standby_exits_when_its_launcher_closes_stdin_or_after_its_idle_timeou
     process = standby._process
     assert process is not None and process.stdin is not None
     process.stdin.close()  # what the kernel does when the launcher dies, even on SIGKILL
-    assert _exit_code(process) == 0
+    assert process.wait(timeout=60) == 0
     standby.stop()
 
     idle = ServerStandby(tmp_path / "b.log", idle_timeout=0.5).start()
     assert idle._process is not None
-    assert _exit_code(idle._process) == 0
+    assert idle._process.wait(timeout=60) == 0
     assert "no model to serve within" in (tmp_path / "b.log").read_text()
     idle.stop()
 
@@ -219,7 +215,10 @@ def test_a_kill_while_the_standby_starts_the_server_is_cleaned_up_on_resume(
     standby = ServerStandby(tmp_path / "s.log").start()
     process = standby._process
     assert process is not None
-    # As after a fine-tune step: the standby is up and waiting (Python has set its signals).
+    # As after a fine-tune step: Python runs in the standby (it ignores SIGPIPE from its start-up
+    # on). Sent before that, in this test after the others of this module, the SIGTERM went
+    # without effect in 4 of 6 runs; the cause is not known (alone, stop() right after start()
+    # ends the process at once).
     deadline = time.monotonic() + 60
     while "SigIgn:\t0000000000000000" in Path(f"/proc/{process.pid}/status").read_text():
         assert time.monotonic() < deadline

@@ -69,9 +69,14 @@ class ServerLimits:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
 
     @classmethod
-    def of(cls, limits: ServerLimits | None, overrides: Mapping[str, Any]) -> ServerLimits:
-        """``limits`` (or the defaults) with the keyword arguments that were given."""
-        given = {k: v for k, v in overrides.items() if v is not None}
+    def of(cls, limits: ServerLimits | None, arguments: Mapping[str, Any]) -> ServerLimits:
+        """``limits`` (or the defaults) with those of ``arguments`` (a caller's ``locals()``)
+        that are named after a field and were given (not ``None``)."""
+        given = {
+            f.name: arguments[f.name]
+            for f in attrs.fields(cls)
+            if arguments.get(f.name) is not None
+        }
         return attrs.evolve(limits or cls(), **given)
 
 
@@ -100,19 +105,7 @@ def create_app(
     from phi_finetune.local._chat import context_length
     from phi_finetune.local.request_limits import RequestLimits
 
-    chosen = ServerLimits.of(
-        limits,
-        {
-            "max_body_bytes": max_body_bytes,
-            "max_new_tokens_limit": max_new_tokens_limit,
-            "max_batch": max_batch,
-            "max_prompt_chars": max_prompt_chars,
-            "max_num_beams": max_num_beams,
-            "body_timeout": body_timeout,
-            "batch_window_ms": batch_window_ms,
-            "max_batch_size": max_batch_size,
-        },
-    )
+    chosen = ServerLimits.of(limits, locals())
     request_limits = RequestLimits(
         max_body_bytes=chosen.max_body_bytes,
         max_new_tokens=chosen.max_new_tokens_limit,
@@ -187,22 +180,7 @@ def run_server(
     ``limits`` bounds requests and connections; the single keyword arguments (kept for
     compatibility) override its fields.
     """
-    chosen = ServerLimits.of(
-        limits,
-        {
-            "max_body_bytes": max_body_bytes,
-            "max_new_tokens_limit": max_new_tokens_limit,
-            "max_batch": max_batch,
-            "max_prompt_chars": max_prompt_chars,
-            "max_num_beams": max_num_beams,
-            "header_timeout": header_timeout,
-            "body_timeout": body_timeout,
-            "keep_alive_timeout": keep_alive_timeout,
-            "max_connections": max_connections,
-            "batch_window_ms": batch_window_ms,
-            "max_batch_size": max_batch_size,
-        },
-    )
+    chosen = ServerLimits.of(limits, locals())
     import uvicorn
 
     from phi_finetune.local._connection_guard import guarded_protocol

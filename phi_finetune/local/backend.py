@@ -363,9 +363,11 @@ _SERVER_MARKERS = (b"phi_finetune.local.server", b"phi_finetune.local.standby")
 
 
 def _model_type(base_model: str | None) -> str | None:
-    """The transformers ``model_type`` of a local base model folder (the tiny model: phi3)."""
+    """The transformers ``model_type`` of a local base model folder (or of the tiny model)."""
     if base_model is None:
-        return "phi3"
+        from phi_finetune.local.tiny_model import TEST_MODEL_TYPE
+
+        return TEST_MODEL_TYPE
     try:
         config = json.loads((Path(base_model) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -244,22 +244,7 @@ class LocalServer:
         limits: ServerLimits | None = None,
         model_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.limits = ServerLimits.of(
-            limits,
-            {
-                "max_body_bytes": max_body_bytes,
-                "max_new_tokens_limit": max_new_tokens_limit,
-                "max_batch": max_batch,
-                "max_prompt_chars": max_prompt_chars,
-                "max_num_beams": max_num_beams,
-                "header_timeout": header_timeout,
-                "body_timeout": body_timeout,
-                "keep_alive_timeout": keep_alive_timeout,
-                "max_connections": max_connections,
-                "batch_window_ms": batch_window_ms,
-                "max_batch_size": max_batch_size,
-            },
-        )
+        self.limits = ServerLimits.of(limits, locals())
         """Request, connection and batching limits (:class:`ServerLimits`)."""
         self.threads = threads
         self.key_file = Path(key_file) if key_file else None

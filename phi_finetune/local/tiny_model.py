@@ -27,10 +27,13 @@ from phi_finetune.local._chat import PHI3_CHAT_TEMPLATE, PHI3_SPECIAL_TOKENS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TEST_MODEL_MARKER", "build_tiny_model", "is_test_model"]
+__all__ = ["TEST_MODEL_MARKER", "TEST_MODEL_TYPE", "build_tiny_model", "is_test_model"]
 
 #: Key set to ``true`` in the config.json of every model built here.
 TEST_MODEL_MARKER = "phi_finetune_test_model"
+
+#: The transformers ``model_type`` of the models built here (``Phi3Config``).
+TEST_MODEL_TYPE = "phi3"
 
 _BUILTIN_TEXTS = (
     "Hello! How can I help you today?",

@@ -23,6 +23,7 @@ import attrs
 from phi_finetune.backends import StepContext, prepare_data_files
 from phi_finetune.errors import ConfigurationError
 from phi_finetune.names import RUN_ID_TAG
+from phi_finetune.serverless.teardown import SUBSCRIPTION_KIND
 from phi_finetune.steps import JobRecord, ModelRef, PlanRecord, PreparedDataRecord
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_VALIDATION_PC = 10.0
 _DATA_PREFIX = "ultrachat"
 _ROLES = ("train", "validation")
-SUBSCRIPTION_KIND = "marketplace_subscription"
 
 
 class ServerlessBackend:
