@@ -23,7 +23,7 @@ import attrs
 from phi_finetune.backends import StepContext, prepare_data_files
 from phi_finetune.errors import ConfigurationError
 from phi_finetune.names import RUN_ID_TAG
-from phi_finetune.serverless.teardown import SUBSCRIPTION_KIND
+from phi_finetune.serverless.endpoint import SUBSCRIPTION_KIND
 from phi_finetune.steps import JobRecord, ModelRef, PlanRecord, PreparedDataRecord
 
 if TYPE_CHECKING:

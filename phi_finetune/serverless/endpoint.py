@@ -19,6 +19,7 @@ from phi_finetune.observer import ResourceObserver
 from phi_finetune.scoring import Message, ScoreResult
 
 __all__ = [
+    "SUBSCRIPTION_KIND",
     "ServerlessEndpointHandle",
     "create_endpoint",
     "delete_endpoint",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The journal's resource kind of a marketplace subscription.
+SUBSCRIPTION_KIND = "marketplace_subscription"
 
 _FAILED = frozenset({"failed", "canceled"})
 

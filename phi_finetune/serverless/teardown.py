@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from phi_finetune.serverless.endpoint import SUBSCRIPTION_KIND
+
 if TYPE_CHECKING:
     from phi_finetune.journal import Journal, ResourceRecord
 
 __all__ = ["subscriptions_to_delete", "teardown_with_subscription"]
-
-SUBSCRIPTION_KIND = "marketplace_subscription"
 
 
 def subscriptions_to_delete(journal: Journal, *, flag: bool) -> list[ResourceRecord]:
