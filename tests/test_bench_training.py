@@ -145,3 +145,29 @@ def test_training_result_dict_round_trip(tmp_path: Path) -> None:
     data = json.loads(json.dumps(result.to_dict()))
     assert TrainingResult.from_dict(data) == result
     assert data["adapter_dir"] == str(tmp_path / "adapter") and data["merged_dir"] is None
+
+
+@pytest.mark.slow
+def test_kernel_benchmark_replays_the_trainers_steps() -> None:
+    pytest.importorskip("peft")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_training_kernels.py"),
+            "--rounds",
+            "1",
+            "--steps",
+            "4",
+            "--switches",
+            "fused_lora,no_cache,loop_adamw",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("4 steps, ") and "tokens per replay" in lines[0]
+    for name in ("fused_lora", "no_cache", "loop_adamw"):
+        assert any(line.startswith(f"{name}: speed on/off median ") for line in lines), name
