@@ -16,7 +16,7 @@ per-round speed ratios (on / off) with min-max. The switches:
   compile time is printed, not timed into the ratio.
 
 A ratio above 1 means the switch makes the step faster. Also prints a profile of one replay by
-operator (``--profile``).
+operator, as the trainer runs it (``--profile``).
 
     python benchmarks/bench_training_kernels.py --rounds 12
     python benchmarks/bench_training_kernels.py --rounds 3 --switches compile --compile
@@ -194,7 +194,7 @@ def main() -> int:
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with fused_lora(run.model), profile(activities=[ProfilerActivity.CPU]) as prof:
             replay()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     print(f"{len(groups)} steps, {tokens} tokens per replay, {torch.get_num_threads()} threads")

@@ -46,7 +46,7 @@ class _LoraLinear(torch.autograd.Function):
         into_a = flat if dropped is None else dropped.reshape(-1, dropped.shape[-1])
         down = into_a @ lora_a.t()
         base = flat @ weight.t() if bias is None else torch.addmm(bias, flat, weight.t())
-        out = torch.addmm(base, down, lora_b.t(), alpha=scaling)
+        out = base.addmm_(down, lora_b.t(), alpha=scaling)  # in place: no copy of base
         ctx.save_for_backward(into_a, weight, lora_a, lora_b, down)
         ctx.scaling = scaling
         ctx.dropped = dropped is not None
@@ -68,7 +68,7 @@ class _LoraLinear(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 grad_dropped = (g_down @ lora_a).view(shape)
         elif ctx.needs_input_grad[0]:
-            grad_x = torch.addmm(g @ weight, g_down, lora_a).view(shape)
+            grad_x = (g @ weight).addmm_(g_down, lora_a).view(shape)
         return grad_x, grad_dropped, None, None, grad_a, grad_b, None
 
 
