@@ -159,6 +159,25 @@ def _null_context() -> Any:
     return contextlib.nullcontext()
 
 
+def our_parameters(spec: dict[str, Any]) -> dict[str, Any]:
+    """``LocalTrainer``'s parameters for a benchmark ``spec`` (steps, batch, max_seq_length)."""
+    return {
+        "max_steps": spec["steps"],
+        "per_device_train_batch_size": spec["batch"],
+        "learning_rate": LR,
+        "lr_scheduler_type": "linear",
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_dropout": 0.0,
+        "max_seq_length": spec["max_seq_length"],
+        "seed": 0,
+        "merge_lora_weights": False,
+        "save_steps": 0,
+        "evaluation_strategy": "disable",
+        "gradient_checkpointing": spec.get("gradient_checkpointing", False),
+    }
+
+
 def _train_ours(
     model_dir: Path,
     work: Path,
@@ -180,21 +199,7 @@ def _train_ours(
         return real_step(self, run, group, epoch)
 
     training.LocalTrainer._optimizer_step = step  # type: ignore[method-assign]
-    params = {
-        "max_steps": spec["steps"],
-        "per_device_train_batch_size": spec["batch"],
-        "learning_rate": LR,
-        "lr_scheduler_type": "linear",
-        "lora_r": 16,
-        "lora_alpha": 32,
-        "lora_dropout": 0.0,
-        "max_seq_length": spec["max_seq_length"],
-        "seed": 0,
-        "merge_lora_weights": False,
-        "save_steps": 0,
-        "evaluation_strategy": "disable",
-        "gradient_checkpointing": spec.get("gradient_checkpointing", False),
-    }
+    params = our_parameters(spec)
 
     def on_step(m: Any) -> None:
         ends.append(time.perf_counter())

@@ -55,6 +55,8 @@ Switch = Callable[[], contextlib.AbstractContextManager[Any]]
 
 def trained_run(work: Path, steps: int) -> tuple[Any, Any, list[Any]]:
     """``(trainer, run, groups)`` after ``steps`` steps (the groups are the steps' batches)."""
+    import bench_local_training as bench
+
     from phi_finetune.local import training
 
     captured: dict[str, Any] = {"groups": []}
@@ -70,20 +72,7 @@ def trained_run(work: Path, steps: int) -> tuple[Any, Any, list[Any]]:
         trainer = training.LocalTrainer(
             work / "model",
             output_dir=work / "out-kernels",
-            parameters={
-                "max_steps": steps,
-                "per_device_train_batch_size": 8,
-                "learning_rate": 3e-3,
-                "lr_scheduler_type": "linear",
-                "lora_r": 16,
-                "lora_alpha": 32,
-                "lora_dropout": 0.0,
-                "max_seq_length": 512,
-                "seed": 0,
-                "merge_lora_weights": False,
-                "save_steps": 0,
-                "evaluation_strategy": "disable",
-            },
+            parameters=bench.our_parameters({"steps": steps, "batch": 8, "max_seq_length": 512}),
             device="cpu",
         )
         trainer.train(work / "train.jsonl")

@@ -437,7 +437,7 @@ def test_local_server_is_journaled_before_it_starts_and_teardown_finds_it(
     model = ModelRef(name="m", version="1", uri="models:/m/1", tracking_uri=tracking)
     session, ctx = _local_ctx(tmp_path, register=model)
 
-    def killed_start(self: LocalServer) -> LocalServer:
+    def killed_start(self: LocalServer, standby: object = None) -> LocalServer:
         raise Killed
 
     monkeypatch.setattr(LocalServer, "start", killed_start)

@@ -248,12 +248,10 @@ class LocalBackend:
             },
         )
         standby, self._standby = self._standby, None
-        if standby is None:
-            server.start()
-        else:
-            try:
-                server.start(standby=standby)
-            finally:
+        try:
+            server.start(standby=standby)
+        finally:
+            if standby is not None:
                 standby.stop()  # a no-op once launched; stops one the server did not take
         self._servers[name] = server
         ctx.observer.created(

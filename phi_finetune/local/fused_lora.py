@@ -72,11 +72,9 @@ class _LoraLinear(torch.autograd.Function):
         return grad_x, grad_dropped, None, None, grad_a, grad_b, None
 
 
-def _fusable(module: Any) -> bool:
+def _fusable(module: Any, lora_linear: type[Any]) -> bool:
     """Whether ``module`` is a peft LoRA ``Linear`` over a frozen ``torch.nn.Linear``."""
-    from peft.tuners.lora import Linear
-
-    if not isinstance(module, Linear) or getattr(module, "fan_in_fan_out", False):
+    if not isinstance(module, lora_linear) or getattr(module, "fan_in_fan_out", False):
         return False
     base = module.base_layer
     if type(base) is not torch.nn.Linear or base.weight.requires_grad:
@@ -125,7 +123,9 @@ def fused_lora(model: Any) -> Iterator[int]:
 
     Restores peft's forward on exit, also when the block raises.
     """
-    modules = [m for m in model.modules() if _fusable(m)]
+    from peft.tuners.lora import Linear
+
+    modules = [m for m in model.modules() if _fusable(m, Linear)]
     for module in modules:
         module.forward = _fused_forward(module)
     try:
